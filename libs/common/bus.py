@@ -1,0 +1,280 @@
+"""The event bus: one JetStream stream, publishing with de-duplication ids, and durable consumers.
+
+Workers consume with explicit acks: a message is acked only after its outcome event is published,
+kept alive with ``in_progress`` while work runs, and redelivered if the worker dies. Deliveries are
+bounded: past ``max_attempts`` the build fails with a reason instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from envstore.common.events import (
+    STREAM_SUBJECTS,
+    BlobRef,
+    BuildFailed,
+    Event,
+    EventCodec,
+    UnknownEvent,
+    build_id_of,
+)
+
+log = logging.getLogger(__name__)
+
+
+class BuildFailure(Exception):
+    """A build cannot succeed for a reason the user should read (bad spec, unsatisfiable, …)."""
+
+    def __init__(self, phase: str, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason
+        self.detail = detail
+        self.log: BlobRef | None = None  # the build's log so far, failure at the top
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event handed to a worker, with its place in the stream."""
+
+    event: Event
+    subject: str
+    stream_sequence: int
+    attempt: int
+    headers: dict[str, str]
+
+    @property
+    def build_id(self) -> int | None:
+        return build_id_of(self.event, self.stream_sequence)
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class EventBus:
+    def __init__(self, client: NatsClient, stream_name: str) -> None:
+        self.client = client
+        self.jetstream: JetStreamContext = client.jetstream()
+        self.stream_name = stream_name
+        self.codec = EventCodec()
+
+    @classmethod
+    async def connect(cls, url: str, stream_name: str = "ENVSTORE", name: str = "envstore") -> EventBus:
+        client = await nats.connect(
+            url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+        )
+        return cls(client, stream_name)
+
+    async def close(self) -> None:
+        if not self.client.is_closed:
+            await self.client.drain()
+
+    async def ensure_stream(self, replicas: int = 1, duplicate_window_seconds: float = 600.0) -> None:
+        config = StreamConfig(
+            name=self.stream_name,
+            subjects=[STREAM_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=duplicate_window_seconds,
+            max_age=0,
+        )
+        try:
+            await self.jetstream.stream_info(self.stream_name)
+        except NotFoundError:
+            await self.jetstream.add_stream(config)
+        else:
+            await self.jetstream.update_stream(config)
+
+    async def publish(
+        self, event: Event, message_id: str, headers: dict[str, str] | None = None
+    ) -> PubAck:
+        """Publish once: a repeated ``message_id`` inside the window returns the first ack."""
+        all_headers = {"Nats-Msg-Id": message_id, **(headers or {})}
+        return await self.jetstream.publish(
+            event.SUBJECT, self.codec.encode(event), stream=self.stream_name, headers=all_headers
+        )
+
+    async def publish_failure(self, build_id: int, failure: BuildFailure) -> None:
+        await self.publish(
+            BuildFailed(
+                build_id=build_id,
+                phase=failure.phase,
+                reason=failure.reason,
+                detail=failure.detail,
+                log=failure.log,
+            ),
+            message_id=f"failed:{build_id}",
+        )
+
+    async def event_at(self, sequence: int) -> Event:
+        """The event stored at ``sequence`` (a build's submission is found by its build id)."""
+        message = await self.jetstream.get_msg(self.stream_name, seq=sequence)
+        return self.codec.decode(message.subject, message.data)
+
+    async def last_sequence(self) -> int:
+        info = await self.jetstream.stream_info(self.stream_name)
+        return info.state.last_seq
+
+    async def consume(
+        self,
+        durable: str,
+        subjects: Sequence[str],
+        handler: Handler,
+        *,
+        concurrency: int = 2,
+        ack_wait_seconds: float = 30.0,
+        max_attempts: int = 3,
+    ) -> None:
+        """Run ``handler`` for every event on ``subjects`` until cancelled.
+
+        Replicas calling this with the same ``durable`` share the work.
+        """
+        await self.jetstream.add_consumer(
+            self.stream_name,
+            ConsumerConfig(
+                durable_name=durable,
+                filter_subjects=list(subjects),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ack_wait_seconds,
+                max_ack_pending=max(concurrency * 4, 16),
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        subscription = await self.jetstream.pull_subscribe_bind(
+            durable=durable, stream=self.stream_name
+        )
+        slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    messages = await subscription.fetch(1, timeout=5)
+                except NatsTimeoutError:
+                    slots.release()
+                    continue
+                except Exception:
+                    slots.release()
+                    if self.client.is_closed:
+                        raise
+                    log.exception("fetch from %s failed; retrying", durable)
+                    await asyncio.sleep(0.5)
+                    continue
+                for message in messages:
+                    task = asyncio.create_task(
+                        self._handle(message, handler, ack_wait_seconds, max_attempts)
+                    )
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    task.add_done_callback(lambda _task: slots.release())
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            try:
+                await subscription.unsubscribe()
+            except Exception:  # the connection may already be gone
+                pass
+
+    async def _handle(
+        self, message: Msg, handler: Handler, ack_wait_seconds: float, max_attempts: int
+    ) -> None:
+        metadata = message.metadata
+        try:
+            event = self.codec.decode(message.subject, message.data)
+        except UnknownEvent:
+            await message.ack()
+            return
+        delivery = Delivery(
+            event=event,
+            subject=message.subject,
+            stream_sequence=metadata.sequence.stream,
+            attempt=metadata.num_delivered,
+            headers=dict(message.headers or {}),
+        )
+        build_id = delivery.build_id
+        if delivery.attempt > max_attempts and build_id is not None:
+            # Earlier attempts died without an answer (crash, kill): give up with a reason.
+            await self.publish_failure(
+                build_id,
+                BuildFailure(
+                    phase=message.subject.removeprefix("envstore."),
+                    reason=f"the worker stopped {max_attempts} times while handling this build; "
+                    "giving up",
+                ),
+            )
+            await message.ack()
+            return
+        heartbeat = asyncio.create_task(_keep_alive(message, ack_wait_seconds / 3))
+        try:
+            await handler(delivery)
+        except BuildFailure as failure:
+            heartbeat.cancel()
+            if build_id is not None:
+                await self.publish_failure(build_id, failure)
+            await message.ack()
+            return
+        except asyncio.CancelledError:
+            heartbeat.cancel()
+            raise
+        except Exception as error:
+            heartbeat.cancel()
+            log.exception("handling %s #%s failed", message.subject, delivery.stream_sequence)
+            if delivery.attempt >= max_attempts and build_id is not None:
+                await self.publish_failure(
+                    build_id,
+                    BuildFailure(
+                        phase=message.subject.removeprefix("envstore."),
+                        reason=f"internal error after {delivery.attempt} attempts: {error}",
+                    ),
+                )
+                await message.ack()
+            else:
+                await message.nak(delay=min(2.0**delivery.attempt, 30.0))
+            return
+        heartbeat.cancel()
+        await message.ack()
+
+    async def replay(
+        self, start_sequence: int, subjects: str = STREAM_SUBJECTS
+    ) -> Any:
+        """An ordered, unacknowledged subscription from ``start_sequence`` onwards (for readers
+        that must see every event in stream order, like the projector)."""
+        return await self.jetstream.subscribe(
+            subjects,
+            stream=self.stream_name,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_sequence, 1)
+            ),
+        )
+
+
+async def _keep_alive(message: Msg, interval_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await message.in_progress()
+        except Exception:
+            log.debug("in_progress heartbeat failed", exc_info=True)

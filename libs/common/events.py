@@ -1,0 +1,248 @@
+"""The event catalogue: every state change in envstore is one of these, on one subject.
+
+Events are small immutable msgspec structs, JSON on the wire, each with a ``type`` tag and a
+schema ``version``. Consumers ignore fields they do not know. Large documents (a lock, a log) live
+in storage; events carry a ``BlobRef`` to them. Subjects are defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import msgspec
+
+STREAM_SUBJECTS = "envstore.>"
+
+
+class BlobRef(msgspec.Struct, frozen=True):
+    """A content-addressed document in storage."""
+
+    digest: str  # "sha256:<hex>"
+    size: int
+
+
+class BuildRef(msgspec.Struct, frozen=True):
+    """What every worker needs to know about the build it handles, carried along the pipeline."""
+
+    build_id: int
+    namespace: str
+    environment: str
+    build_key: str
+    spec_sha256: str
+    artifacts: list[str] = []
+    platforms: list[str] = []
+
+
+def now() -> float:
+    return time.time()
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    SUBJECT: ClassVar[str]
+    version: int = 1
+    occurred_at: float = msgspec.field(default_factory=now)
+
+
+# --- namespaces -------------------------------------------------------------------------------
+
+
+class NamespaceCreated(Event, kw_only=True, tag="namespace.created"):
+    SUBJECT: ClassVar[str] = "envstore.namespace.created"
+    namespace: str
+
+
+class NamespaceUpdated(Event, kw_only=True, tag="namespace.updated"):
+    SUBJECT: ClassVar[str] = "envstore.namespace.updated"
+    namespace: str
+    metadata: dict[str, Any] | None = None
+    role_mappings: dict[str, list[str]] | None = None
+
+
+class NamespaceDeleted(Event, kw_only=True, tag="namespace.deleted"):
+    SUBJECT: ClassVar[str] = "envstore.namespace.deleted"
+    namespace: str
+
+
+# --- builds -----------------------------------------------------------------------------------
+
+
+class BuildSubmitted(Event, kw_only=True, tag="build.submitted"):
+    """A new build; its build id is this event's stream sequence."""
+
+    SUBJECT: ClassVar[str] = "envstore.build.submitted"
+    namespace: str
+    environment: str
+    description: str | None = None
+    specification: dict[str, Any]  # normalized environment spec, or {name, description, lockfile}
+    spec_sha256: str
+    is_lockfile: bool = False
+    platforms: list[str]
+    artifacts: list[str]
+    scheduled_on: float
+    build_key_version: int = 2
+    rebuild_of: int | None = None
+
+
+class BuildProgress(Event, kw_only=True, tag="build.progress"):
+    SUBJECT: ClassVar[str] = "envstore.build.progress"
+    build_id: int
+    phase: str  # solve, fetch, link, pack, lockfile, yaml, …
+    state: str  # "started" | "ended" | "note"
+    message: str = ""
+    duration_seconds: float | None = None
+    service: str = ""
+
+
+class BuildSolved(Event, kw_only=True, tag="build.solved"):
+    SUBJECT: ClassVar[str] = "envstore.build.solved"
+    build: BuildRef
+    lock: BlobRef
+    package_count: int
+    solve_seconds: float
+    cache_hit: bool = False
+    log: list[BlobRef] = []
+
+
+class BuildBuilt(Event, kw_only=True, tag="build.built"):
+    SUBJECT: ClassVar[str] = "envstore.build.built"
+    build: BuildRef
+    lock: BlobRef
+    prefix: str
+    size_bytes: int
+    package_count: int
+    install_seconds: float
+    log: list[BlobRef] = []
+
+
+class ArtifactReady(Event, kw_only=True, tag="artifact.ready"):
+    SUBJECT: ClassVar[str] = "envstore.artifact.ready"
+    build_id: int
+    kind: str  # an ArtifactKind
+    key: str  # conda-store style storage name, e.g. lockfile/<build key>.yml
+    blob: BlobRef
+    content_type: str = "application/octet-stream"
+
+
+class ArtifactFailed(Event, kw_only=True, tag="artifact.failed"):
+    SUBJECT: ClassVar[str] = "envstore.artifact.failed"
+    build_id: int
+    kind: str
+    reason: str
+
+
+class BuildCompleted(Event, kw_only=True, tag="build.completed"):
+    SUBJECT: ClassVar[str] = "envstore.build.completed"
+    build_id: int
+    namespace: str
+    environment: str
+    size_bytes: int = 0
+    artifacts: list[str] = []
+
+
+class BuildFailed(Event, kw_only=True, tag="build.failed"):
+    SUBJECT: ClassVar[str] = "envstore.build.failed"
+    build_id: int
+    phase: str
+    reason: str  # safe to show to users: the solver's explanation, a missing package …
+    detail: str = ""
+    log: BlobRef | None = None
+
+
+class BuildCancelRequested(Event, kw_only=True, tag="build.cancel_requested"):
+    SUBJECT: ClassVar[str] = "envstore.build.cancel_requested"
+    build_id: int
+
+
+class BuildCanceled(Event, kw_only=True, tag="build.canceled"):
+    SUBJECT: ClassVar[str] = "envstore.build.canceled"
+    build_id: int
+    reason: str = ""
+
+
+class BuildDeleteRequested(Event, kw_only=True, tag="build.delete_requested"):
+    SUBJECT: ClassVar[str] = "envstore.build.delete_requested"
+    build_id: int
+
+
+class BuildDeleted(Event, kw_only=True, tag="build.deleted"):
+    SUBJECT: ClassVar[str] = "envstore.build.deleted"
+    build_id: int
+
+
+# --- environments -----------------------------------------------------------------------------
+
+
+class EnvironmentCurrentBuildSet(Event, kw_only=True, tag="environment.current_build_set"):
+    SUBJECT: ClassVar[str] = "envstore.environment.current_build_set"
+    namespace: str
+    environment: str
+    build_id: int
+
+
+class EnvironmentUpdated(Event, kw_only=True, tag="environment.updated"):
+    SUBJECT: ClassVar[str] = "envstore.environment.updated"
+    namespace: str
+    environment: str
+    description: str | None = None
+
+
+class EnvironmentDeleted(Event, kw_only=True, tag="environment.deleted"):
+    SUBJECT: ClassVar[str] = "envstore.environment.deleted"
+    namespace: str
+    environment: str
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    NamespaceCreated,
+    NamespaceUpdated,
+    NamespaceDeleted,
+    BuildSubmitted,
+    BuildProgress,
+    BuildSolved,
+    BuildBuilt,
+    ArtifactReady,
+    ArtifactFailed,
+    BuildCompleted,
+    BuildFailed,
+    BuildCancelRequested,
+    BuildCanceled,
+    BuildDeleteRequested,
+    BuildDeleted,
+    EnvironmentCurrentBuildSet,
+    EnvironmentUpdated,
+    EnvironmentDeleted,
+)
+
+
+class UnknownEvent(Exception):
+    """A subject this version of envstore does not know (a newer producer); skip it."""
+
+
+class EventCodec:
+    """Encodes events to JSON and decodes them by subject."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self._decoders = {
+            event_type.SUBJECT: msgspec.json.Decoder(event_type) for event_type in EVENT_TYPES
+        }
+
+    def encode(self, event: Event) -> bytes:
+        return self._encoder.encode(event)
+
+    def decode(self, subject: str, payload: bytes) -> Event:
+        decoder = self._decoders.get(subject)
+        if decoder is None:
+            raise UnknownEvent(subject)
+        return decoder.decode(payload)
+
+
+def build_id_of(event: Event, stream_sequence: int) -> int | None:
+    """The build an event is about: a submission's own sequence, or the id it carries."""
+    if isinstance(event, BuildSubmitted):
+        return stream_sequence
+    build = getattr(event, "build", None)
+    if isinstance(build, BuildRef):
+        return build.build_id
+    return getattr(event, "build_id", None)

@@ -1,0 +1,52 @@
+"""Running a service process: connect to the bus, open storage, run until SIGINT/SIGTERM, close
+everything in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from envstore.common.bus import EventBus
+from envstore.common.logs import configure_logging
+from envstore.common.settings import EnvstoreSettings
+
+
+@contextlib.asynccontextmanager
+async def connected_bus(settings: EnvstoreSettings, name: str) -> AsyncIterator[EventBus]:
+    bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name=name)
+    try:
+        await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
+        yield bus
+    finally:
+        await bus.close()
+
+
+async def run_until_stopped(main: Awaitable[None]) -> None:
+    """Run ``main`` until it ends or the process gets SIGINT/SIGTERM, then cancel it cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    main_task = asyncio.ensure_future(main)
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    if not main_task.done():
+        main_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await main_task
+
+
+def run_service(service: str, serve: Callable[[EnvstoreSettings], Awaitable[None]]) -> None:
+    configure_logging(service)
+    settings = EnvstoreSettings()
+    asyncio.run(run_until_stopped(serve(settings)))
+    # py-rattler 0.28 can crash during interpreter teardown (TOOLING.md); all work is done and
+    # flushed here, so leave without the teardown to report the real exit status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,169 @@
+"""One typed settings model for every envstore process.
+
+Keys follow conda-store's settings names (so its settings API can expose them unchanged); each is
+read from ``ENVSTORE_<KEY>``. List settings accept a comma-separated string
+(``ENVSTORE_CONDA_ALLOWED_CHANNELS=conda-forge,bioconda``) or a JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from envstore.common.artifact_kinds import ArtifactKind
+
+GIBIBYTE = 1024**3
+
+
+def host_platform() -> str:
+    """The conda subdir of the machine this process runs on (``linux-64``, ``osx-arm64`` …)."""
+    machine = platform.machine().lower()
+    system = {"linux": "linux", "darwin": "osx", "win32": "win"}.get(sys.platform, sys.platform)
+    architecture = {
+        "x86_64": "64",
+        "amd64": "64",
+        "aarch64": "aarch64" if system == "linux" else "arm64",
+        "arm64": "aarch64" if system == "linux" else "arm64",
+        "ppc64le": "ppc64le",
+    }.get(machine, machine)
+    return f"{system}-{architecture}"
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class EnvstoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENVSTORE_", extra="ignore")
+
+    # --- conda-store's settings keys (global-only ones marked in GLOBAL_ONLY_SETTINGS) ---
+    default_namespace: str = "default"
+    filesystem_namespace: str = "filesystem"
+    default_uid: int | None = None
+    default_gid: int | None = None
+    default_permissions: str = "775"
+    storage_threshold: int = 5 * GIBIBYTE
+    conda_command: str = "rattler"
+    conda_platforms: CommaList = Field(default_factory=lambda: ["noarch", host_platform()])
+    conda_max_solve_time: int = 300
+    conda_indexed_channels: CommaList = Field(default_factory=lambda: ["conda-forge"])
+    build_artifacts_kept_on_deletion: CommaList = Field(
+        default_factory=lambda: [ArtifactKind.LOGS, ArtifactKind.LOCKFILE, ArtifactKind.YAML]
+    )
+    conda_solve_platforms: CommaList = Field(default_factory=lambda: [host_platform()])
+    conda_channel_alias: str = "https://conda.anaconda.org"
+    conda_default_channels: CommaList = Field(default_factory=lambda: ["conda-forge"])
+    conda_allowed_channels: CommaList = Field(default_factory=list)
+    conda_default_packages: CommaList = Field(default_factory=list)
+    conda_required_packages: CommaList = Field(default_factory=list)
+    conda_included_packages: CommaList = Field(default_factory=list)
+    pypi_default_packages: CommaList = Field(default_factory=list)
+    pypi_required_packages: CommaList = Field(default_factory=list)
+    pypi_included_packages: CommaList = Field(default_factory=list)
+    build_artifacts: CommaList = Field(
+        default_factory=lambda: [ArtifactKind.LOCKFILE, ArtifactKind.YAML, ArtifactKind.LOGS]
+    )
+    build_key_version: int = 2
+
+    # --- envstore's own settings ---
+    data_dir: Path = Path("./envstore-data")
+    store_directory: Path | None = None  # environments' prefixes; default <data_dir>/envs
+    storage_directory: Path | None = None  # local artifact storage; default <data_dir>/storage
+    cache_directory: Path | None = None  # package + repodata caches; default <data_dir>/cache
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = "ENVSTORE"
+    nats_stream_replicas: int = 1
+    nats_duplicate_window_seconds: float = 600.0
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/envstore"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_external_url: str | None = None
+    url_prefix: str = "/"
+    registry_host: str = "127.0.0.1"
+    registry_port: int = 5000
+    admin_token: str | None = None
+    worker_concurrency: int = 2
+    worker_ack_wait_seconds: float = 30.0
+    worker_max_attempts: int = 3
+    projection_wait_seconds: float = 5.0
+    solve_cache_entries: int = 512
+
+    _split_lists = field_validator(
+        "conda_platforms",
+        "conda_indexed_channels",
+        "build_artifacts_kept_on_deletion",
+        "conda_solve_platforms",
+        "conda_default_channels",
+        "conda_allowed_channels",
+        "conda_default_packages",
+        "conda_required_packages",
+        "conda_included_packages",
+        "pypi_default_packages",
+        "pypi_required_packages",
+        "pypi_included_packages",
+        "build_artifacts",
+        mode="before",
+    )(_split_list)
+
+    @field_validator("build_artifacts", "build_artifacts_kept_on_deletion")
+    @classmethod
+    def _known_artifact_kinds(cls, kinds: list[str]) -> list[str]:
+        known = {kind.value for kind in ArtifactKind}
+        unknown = [kind for kind in kinds if kind not in known]
+        if unknown:
+            raise ValueError(f"unknown artifact kinds {unknown}; known: {sorted(known)}")
+        return [str(ArtifactKind(kind).value) for kind in kinds]
+
+    @property
+    def environments_root(self) -> Path:
+        return (self.store_directory or self.data_dir / "envs").resolve()
+
+    @property
+    def storage_root(self) -> Path:
+        return (self.storage_directory or self.data_dir / "storage").resolve()
+
+    @property
+    def cache_root(self) -> Path:
+        return (self.cache_directory or self.data_dir / "cache").resolve()
+
+    @property
+    def package_cache(self) -> Path:
+        return self.cache_root / "pkgs"
+
+    @property
+    def api_url(self) -> str:
+        if self.api_external_url:
+            return self.api_external_url.rstrip("/")
+        prefix = self.url_prefix.rstrip("/")
+        return f"http://{self.api_host}:{self.api_port}{prefix}"
+
+
+GLOBAL_ONLY_SETTINGS = frozenset(
+    {
+        "default_namespace",
+        "filesystem_namespace",
+        "default_uid",
+        "default_gid",
+        "default_permissions",
+        "storage_threshold",
+        "conda_command",
+        "conda_platforms",
+        "conda_max_solve_time",
+        "conda_indexed_channels",
+        "build_artifacts_kept_on_deletion",
+    }
+)

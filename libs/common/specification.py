@@ -1,0 +1,131 @@
+"""What users send: an environment specification (environment.yaml), validated with messages
+that say what to fix, and its normalized form."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9\-+_@$&?^~.=]+$")
+NAME_RULE = "letters, digits and the characters - + _ @ $ & ? ^ ~ . ="
+PIP_OPTIONS = ("--index-url", "--extra-index-url", "--trusted-host")
+
+
+class SpecificationError(ValueError):
+    """The specification cannot be used; the message says why, for the user."""
+
+
+def check_name(value: str, what: str = "name") -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(f"{what} {value!r} may only contain {NAME_RULE}")
+    return value
+
+
+class PipDependencies(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pip: list[str]
+
+    @field_validator("pip")
+    @classmethod
+    def _pip_requirements(cls, requirements: list[str]) -> list[str]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        for requirement in requirements:
+            if requirement.startswith(PIP_OPTIONS):
+                continue
+            try:
+                Requirement(requirement)
+            except InvalidRequirement as error:
+                raise ValueError(f"pip requirement {requirement!r} is not valid: {error}") from None
+        return requirements
+
+
+class EnvironmentSpecification(BaseModel):
+    """An environment.yaml, with conda-store's fields and defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    channels: list[str] = Field(default_factory=list)
+    dependencies: list[str | PipDependencies] = Field(default_factory=list)
+    variables: dict[str, str | int] | None = None
+    prefix: str | None = None
+    description: str | None = ""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        return check_name(name, "environment name")
+
+    @field_validator("dependencies")
+    @classmethod
+    def _valid_match_specs(cls, dependencies: list[Any]) -> list[Any]:
+        from rattler import MatchSpec
+
+        pip_entries = 0
+        for dependency in dependencies:
+            if isinstance(dependency, PipDependencies):
+                pip_entries += 1
+                continue
+            try:
+                MatchSpec(dependency)
+            except Exception as error:
+                raise ValueError(f"dependency {dependency!r} is not a valid conda match spec: {error}") from None
+        if pip_entries > 1:
+            raise ValueError("only one 'pip:' entry is allowed in dependencies")
+        return dependencies
+
+    @property
+    def conda_dependencies(self) -> list[str]:
+        return [item for item in self.dependencies if isinstance(item, str)]
+
+    @property
+    def pip_dependencies(self) -> list[str]:
+        for item in self.dependencies:
+            if isinstance(item, PipDependencies):
+                return item.pip
+        return []
+
+    def normalized(self) -> dict[str, Any]:
+        """The spec as stored and hashed (the shape conda-store's model_dump gives)."""
+        return self.model_dump(mode="json")
+
+
+def parse_specification_text(text: str) -> dict[str, Any]:
+    """YAML (or JSON, a subset) text → a mapping. Raises SpecificationError with conda-store's
+    message for unparsable text."""
+    try:
+        document = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError:
+        raise SpecificationError("Unable to parse. Invalid YAML") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise SpecificationError(
+            "Unable to parse. The specification must be a mapping with name, channels and dependencies"
+        )
+    return document
+
+
+def validation_message(error: ValidationError) -> str:
+    """pydantic errors → one readable line per problem: "dependencies.0: dependency 'x' …"."""
+    lines = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "specification"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "missing":
+            message = "is required"
+        elif problem["type"] == "extra_forbidden":
+            message = "is not a known field (known: name, channels, dependencies, variables, prefix, description)"
+        lines.append(f"{location}: {message}")
+    return "; ".join(lines)
+
+
+def load_environment_specification(document: dict[str, Any]) -> EnvironmentSpecification:
+    try:
+        return EnvironmentSpecification.model_validate(document)
+    except ValidationError as error:
+        raise SpecificationError(validation_message(error)) from None

@@ -1,0 +1,3 @@
+from envstore.builder.service import main
+
+main()

@@ -1,0 +1,65 @@
+"""Lock → installed prefix, with py-rattler, from a shared package cache."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import rattler
+
+from envstore.common.bus import BuildFailure
+from envstore.common.lock import LockedPackage, record_from_locked_package
+
+MAX_BUILD_PATH = 255
+
+
+def check_build_path(prefix: Path) -> None:
+    if len(str(prefix)) > MAX_BUILD_PATH:
+        raise BuildFailure("install", f"build_path too long: must be <= {MAX_BUILD_PATH} characters")
+
+
+async def install_prefix(
+    packages: list[LockedPackage], prefix: Path, package_cache: Path, platform: str
+) -> None:
+    records = [record_from_locked_package(package) for package in packages]
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        await rattler.install(
+            records,
+            target_prefix=prefix,
+            cache_dir=package_cache,
+            platform=platform,
+            show_progress=False,
+            execute_link_scripts=False,
+        )
+    except Exception as error:
+        if type(error).__name__ in {"InstallerError", "LinkError", "TransactionError", "ExtractError"}:
+            raise BuildFailure("install", f"installing the packages failed: {error}") from None
+        raise
+
+
+def point_environment_at(link: Path, prefix: Path) -> None:
+    """Atomically make ``<ns>/envs/<name>`` point at ``prefix``."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    os.symlink(prefix, temporary)
+    os.replace(temporary, link)
+
+
+def directory_size(path: Path) -> int:
+    total = 0
+    seen: set[int] = set()
+    for directory, _, files in os.walk(path):
+        for name in files:
+            status = os.lstat(os.path.join(directory, name))
+            if status.st_ino in seen:
+                continue
+            seen.add(status.st_ino)
+            total += status.st_size
+    return total
+
+
+async def measure(path: Path) -> int:
+    return await asyncio.to_thread(directory_size, path)

@@ -1,0 +1,3 @@
+from envstore.packager.service import main
+
+main()

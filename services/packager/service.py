@@ -1,0 +1,156 @@
+"""The packager service: ``build.built`` → artifacts in storage → ``artifact.ready`` each, then
+``build.completed``. Artifacts are produced concurrently; a failing optional one is reported
+(``artifact.failed``, a line in the log) without failing the build or the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from envstore.common.artifact_kinds import ArtifactKind
+from envstore.common.build_log import compose_log
+from envstore.common.build_reporter import BuildReporter
+from envstore.common.bus import Delivery, EventBus
+from envstore.common.events import (
+    ArtifactFailed,
+    ArtifactReady,
+    BlobRef,
+    BuildBuilt,
+    BuildCompleted,
+    BuildSubmitted,
+)
+from envstore.common.lock import Lock
+from envstore.common.service_runtime import connected_bus, run_service
+from envstore.common.settings import EnvstoreSettings, host_platform
+from envstore.common.storage import Storage, open_storage
+from envstore.packager.artifacts.lockfile import conda_lock_document
+from envstore.packager.artifacts.pinned_yaml import pinned_environment_yaml
+
+SERVICE = "packager"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Produced:
+    key: str
+    blob: BlobRef
+    content_type: str
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    built: BuildBuilt
+    submitted: BuildSubmitted
+    lock: Lock
+
+    @property
+    def yaml_platform(self) -> str:
+        host = host_platform()
+        return host if host in self.lock.platforms else sorted(self.lock.platforms)[0]
+
+
+class PackagerService:
+    def __init__(self, settings: EnvstoreSettings, bus: EventBus, storage: Storage) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.storage = storage
+        self.producers: dict[ArtifactKind, Callable[[BuildInputs], Awaitable[Produced]]] = {
+            ArtifactKind.LOCKFILE: self._lockfile,
+            ArtifactKind.YAML: self._pinned_yaml,
+        }
+
+    async def handle(self, delivery: Delivery) -> None:
+        event = delivery.event
+        assert isinstance(event, BuildBuilt)
+        build = event.build
+        reporter = BuildReporter(self.bus, build.build_id, SERVICE)
+        submitted = await self.bus.event_at(build.build_id)
+        assert isinstance(submitted, BuildSubmitted)
+        inputs = BuildInputs(event, submitted, Lock.decode(await self.storage.get_bytes(event.lock)))
+        wanted = [ArtifactKind.LOCKFILE] + [
+            ArtifactKind(kind)
+            for kind in build.artifacts
+            if kind in self.producers and kind != ArtifactKind.LOCKFILE
+        ]
+        results = await asyncio.gather(
+            *(self._produce(kind, inputs, reporter) for kind in wanted)
+        )
+        ready = [kind for kind, done in zip(wanted, results) if done]
+        logs = await compose_log(self.storage, event.log, reporter)
+        await self._publish_ready(build.build_id, ArtifactKind.LOGS, Produced(
+            f"logs/{build.build_key}.log", logs, "text/plain; charset=utf-8"
+        ))
+        await self.bus.publish(
+            BuildCompleted(
+                build_id=build.build_id,
+                namespace=build.namespace,
+                environment=build.environment,
+                size_bytes=event.size_bytes,
+                artifacts=[str(kind) for kind in [*ready, ArtifactKind.LOGS]],
+            ),
+            message_id=f"completed:{build.build_id}",
+        )
+
+    async def _produce(self, kind: ArtifactKind, inputs: BuildInputs, reporter: BuildReporter) -> bool:
+        build_id = inputs.built.build.build_id
+        try:
+            async with reporter.phase(kind.lower()):
+                produced = await self.producers[kind](inputs)
+        except Exception as error:
+            log.exception("artifact %s of build %s failed", kind, build_id)
+            await self.bus.publish(
+                ArtifactFailed(build_id=build_id, kind=kind, reason=str(error)),
+                message_id=f"artifact-failed:{build_id}:{kind}",
+            )
+            return False
+        await self._publish_ready(build_id, kind, produced)
+        return True
+
+    async def _publish_ready(self, build_id: int, kind: ArtifactKind, produced: Produced) -> None:
+        await self.storage.name(produced.key, produced.blob)
+        await self.bus.publish(
+            ArtifactReady(
+                build_id=build_id,
+                kind=kind,
+                key=produced.key,
+                blob=produced.blob,
+                content_type=produced.content_type,
+            ),
+            message_id=f"artifact:{build_id}:{kind}",
+        )
+
+    async def _lockfile(self, inputs: BuildInputs) -> Produced:
+        document = await asyncio.to_thread(
+            conda_lock_document, inputs.lock, inputs.submitted.spec_sha256
+        )
+        blob = await self.storage.put_bytes(document)
+        return Produced(f"lockfile/{inputs.built.build.build_key}.yml", blob, "application/json")
+
+    async def _pinned_yaml(self, inputs: BuildInputs) -> Produced:
+        document = pinned_environment_yaml(
+            inputs.lock,
+            inputs.yaml_platform,
+            inputs.built.build.environment,
+            inputs.submitted.specification,
+        )
+        blob = await self.storage.put_bytes(document)
+        return Produced(f"yaml/{inputs.built.build.build_key}.yml", blob, "text/yaml; charset=utf-8")
+
+
+async def serve(settings: EnvstoreSettings) -> None:
+    async with connected_bus(settings, SERVICE) as bus:
+        service = PackagerService(settings, bus, open_storage(settings))
+        await bus.consume(
+            "packager",
+            [BuildBuilt.SUBJECT],
+            service.handle,
+            concurrency=settings.worker_concurrency,
+            ack_wait_seconds=settings.worker_ack_wait_seconds,
+            max_attempts=settings.worker_max_attempts,
+        )
+
+
+def main() -> None:
+    run_service(SERVICE, serve)

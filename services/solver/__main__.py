@@ -1,0 +1,3 @@
+from envstore.solver.service import main
+
+main()

@@ -1,0 +1,155 @@
+"""The solver service: ``build.submitted`` → ``build.solved`` (or ``build.failed``)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import aiohttp
+
+from envstore.common.build_keys import build_key
+from envstore.common.build_log import attach_failure_log
+from envstore.common.build_reporter import BuildReporter
+from envstore.common.bus import BuildFailure, Delivery, EventBus
+from envstore.common.channels import channel_url
+from envstore.common.events import BuildRef, BuildSolved, BuildSubmitted
+from envstore.common.lock import Lock, locked_package_from_record
+from envstore.common.service_runtime import connected_bus, run_service
+from envstore.common.settings import EnvstoreSettings, host_platform
+from envstore.common.specification import EnvironmentSpecification
+from envstore.common.storage import Storage, open_storage
+from envstore.solver.solve import SolveRequest, Solver
+
+SERVICE = "solver"
+
+
+def build_ref_of(event: BuildSubmitted, build_id: int) -> BuildRef:
+    return BuildRef(
+        build_id=build_id,
+        namespace=event.namespace,
+        environment=event.environment,
+        build_key=build_key(
+            event.build_key_version,
+            event.spec_sha256,
+            event.scheduled_on,
+            build_id,
+            event.environment,
+            event.namespace,
+        ),
+        spec_sha256=event.spec_sha256,
+        artifacts=event.artifacts,
+        platforms=event.platforms,
+    )
+
+
+class SolverService:
+    def __init__(self, settings: EnvstoreSettings, bus: EventBus, storage: Storage, solver: Solver) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.storage = storage
+        self.solver = solver
+
+    async def handle(self, delivery: Delivery) -> None:
+        event = delivery.event
+        assert isinstance(event, BuildSubmitted)
+        build = build_ref_of(event, delivery.stream_sequence)
+        reporter = BuildReporter(self.bus, build.build_id, SERVICE)
+        try:
+            await self._solve_and_publish(event, build, reporter)
+        except BuildFailure as failure:
+            await attach_failure_log(failure, self.storage, [], reporter)
+            raise
+
+    async def _solve_and_publish(self, event: BuildSubmitted, build: BuildRef, reporter: BuildReporter) -> None:
+        if event.is_lockfile:
+            async with reporter.phase("lock", "reading the submitted conda-lock lockfile (no solve)"):
+                lock = await asyncio.to_thread(lock_from_conda_lock, event.specification["lockfile"])
+            seconds, cache_hit = 0.0, False
+        else:
+            request = self._request_for(event)
+            async with reporter.phase(
+                "solve", f"{', '.join(request.specs) or 'no packages'} for {', '.join(request.platforms)}"
+            ):
+                outcome = await self.solver.solve(request)
+            for note in outcome.notes:
+                await reporter.note("solve", note)
+            lock, seconds = outcome.lock, outcome.seconds
+            cache_hit = outcome.cache_hits == len(request.platforms)
+        lock_blob = await self.storage.put_bytes(lock.encode())
+        log_blob = await reporter.store(self.storage)
+        await self.bus.publish(
+            BuildSolved(
+                build=build,
+                lock=lock_blob,
+                package_count=sum(len(packages) for packages in lock.platforms.values()),
+                solve_seconds=seconds,
+                cache_hit=cache_hit,
+                log=[log_blob],
+            ),
+            message_id=f"solved:{build.build_id}",
+        )
+
+    def _request_for(self, event: BuildSubmitted) -> SolveRequest:
+        specification = EnvironmentSpecification.model_validate(event.specification)
+        channels = specification.channels or self.settings.conda_default_channels
+        return SolveRequest(
+            specs=specification.conda_dependencies,
+            channel_urls=[channel_url(channel, self.settings.conda_channel_alias) for channel in channels],
+            platforms=event.platforms,
+            pip=specification.pip_dependencies,
+        )
+
+
+def lock_from_conda_lock(lockfile: dict) -> Lock:
+    """A user's conda-lock v1 lockfile → our lock, read by rattler (no solve)."""
+    import rattler
+    import yaml
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "conda-lock.yml"
+        path.write_text(yaml.safe_dump(lockfile))
+        try:
+            lock_file = rattler.LockFile.from_path(path)
+        except Exception as error:
+            raise BuildFailure("lock", f"the lockfile cannot be read: {error}") from None
+    environment = lock_file.default_environment()
+    if environment is None:
+        raise BuildFailure("lock", "the lockfile has no packages")
+    platforms = {}
+    for platform in environment.platforms():
+        records = environment.conda_repodata_records_for_platform(platform) or []
+        platforms[str(platform)] = sorted(
+            (locked_package_from_record(record) for record in records), key=lambda p: p.name
+        )
+    channels = [str(channel.url) if hasattr(channel, "url") else str(channel) for channel in environment.channels()]
+    pip = [
+        f"{package.name}=={package.version}"
+        for platform in environment.platforms()
+        for package in (environment.pypi_packages_for_platform(platform) or [])
+    ]
+    return Lock(channels=channels, platforms=platforms, pip=sorted(set(pip)))
+
+
+async def serve(settings: EnvstoreSettings) -> None:
+    async with aiohttp.ClientSession() as http, connected_bus(settings, SERVICE) as bus:
+        solver = Solver(
+            cache_directory=settings.cache_root,
+            host_platform=host_platform(),
+            max_solve_seconds=settings.conda_max_solve_time,
+            cache_entries=settings.solve_cache_entries,
+            http=http,
+        )
+        service = SolverService(settings, bus, open_storage(settings), solver)
+        await bus.consume(
+            "solver",
+            [BuildSubmitted.SUBJECT],
+            service.handle,
+            concurrency=settings.worker_concurrency,
+            ack_wait_seconds=settings.worker_ack_wait_seconds,
+            max_attempts=settings.worker_max_attempts,
+        )
+
+
+def main() -> None:
+    run_service(SERVICE, serve)

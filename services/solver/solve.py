@@ -1,0 +1,128 @@
+"""Specification → lock, with py-rattler, for every requested platform."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import rattler
+from rattler.exceptions import InvalidMatchSpecError, SolverError
+
+from envstore.common.bus import BuildFailure
+from envstore.common.lock import Lock, locked_package_from_record
+from envstore.solver.repodata_state import repodata_fingerprint
+from envstore.solver.solve_cache import SolveCache, solve_cache_key
+from envstore.solver.virtual_packages import describe, virtual_packages_for
+
+
+@dataclass(frozen=True)
+class SolveRequest:
+    specs: list[str]
+    channel_urls: list[str]
+    platforms: list[str]
+    pip: list[str]
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    lock: Lock
+    cache_hits: int
+    seconds: float
+    notes: list[str]
+
+
+class Solver:
+    """Owns the repodata gateway and the solve cache of one solver process."""
+
+    def __init__(
+        self,
+        cache_directory: Path,
+        host_platform: str,
+        max_solve_seconds: float,
+        cache_entries: int,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        self.gateway = rattler.Gateway(cache_dir=cache_directory / "repodata")
+        self.cache = SolveCache(cache_directory / "solves", cache_entries)
+        self.host_platform = host_platform
+        self.max_solve_seconds = max_solve_seconds
+        self.http = http
+        self._fingerprints_seen: dict[str, str] = {}
+
+    async def solve(self, request: SolveRequest) -> SolveOutcome:
+        started = time.perf_counter()
+        packages_by_platform = {}
+        cache_hits = 0
+        notes = []
+        for platform in request.platforms:
+            subdirs = [platform, "noarch"]
+            fingerprints = [
+                await self._fingerprint(url, subdirs) for url in request.channel_urls
+            ]
+            virtual_packages = virtual_packages_for(platform, self.host_platform)
+            key = solve_cache_key(
+                request.specs, request.channel_urls, platform, describe(virtual_packages), fingerprints
+            )
+            cached = await self.cache.get(key)
+            if cached is not None:
+                cache_hits += 1
+                packages_by_platform[platform] = cached.packages_for(platform)
+                notes.append(f"{platform}: {len(cached.packages_for(platform))} packages (cached solve)")
+                continue
+            platform_started = time.perf_counter()
+            records = await self._solve_platform(request, subdirs, virtual_packages)
+            packages = sorted(
+                (locked_package_from_record(record) for record in records), key=lambda p: p.name
+            )
+            packages_by_platform[platform] = packages
+            await self.cache.put(
+                key, Lock(channels=request.channel_urls, platforms={platform: packages})
+            )
+            notes.append(
+                f"{platform}: {len(packages)} packages solved in "
+                f"{time.perf_counter() - platform_started:.3f} s"
+            )
+        lock = Lock(channels=request.channel_urls, platforms=packages_by_platform, pip=request.pip)
+        return SolveOutcome(lock, cache_hits, time.perf_counter() - started, notes)
+
+    async def _fingerprint(self, channel_url: str, subdirs: list[str]) -> str:
+        fingerprint = await repodata_fingerprint(channel_url, subdirs, self.http)
+        previous = self._fingerprints_seen.get(channel_url)
+        if previous is not None and previous != fingerprint:
+            # The channel changed under us: drop the gateway's in-memory copy of its repodata.
+            self.gateway.clear_repodata_cache(rattler.Channel(channel_url), subdirs)
+        self._fingerprints_seen[channel_url] = fingerprint
+        return fingerprint
+
+    async def _solve_platform(self, request: SolveRequest, subdirs: list[str], virtual_packages: list) -> list:
+        try:
+            specs = [rattler.MatchSpec(spec) for spec in request.specs]
+        except InvalidMatchSpecError as error:
+            raise BuildFailure("solve", f"invalid package specification: {error}") from None
+        try:
+            return await rattler.solve(
+                sources=[rattler.Channel(url) for url in request.channel_urls],
+                specs=specs,
+                gateway=self.gateway,
+                platforms=subdirs,
+                virtual_packages=virtual_packages,
+                timeout=datetime.timedelta(seconds=self.max_solve_seconds),
+            )
+        except SolverError as error:
+            raise BuildFailure(
+                "solve", f"the specification cannot be solved for {subdirs[0]}: {_explain(error)}"
+            ) from None
+        except Exception as error:
+            if type(error).__name__ in {"FetchRepoDataError", "GatewayError", "InvalidChannelError"}:
+                raise BuildFailure(
+                    "solve", f"cannot read the channel's package index: {_explain(error)}"
+                ) from None
+            raise
+
+
+def _explain(error: Exception) -> str:
+    text = str(error).strip()
+    return text or type(error).__name__
