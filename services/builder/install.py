@@ -29,7 +29,7 @@ async def install_prefix(
             records,
             target_prefix=prefix,
             cache_dir=package_cache,
-            platform=platform,
+            platform=rattler.Platform(platform),
             show_progress=False,
             execute_link_scripts=False,
         )

@@ -1,0 +1,227 @@
+"""Running a long-lived server program as a child process, from asyncio code.
+
+Shared by the NATS and PostgreSQL launchers. The child's stdout and stderr go
+straight to a log file (not a pipe), so the child can never block on a full
+pipe when nobody reads it, and the log survives the child for post-mortems.
+
+Blocking calls (``waitpid`` with a timeout) run in a worker thread through
+``asyncio.to_thread``; the process is a plain ``subprocess.Popen``, so it is not
+tied to the event loop that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+LOG_TAIL_BYTES = 4000
+DEFAULT_STOP_GRACE_SECONDS = 10.0
+
+
+class ChildProcessError(RuntimeError):
+    """A server child process failed to start, or died while starting."""
+
+
+@dataclass(frozen=True)
+class OsUser:
+    """An OS account to run a child process as (by setuid in the child)."""
+
+    name: str
+    uid: int
+    gid: int
+    supplementary_gids: tuple[int, ...]
+
+    @classmethod
+    def lookup(cls, name: str) -> "OsUser":
+        entry = pwd.getpwnam(name)
+        return cls(
+            name=entry.pw_name,
+            uid=entry.pw_uid,
+            gid=entry.pw_gid,
+            supplementary_gids=tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)),
+        )
+
+    def popen_identity(self) -> dict[str, object]:
+        """Keyword arguments that make ``Popen`` run the child as this user.
+
+        ``extra_groups`` is always passed: otherwise the child would keep our
+        (root's) supplementary groups.
+        """
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.supplementary_gids)}
+
+    def chown(self, path: Path) -> None:
+        os.chown(path, self.uid, self.gid)
+
+    def can_traverse(self, directory: Path) -> bool:
+        """Whether this user may search (``x``) ``directory``, by its mode bits."""
+        status = directory.stat()
+        if self.uid == 0:
+            return True
+        if status.st_uid == self.uid:
+            return bool(status.st_mode & 0o100)
+        if status.st_gid in self.supplementary_gids or status.st_gid == self.gid:
+            return bool(status.st_mode & 0o010)
+        return bool(status.st_mode & 0o001)
+
+
+def pick_free_port(host: str) -> int:
+    """A TCP port that was free a moment ago on ``host``.
+
+    Another process may take it before the server binds it; callers that chose
+    the port this way retry with a new one when the bind fails.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def process_is_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie.
+
+    Children re-parented to PID 1 may stay zombies if PID 1 does not reap
+    them; a zombie holds no resources (ports, shared memory), so it counts as
+    gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The command name (field 2) is in parentheses and may contain spaces.
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def child_pids(parent_pid: int) -> list[int]:
+    """PIDs whose parent is ``parent_pid`` (one level), from ``/proc``."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields_after_name = stat.rsplit(")", 1)[1].split()
+        if int(fields_after_name[1]) == parent_pid:
+            children.append(int(entry.name))
+    return children
+
+
+async def wait_until_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Poll until none of ``pids`` is alive; return those still alive at the deadline."""
+    remaining = list(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = [pid for pid in remaining if process_is_alive(pid)]
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
+        await asyncio.sleep(0.02)
+
+
+class LoggedChildProcess:
+    """One run of a server program whose output is appended to ``log_path``."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], log_path: Path, log_start_offset: int) -> None:
+        self._popen = popen
+        self.log_path = log_path
+        self._log_start_offset = log_start_offset
+
+    @classmethod
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        run_as: OsUser | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> "LoggedChildProcess":
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            log_start_offset = log_file.tell()
+            popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                # Own session: a Ctrl-C aimed at the test runner's terminal
+                # must not reach the server; we stop it ourselves, in order.
+                start_new_session=True,
+                **(run_as.popen_identity() if run_as else {}),
+            )
+        # The child holds its own copy of the log descriptor; ours is closed.
+        return cls(popen, log_path, log_start_offset)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def has_exited(self) -> bool:
+        return self._popen.poll() is not None
+
+    def log_text(self) -> str:
+        """Everything this run has written so far."""
+        try:
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(self._log_start_offset)
+                return log_file.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, max_bytes: int = LOG_TAIL_BYTES) -> str:
+        text = self.log_text()
+        return text[-max_bytes:]
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for exit; True if it exited (and was reaped)."""
+        try:
+            await asyncio.to_thread(self._popen.wait, timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def send_signal(self, signal_number: int) -> None:
+        # Popen.send_signal is a no-op once the child was reaped, so a PID
+        # reused by an unrelated process is never signalled.
+        self._popen.send_signal(signal_number)
+
+    async def stop(
+        self,
+        polite_signal: int,
+        grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
+    ) -> None:
+        """Send ``polite_signal``; SIGKILL if still running after ``grace_seconds``."""
+        if self.has_exited():
+            return
+        self.send_signal(polite_signal)
+        if await self.wait(grace_seconds):
+            return
+        await self.kill()
+
+    async def kill(self, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> None:
+        self.send_signal(signal.SIGKILL)
+        if not await self.wait(grace_seconds):
+            raise ChildProcessError(f"process {self.pid} survived SIGKILL for {grace_seconds}s")
+
+
+def describe_failure(what: str, child: LoggedChildProcess) -> str:
+    status = child.returncode
+    state = "is still running" if status is None else f"exited with status {status}"
+    return (
+        f"{what} (pid {child.pid}) {state}; log {child.log_path}, last lines:\n"
+        f"{child.log_tail() or '(empty)'}"
+    )

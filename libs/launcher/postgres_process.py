@@ -1,0 +1,437 @@
+"""A throwaway local PostgreSQL cluster, run as a child process.
+
+Used by the launcher and by tests that need a real database::
+
+    async with PostgresServer(tmp_path / "pg") as postgres_server:
+        connection = await asyncpg.connect(postgres_server.dsn)
+
+``kill()`` and ``restart()`` simulate a crash and a recovery on the same port
+and the same data directory.
+
+PostgreSQL refuses to run as root. When we are root, ``initdb`` and
+``postgres`` run as an unprivileged OS user (``postgres`` if it exists, else a
+system user ``envstore-pg`` that is created on first use). They are started
+with ``Popen(user=...)`` rather than ``runuser``: ``runuser`` stays in between
+as the parent and would receive our signals, so SIGKILL would hit it and leave
+the real postmaster running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import asyncpg
+
+from envstore.launcher.child_process import (
+    DEFAULT_STOP_GRACE_SECONDS,
+    ChildProcessError,
+    LoggedChildProcess,
+    OsUser,
+    child_pids,
+    describe_failure,
+    pick_free_port,
+    wait_until_gone,
+)
+
+DEBIAN_POSTGRESQL_ROOT = Path("/usr/lib/postgresql")
+PREFERRED_OS_USERS = ("postgres",)
+CREATED_OS_USER = "envstore-pg"
+SUPERUSER = "postgres"
+DEFAULT_DATABASE = "envstore"
+LOG_FILE_NAME = "envstore-postgres.log"
+DEFAULT_STARTUP_TIMEOUT_SECONDS = 30.0
+# Start attempts, when a retry can succeed: a port we picked was taken before
+# the server could bind it, or a concurrent pytest session re-tightened the
+# permissions of a tmp_path ancestor while the server was starting.
+START_ATTEMPTS = 3
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_UNIX_SOCKET_PATH = 107
+PORT_TAKEN_MESSAGES = ("could not bind", "Address already in use")
+
+
+class PostgresServerError(ChildProcessError):
+    """PostgreSQL could not be found, initialised or started."""
+
+
+def find_postgresql_bin_directory() -> Path:
+    """The directory holding ``initdb`` and ``postgres``.
+
+    Debian keeps them off PATH, in /usr/lib/postgresql/<version>/bin; the
+    highest version wins. PATH is the fallback (other distributions, macOS).
+    """
+    def has_server_programs(directory: Path) -> bool:
+        return (directory / "initdb").is_file() and (directory / "postgres").is_file()
+
+    def version_key(directory: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", directory.parent.name))
+
+    debian_directories = sorted(
+        (d for d in DEBIAN_POSTGRESQL_ROOT.glob("*/bin") if has_server_programs(d)),
+        key=version_key,
+    )
+    if debian_directories:
+        return debian_directories[-1]
+    initdb_on_path = shutil.which("initdb")
+    if initdb_on_path and has_server_programs(Path(initdb_on_path).resolve().parent):
+        return Path(initdb_on_path).resolve().parent
+    raise PostgresServerError(
+        "PostgreSQL server programs (initdb, postgres) not found in "
+        f"{DEBIAN_POSTGRESQL_ROOT}/*/bin nor on PATH; install them with `apt-get install postgresql`"
+    )
+
+
+def _ensure_unprivileged_os_user(requested_name: str | None) -> OsUser | None:
+    """The OS user to run PostgreSQL as; None means "as ourselves" (not root)."""
+    if requested_name is not None:
+        return OsUser.lookup(requested_name)
+    if os.geteuid() != 0:
+        return None
+    for name in PREFERRED_OS_USERS:
+        try:
+            return OsUser.lookup(name)
+        except KeyError:
+            continue
+    try:
+        return OsUser.lookup(CREATED_OS_USER)
+    except KeyError:
+        pass
+    created = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", CREATED_OS_USER],
+        capture_output=True,
+        text=True,
+    )
+    # Exit status 9: another process created it meanwhile.
+    if created.returncode not in (0, 9):
+        raise PostgresServerError(f"could not create OS user {CREATED_OS_USER}: {created.stderr.strip()}")
+    return OsUser.lookup(CREATED_OS_USER)
+
+
+def _make_reachable(directory: Path, os_user: OsUser) -> None:
+    """Let ``os_user`` traverse every ancestor of ``directory``.
+
+    pytest's tmp_path lives under /tmp/pytest-of-root (mode 0700): we add only
+    the "others may search" bit (not read) to ancestors we own that block the
+    user. An ancestor owned by someone else is left alone and reported.
+
+    This is not permanent: every new pytest session resets
+    /tmp/pytest-of-<user> to 0700. PostgreSQL needs the path only while it
+    starts (then it works relative to its data directory), so this runs
+    before every start, and a start that hit "Permission denied" is retried.
+    """
+    for ancestor in reversed(directory.resolve().parents):
+        if os_user.can_traverse(ancestor):
+            continue
+        status = ancestor.stat()
+        if status.st_uid != os.geteuid():
+            raise PostgresServerError(
+                f"OS user {os_user.name} cannot reach {directory}: {ancestor} is not searchable "
+                "and not ours to change; use a data directory elsewhere"
+            )
+        os.chmod(ancestor, status.st_mode & 0o7777 | 0o001)
+
+
+class PostgresServer:
+    """A PostgreSQL server for ``data_directory``, listening on TCP ``host:port``.
+
+    The cluster is created with ``initdb`` on first start (trust
+    authentication, superuser ``postgres``) and a database ``envstore`` is
+    created if missing. ``port=None`` picks a free port on the first start and
+    keeps it for every restart.
+    """
+
+    def __init__(
+        self,
+        data_directory: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        database: str = DEFAULT_DATABASE,
+        os_user: str | None = None,
+        bin_directory: Path | None = None,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS,
+        stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
+    ) -> None:
+        self.data_directory = Path(data_directory).absolute()
+        self.host = host
+        self._port = port
+        self.database = database
+        self._requested_os_user = os_user
+        self._bin_directory = bin_directory
+        self.startup_timeout = startup_timeout
+        self.stop_grace_seconds = stop_grace_seconds
+        self._child: LoggedChildProcess | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise PostgresServerError("the port is chosen when the server first starts; start it first")
+        return self._port
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_directory / LOG_FILE_NAME
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's PID while started."""
+        return self._child.pid if self._child else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._child is not None and not self._child.has_exited()
+
+    async def __aenter__(self) -> "PostgresServer":
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.is_running:
+            raise PostgresServerError(f"PostgreSQL is already running (pid {self.pid})")
+        bin_directory = self._bin_directory or find_postgresql_bin_directory()
+        os_user = await asyncio.to_thread(_ensure_unprivileged_os_user, self._requested_os_user)
+        await asyncio.to_thread(self.data_directory.mkdir, parents=True, exist_ok=True)
+        if not (self.data_directory / "PG_VERSION").exists():
+            await self._initdb(bin_directory, os_user)
+
+        port_is_ours_to_choose = self._port is None
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if os_user is not None:
+                # Again on every start: see _make_reachable.
+                await asyncio.to_thread(_make_reachable, self.data_directory, os_user)
+            port = self._port if self._port is not None else pick_free_port(self.host)
+            child = LoggedChildProcess.spawn(
+                self._postgres_argv(bin_directory, port),
+                self.log_path,
+                run_as=os_user,
+                cwd=self.data_directory,
+            )
+            self._child = child
+            try:
+                await self._wait_until_accepting(child, port)
+            except PostgresServerError:
+                await self._kill_process_tree(child)
+                log_text = child.log_text()
+                port_was_taken = any(message in log_text for message in PORT_TAKEN_MESSAGES)
+                path_was_blocked = os_user is not None and "Permission denied" in log_text
+                retry_can_help = (port_is_ours_to_choose and port_was_taken) or path_was_blocked
+                if retry_can_help and attempt < START_ATTEMPTS:
+                    continue
+                raise
+            except BaseException:
+                await self._kill_process_tree(child)
+                raise
+            self._port = port
+            break
+        await self._create_database_if_missing()
+
+    async def _initdb(self, bin_directory: Path, os_user: OsUser | None) -> None:
+        """Create the cluster in a staging directory, then move it into place.
+
+        Staging makes initialisation atomic (a failed initdb never leaves a
+        half-made cluster that a later start would take for a real one), and
+        keeps initdb's second-long run out of ``data_directory``'s ancestors,
+        whose permissions a concurrent pytest session may tighten meanwhile.
+        """
+        if any(self.data_directory.iterdir()):
+            raise PostgresServerError(
+                f"{self.data_directory} is neither empty nor a PostgreSQL data directory (no PG_VERSION)"
+            )
+        staging_parent = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="envstore-initdb-"))
+        staging_directory = staging_parent / "cluster"
+        try:
+            staging_directory.mkdir(mode=0o700)
+            if os_user is not None:
+                _make_reachable(staging_directory, os_user)
+                os_user.chown(staging_parent)
+                os_user.chown(staging_directory)
+            argv = [
+                str(bin_directory / "initdb"),
+                "-D", str(staging_directory),
+                "-U", SUPERUSER,
+                "--auth=trust",
+                # Explicit locale: the host's LANG may name a locale that is
+                # not generated, which makes initdb fail.
+                "--encoding=UTF8",
+                "--locale=C",
+                # A throwaway cluster (the server runs with fsync=off too).
+                "--no-sync",
+            ]
+            completed = await asyncio.to_thread(
+                subprocess.run,
+                argv,
+                capture_output=True,
+                text=True,
+                cwd=staging_directory,
+                **(os_user.popen_identity() if os_user else {}),
+            )
+            if completed.returncode != 0:
+                raise PostgresServerError(
+                    f"initdb failed with status {completed.returncode}:\n"
+                    f"{(completed.stdout + completed.stderr)[-4000:]}"
+                )
+            await asyncio.to_thread(self._move_cluster_into_place, staging_directory, os_user)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging_parent, ignore_errors=True)
+
+    def _move_cluster_into_place(self, staging_directory: Path, os_user: OsUser | None) -> None:
+        try:
+            # Replaces the empty data directory in one step, keeping owners and modes.
+            os.rename(staging_directory, self.data_directory)
+            return
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+        # The temporary directory is on another file system: copy instead.
+        shutil.copytree(staging_directory, self.data_directory, symlinks=True, dirs_exist_ok=True)
+        if os_user is not None:
+            for directory, subdirectories, files in os.walk(self.data_directory):
+                os_user.chown(Path(directory))
+                for name in files:
+                    os_user.chown(Path(directory) / name)
+        os.chmod(self.data_directory, 0o700)
+
+    def _postgres_argv(self, bin_directory: Path, port: int) -> list[str]:
+        socket_path = self.data_directory / f".s.PGSQL.{port}"
+        # Clients here use TCP; the Unix socket is a convenience for psql.
+        # Deep directories (long pytest test names) exceed the sun_path limit,
+        # which would make the server refuse to start: then listen on TCP only.
+        socket_directory = str(self.data_directory) if len(str(socket_path)) <= MAX_UNIX_SOCKET_PATH else ""
+        return [
+            str(bin_directory / "postgres"),
+            "-D", str(self.data_directory),
+            "-h", self.host,
+            "-p", str(port),
+            "-k", socket_directory,
+            "-c", "fsync=off",
+        ]
+
+    async def _wait_until_accepting(self, child: LoggedChildProcess, port: int) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last_error: BaseException | None = None
+        while time.monotonic() < deadline:
+            probe = asyncio.create_task(self._served_data_directory(port))
+            try:
+                # Watch the child while the probe runs: a connection to a port
+                # that something else holds can hang until the probe's
+                # timeout, while our server has already died on the bind.
+                while not probe.done():
+                    if child.has_exited():
+                        raise PostgresServerError(describe_failure("PostgreSQL exited during start-up", child))
+                    await asyncio.wait({probe}, timeout=0.02)
+            finally:
+                probe.cancel()
+            try:
+                served_directory = probe.result()
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                # Refused while starting, or "the database system is starting
+                # up" / "is in recovery mode" after a crash.
+                last_error = error
+                await asyncio.sleep(0.02)
+                continue
+            # Guards against another server that already held the port while
+            # ours is about to fail to bind it.
+            if Path(served_directory).resolve() != self.data_directory.resolve():
+                raise PostgresServerError(
+                    f"port {port} is served by another PostgreSQL (data directory {served_directory})"
+                )
+            return
+        raise PostgresServerError(
+            describe_failure(
+                f"PostgreSQL did not accept connections within {self.startup_timeout}s "
+                f"(last error: {last_error!r})",
+                child,
+            )
+        )
+
+    async def _served_data_directory(self, port: int) -> str:
+        connection = await asyncpg.connect(
+            host=self.host, port=port, user=SUPERUSER, database="postgres", timeout=2.0
+        )
+        try:
+            return await connection.fetchval("SHOW data_directory")
+        finally:
+            await connection.close()
+
+    async def _create_database_if_missing(self) -> None:
+        connection = await asyncpg.connect(
+            host=self.host, port=self.port, user=SUPERUSER, database="postgres", timeout=5.0
+        )
+        try:
+            exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.database)
+            if not exists:
+                quoted_name = '"' + self.database.replace('"', '""') + '"'
+                try:
+                    await connection.execute(f"CREATE DATABASE {quoted_name}")
+                except asyncpg.DuplicateDatabaseError:
+                    pass  # created concurrently by someone else
+        finally:
+            await connection.close()
+
+    async def _kill_process_tree(self, child: LoggedChildProcess) -> None:
+        """SIGKILL the postmaster and its children at once, like a machine crash.
+
+        The postmaster's children run in their own process groups, so a group
+        kill would miss them. The postmaster is stopped first so it cannot
+        fork while we list its children. Waiting for the children matters: a
+        restart refuses to start while they still hold the old shared memory.
+        """
+        if child.has_exited():
+            return
+        child.send_signal(signal.SIGSTOP)
+        backend_pids = child_pids(child.pid)
+        child.send_signal(signal.SIGKILL)
+        for backend_pid in backend_pids:
+            try:
+                os.kill(backend_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not await child.wait(self.stop_grace_seconds):
+            raise PostgresServerError(f"postmaster {child.pid} survived SIGKILL")
+        survivors = await wait_until_gone(backend_pids, self.stop_grace_seconds)
+        if survivors:
+            raise PostgresServerError(f"PostgreSQL processes {survivors} survived SIGKILL")
+
+    async def stop(self) -> None:
+        """Fast shutdown (SIGINT); SIGKILL everything after ``stop_grace_seconds``."""
+        child = self._child
+        if child is None or child.has_exited():
+            return
+        backend_pids = child_pids(child.pid)
+        child.send_signal(signal.SIGINT)
+        if await child.wait(self.stop_grace_seconds):
+            # The postmaster exits after its children; this is only a check.
+            await wait_until_gone(backend_pids, self.stop_grace_seconds)
+            return
+        await self._kill_process_tree(child)
+
+    async def kill(self) -> None:
+        """SIGKILL the server (postmaster and backends); the data directory is kept."""
+        if self._child is not None:
+            await self._kill_process_tree(self._child)
+
+    async def restart(self) -> None:
+        """Stop if still running, then start on the same port and data directory."""
+        await self.stop()
+        await self.start()

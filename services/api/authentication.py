@@ -1,0 +1,46 @@
+"""Who is calling: cookie ``conda-store-auth``, else ``Authorization: Bearer`` or the password of
+``Basic``; no valid credential means anonymous (conda-store answers 403, not 401)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from aiohttp import web
+
+from envstore.api.context import SETTINGS
+from envstore.api.permissions import Principal, administrator, anonymous
+from envstore.common.settings import EnvstoreSettings
+
+AUTH_COOKIE = "conda-store-auth"
+
+
+def presented_token(request: web.Request) -> str | None:
+    cookie = request.cookies.get(AUTH_COOKIE)
+    if cookie:
+        return cookie
+    header = request.headers.get("Authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() == "bearer" and credential:
+        return credential.strip()
+    if scheme.lower() == "basic" and credential:
+        try:
+            decoded = base64.b64decode(credential.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+def principal_for(token: str | None, settings: EnvstoreSettings) -> Principal:
+    if token and settings.admin_token and hmac.compare_digest(token, settings.admin_token):
+        return administrator(settings.default_namespace)
+    return anonymous(settings.default_namespace)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    settings: EnvstoreSettings = request.app[SETTINGS]
+    request["principal"] = principal_for(presented_token(request), settings)
+    return await handler(request)

@@ -1,0 +1,48 @@
+"""conda-store's response envelopes and errors."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from aiohttp import web
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, default=_default)
+
+
+def ok(data: Any = None, message: str | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"status": "ok", "data": data, "message": message, **extra}, dumps=dumps)
+
+
+def ack(message: str | None = None) -> web.Response:
+    return web.json_response({"status": "ok", "message": message}, dumps=dumps)
+
+
+class ApiError(Exception):
+    """An error a client should see as conda-store's error envelope with this status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"status": "error", "message": message}, status=status, dumps=dumps)
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error.status, error.message)

@@ -1,0 +1,120 @@
+"""The projector: applies every event, in stream order, to PostgreSQL, in the same transaction
+that advances the checkpoint (a tracking record), so each event is applied exactly once.
+
+Several API replicas may each run one: the checkpoint update is a compare-and-set, so an event
+is applied by whichever replica gets there first and skipped by the others. Waiters (read your
+own writes) are woken when the checkpoint passes their sequence, whoever applied it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from envstore.common.bus import EventBus
+from envstore.common.events import UnknownEvent
+from envstore.api.projection import apply_event
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "read_model"
+
+
+class CheckpointMoved(Exception):
+    """The read model was reset (or is behind this replica): project again from its checkpoint."""
+
+
+class Projector:
+    def __init__(self, pool: asyncpg.Pool, bus: EventBus) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.applied_sequence = 0
+        self._advanced = asyncio.Condition()
+
+    async def checkpoint(self) -> int:
+        async with self.pool.acquire() as connection:
+            value = await connection.fetchval(
+                "SELECT last_sequence FROM projection_checkpoint WHERE name = $1", CHECKPOINT
+            )
+        return value or 0
+
+    async def initialize(self) -> None:
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO projection_checkpoint (name, last_sequence) VALUES ($1, 0) "
+                "ON CONFLICT DO NOTHING",
+                CHECKPOINT,
+            )
+
+    async def run(self) -> None:
+        """Project forever; recover from database or bus outages by resuming at the checkpoint."""
+        while True:
+            try:
+                await self.initialize()
+                await self._project_from_checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("projection interrupted; resuming from the checkpoint", exc_info=True)
+                await asyncio.sleep(0.5)
+
+    async def _project_from_checkpoint(self) -> None:
+        start = await self.checkpoint()
+        async with self._advanced:
+            # May move back: after ``projection rebuild`` the read model starts again from zero.
+            self.applied_sequence = start
+            self._advanced.notify_all()
+        subscription = await self.bus.replay(start + 1)
+        try:
+            async for message in subscription.messages:
+                sequence = message.metadata.sequence.stream
+                if sequence <= self.applied_sequence:
+                    continue
+                try:
+                    event = self.bus.codec.decode(message.subject, message.data)
+                except UnknownEvent:
+                    event = None
+                await self._apply(event, sequence)
+        finally:
+            try:
+                await subscription.unsubscribe()
+            except Exception:
+                pass
+
+    async def _apply(self, event, sequence: int) -> None:
+        async with self.pool.acquire() as connection:
+            async with connection.transaction():
+                # Strictly the next sequence (the stream has no gaps: events are never deleted).
+                claimed = await connection.fetchval(
+                    """UPDATE projection_checkpoint SET last_sequence = $2
+                       WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
+                    CHECKPOINT,
+                    sequence,
+                )
+                if claimed is not None and event is not None:
+                    await apply_event(connection, event, sequence)
+        if claimed is None:
+            current = await self.checkpoint()
+            if current < sequence:
+                raise CheckpointMoved(f"checkpoint is {current}, expected {sequence - 1}")
+        await self._advance_to(sequence)
+
+    async def _advance_to(self, sequence: int) -> None:
+        async with self._advanced:
+            if sequence > self.applied_sequence:
+                self.applied_sequence = sequence
+                self._advanced.notify_all()
+
+    async def wait_for(self, sequence: int, timeout_seconds: float) -> bool:
+        """Wait (bounded) until the read model includes ``sequence``; True if it does."""
+        async def reached() -> None:
+            async with self._advanced:
+                await self._advanced.wait_for(lambda: self.applied_sequence >= sequence)
+
+        try:
+            await asyncio.wait_for(reached(), timeout_seconds)
+            return True
+        except TimeoutError:
+            # Another replica may have applied it: trust the database's checkpoint.
+            return await self.checkpoint() >= sequence

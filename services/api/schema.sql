@@ -1,0 +1,68 @@
+-- The API's read model: a projection of the event stream. Dropping it and replaying the stream
+-- rebuilds it identically (ids are assigned in stream order; times come from the events).
+CREATE TABLE IF NOT EXISTS projection_checkpoint (
+    name text PRIMARY KEY,
+    last_sequence bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS namespace (
+    id serial PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    metadata jsonb,
+    created_on timestamp NOT NULL,
+    deleted_on timestamp
+);
+CREATE TABLE IF NOT EXISTS specification (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    spec jsonb NOT NULL,
+    sha256 text NOT NULL UNIQUE,
+    created_on timestamp NOT NULL
+);
+CREATE TABLE IF NOT EXISTS environment (
+    id serial PRIMARY KEY,
+    namespace_id integer NOT NULL REFERENCES namespace(id),
+    name text NOT NULL,
+    description text,
+    current_build_id bigint,
+    deleted_on timestamp,
+    UNIQUE (namespace_id, name)
+);
+CREATE TABLE IF NOT EXISTS build (
+    id bigint PRIMARY KEY,  -- the stream sequence of its build.submitted event
+    environment_id integer NOT NULL REFERENCES environment(id),
+    specification_id integer NOT NULL REFERENCES specification(id),
+    status text NOT NULL,
+    status_info text,
+    size bigint NOT NULL DEFAULT 0,
+    package_count integer,
+    build_key text NOT NULL,
+    build_key_version integer NOT NULL,
+    platforms jsonb NOT NULL,
+    artifacts_wanted jsonb NOT NULL,
+    scheduled_on timestamp NOT NULL,
+    started_on timestamp,
+    ended_on timestamp,
+    deleted_on timestamp
+);
+CREATE INDEX IF NOT EXISTS build_environment ON build(environment_id);
+CREATE TABLE IF NOT EXISTS build_artifact (
+    id serial PRIMARY KEY,
+    build_id bigint NOT NULL REFERENCES build(id),
+    artifact_type text NOT NULL,
+    key text NOT NULL,
+    digest text NOT NULL,
+    size bigint NOT NULL,
+    content_type text NOT NULL,
+    UNIQUE (build_id, artifact_type)
+);
+CREATE TABLE IF NOT EXISTS build_progress (
+    sequence bigint PRIMARY KEY,
+    build_id bigint NOT NULL,
+    phase text NOT NULL,
+    state text NOT NULL,
+    message text NOT NULL,
+    duration_seconds double precision,
+    service text NOT NULL,
+    occurred_on timestamp NOT NULL
+);
+CREATE INDEX IF NOT EXISTS build_progress_build ON build_progress(build_id, sequence);

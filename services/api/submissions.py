@@ -1,0 +1,130 @@
+"""Turning a user's specification into a ``build.submitted`` event, with conda-store's
+validation against settings. Nothing is published unless the specification is usable."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rattler import MatchSpec
+
+from envstore.common.channels import channel_url, disallowed_channels
+from envstore.common.events import BuildSubmitted
+from envstore.common.hashing import specification_sha256
+from envstore.common.settings import EnvstoreSettings
+from envstore.common.specification import (
+    EnvironmentSpecification,
+    PipDependencies,
+    SpecificationError,
+    check_name,
+    load_environment_specification,
+    parse_specification_text,
+)
+
+
+@dataclass(frozen=True)
+class SubmissionRequest:
+    specification: str
+    namespace: str
+    is_lockfile: bool = False
+    environment_name: str = ""
+    environment_description: str = ""
+
+
+def _package_name(spec: str) -> str:
+    return MatchSpec(spec).name.normalized if MatchSpec(spec).name else spec
+
+
+def apply_package_settings(
+    specification: EnvironmentSpecification, settings: EnvstoreSettings
+) -> EnvironmentSpecification:
+    """Default channels, allowed channels, and default/included/required packages."""
+    channels = specification.channels or list(settings.conda_default_channels)
+    rejected = disallowed_channels(channels, settings.conda_allowed_channels, settings.conda_channel_alias)
+    if rejected:
+        allowed = [channel_url(c, settings.conda_channel_alias) for c in settings.conda_allowed_channels]
+        raise SpecificationError(
+            f"Conda channel {channel_url(rejected[0], settings.conda_channel_alias)} not allowed "
+            f"in {allowed}"
+        )
+    conda = specification.conda_dependencies
+    pip = specification.pip_dependencies
+    if not conda and not pip:
+        conda = list(settings.conda_default_packages)
+    names = {_package_name(spec) for spec in conda}
+    for required in settings.conda_required_packages:
+        if _package_name(required) not in names:
+            raise SpecificationError(
+                f"Conda package {required} is required by the server's settings but not specified"
+            )
+    conda = conda + [spec for spec in settings.conda_included_packages if _package_name(spec) not in names]
+    dependencies: list[Any] = list(conda)
+    if pip or settings.pypi_included_packages:
+        pip_names = {entry.split("=")[0].split("<")[0].split(">")[0].strip().lower() for entry in pip}
+        pip = pip + [
+            entry for entry in settings.pypi_included_packages
+            if entry.split("=")[0].strip().lower() not in pip_names
+        ]
+        dependencies.append(PipDependencies(pip=pip))
+    return specification.model_copy(update={"channels": channels, "dependencies": dependencies})
+
+
+def build_submission(
+    request: SubmissionRequest, settings: EnvstoreSettings, now: float | None = None
+) -> BuildSubmitted:
+    check_name_or_error(request.namespace, "namespace")
+    document = parse_specification_text(request.specification)
+    scheduled_on = now if now is not None else time.time()
+    if request.is_lockfile:
+        return _lockfile_submission(request, document, settings, scheduled_on)
+    specification = apply_package_settings(load_environment_specification(document), settings)
+    normalized = specification.normalized()
+    return BuildSubmitted(
+        namespace=request.namespace,
+        environment=specification.name,
+        description=specification.description or request.environment_description or None,
+        specification=normalized,
+        spec_sha256=specification_sha256(normalized),
+        platforms=list(settings.conda_solve_platforms),
+        artifacts=list(settings.build_artifacts),
+        scheduled_on=scheduled_on,
+        build_key_version=settings.build_key_version,
+    )
+
+
+def _lockfile_submission(
+    request: SubmissionRequest, lockfile: dict[str, Any], settings: EnvstoreSettings, scheduled_on: float
+) -> BuildSubmitted:
+    if lockfile.get("version", 1) != 1:
+        raise SpecificationError("lockfile version must be 1 (conda-lock's format version 1)")
+    if not isinstance(lockfile.get("package"), list) or not isinstance(lockfile.get("metadata"), dict):
+        raise SpecificationError("a conda-lock lockfile needs 'metadata' and a 'package' list")
+    name = check_name_or_error(request.environment_name, "environment_name")
+    specification = {
+        "name": name,
+        "description": request.environment_description,
+        "lockfile": lockfile,
+    }
+    platforms = lockfile["metadata"].get("platforms") or sorted(
+        {package.get("platform") for package in lockfile["package"] if package.get("platform")}
+    )
+    return BuildSubmitted(
+        namespace=request.namespace,
+        environment=name,
+        description=request.environment_description or None,
+        specification=specification,
+        spec_sha256=specification_sha256(specification),
+        is_lockfile=True,
+        platforms=list(platforms),
+        artifacts=list(settings.build_artifacts),
+        scheduled_on=scheduled_on,
+        build_key_version=settings.build_key_version,
+    )
+
+
+def check_name_or_error(name: str, what: str) -> str:
+    try:
+        return check_name(name, what)
+    except ValueError as error:
+        raise SpecificationError(str(error)) from None
