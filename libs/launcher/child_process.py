@@ -60,17 +60,6 @@ class OsUser:
     def chown(self, path: Path) -> None:
         os.chown(path, self.uid, self.gid)
 
-    def can_traverse(self, directory: Path) -> bool:
-        """Whether this user may search (``x``) ``directory``, by its mode bits."""
-        status = directory.stat()
-        if self.uid == 0:
-            return True
-        if status.st_uid == self.uid:
-            return bool(status.st_mode & 0o100)
-        if status.st_gid in self.supplementary_gids or status.st_gid == self.gid:
-            return bool(status.st_mode & 0o010)
-        return bool(status.st_mode & 0o001)
-
 
 def pick_free_port(host: str) -> int:
     """A TCP port that was free a moment ago on ``host``.
@@ -143,10 +132,16 @@ class LoggedChildProcess:
         run_as: OsUser | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        pass_fds: Sequence[int] = (),
+        log_preamble: str | None = None,
     ) -> "LoggedChildProcess":
+        """Start ``argv``; ``log_preamble`` is written to the log first, for readers of the log."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             log_start_offset = log_file.tell()
+            if log_preamble:
+                log_file.write(log_preamble.rstrip("\n").encode() + b"\n")
+                log_file.flush()
             popen = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -154,6 +149,7 @@ class LoggedChildProcess:
                 stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
+                pass_fds=tuple(pass_fds),
                 # Own session: a Ctrl-C aimed at the test runner's terminal
                 # must not reach the server; we stop it ourselves, in order.
                 start_new_session=True,

@@ -8,12 +8,29 @@ Used by the launcher and by tests that need a real database::
 ``kill()`` and ``restart()`` simulate a crash and a recovery on the same port
 and the same data directory.
 
+Running as root
+---------------
 PostgreSQL refuses to run as root. When we are root, ``initdb`` and
 ``postgres`` run as an unprivileged OS user (``postgres`` if it exists, else a
-system user ``envstore-pg`` that is created on first use). They are started
-with ``Popen(user=...)`` rather than ``runuser``: ``runuser`` stays in between
-as the parent and would receive our signals, so SIGKILL would hit it and leave
+system user ``envstore-pg``, created on first use). They are started with
+``Popen(user=...)`` rather than ``runuser``: ``runuser`` stays in between as
+the parent and would receive our signals, so a SIGKILL would hit it and leave
 the real postmaster running.
+
+That user often cannot reach the data directory by its path: pytest's
+tmp_path lives under /tmp/pytest-of-root, mode 0700. Opening it up with chmod
+does not last: every new pytest session (other engineers run them all the
+time) resets /tmp/pytest-of-root to 0700, and PostgreSQL opens files by
+absolute path for its whole life (e.g. pg_control at the shutdown
+checkpoint). So, when we drop privileges, the postmaster gets the data
+directory as an inherited open directory descriptor and is told its path is
+``/proc/self/fd/<n>``: the kernel resolves that link straight to the
+directory, without checking its ancestors, in the postmaster and in every
+backend (they inherit the descriptor). ``SHOW data_directory`` reports that
+alias; the log file starts with a line naming the real directory.
+``initdb`` runs in a private staging directory under the system temporary
+directory and its result is moved into place, which also makes
+initialisation all-or-nothing.
 """
 
 from __future__ import annotations
@@ -50,13 +67,12 @@ SUPERUSER = "postgres"
 DEFAULT_DATABASE = "envstore"
 LOG_FILE_NAME = "envstore-postgres.log"
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 30.0
-# Start attempts, when a retry can succeed: a port we picked was taken before
-# the server could bind it, or a concurrent pytest session re-tightened the
-# permissions of a tmp_path ancestor while the server was starting.
-START_ATTEMPTS = 3
+# Attempts with a fresh port when a port we picked was taken before the
+# server could bind it (only when the caller did not ask for a port).
+PORT_ATTEMPTS = 3
+PORT_TAKEN_MESSAGES = ("could not bind", "Address already in use")
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_UNIX_SOCKET_PATH = 107
-PORT_TAKEN_MESSAGES = ("could not bind", "Address already in use")
 
 
 class PostgresServerError(ChildProcessError):
@@ -69,11 +85,12 @@ def find_postgresql_bin_directory() -> Path:
     Debian keeps them off PATH, in /usr/lib/postgresql/<version>/bin; the
     highest version wins. PATH is the fallback (other distributions, macOS).
     """
+
     def has_server_programs(directory: Path) -> bool:
         return (directory / "initdb").is_file() and (directory / "postgres").is_file()
 
-    def version_key(directory: Path) -> tuple[int, ...]:
-        return tuple(int(part) for part in re.findall(r"\d+", directory.parent.name))
+    def version_key(bin_directory: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", bin_directory.parent.name))
 
     debian_directories = sorted(
         (d for d in DEBIAN_POSTGRESQL_ROOT.glob("*/bin") if has_server_programs(d)),
@@ -90,21 +107,17 @@ def find_postgresql_bin_directory() -> Path:
     )
 
 
-def _ensure_unprivileged_os_user(requested_name: str | None) -> OsUser | None:
-    """The OS user to run PostgreSQL as; None means "as ourselves" (not root)."""
+def _unprivileged_os_user(requested_name: str | None) -> OsUser | None:
+    """The OS user to run PostgreSQL as; None means "as ourselves" (we are not root)."""
     if requested_name is not None:
         return OsUser.lookup(requested_name)
     if os.geteuid() != 0:
         return None
-    for name in PREFERRED_OS_USERS:
+    for name in (*PREFERRED_OS_USERS, CREATED_OS_USER):
         try:
             return OsUser.lookup(name)
         except KeyError:
             continue
-    try:
-        return OsUser.lookup(CREATED_OS_USER)
-    except KeyError:
-        pass
     created = subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", CREATED_OS_USER],
         capture_output=True,
@@ -116,35 +129,11 @@ def _ensure_unprivileged_os_user(requested_name: str | None) -> OsUser | None:
     return OsUser.lookup(CREATED_OS_USER)
 
 
-def _make_reachable(directory: Path, os_user: OsUser) -> None:
-    """Let ``os_user`` traverse every ancestor of ``directory``.
-
-    pytest's tmp_path lives under /tmp/pytest-of-root (mode 0700): we add only
-    the "others may search" bit (not read) to ancestors we own that block the
-    user. An ancestor owned by someone else is left alone and reported.
-
-    This is not permanent: every new pytest session resets
-    /tmp/pytest-of-<user> to 0700. PostgreSQL needs the path only while it
-    starts (then it works relative to its data directory), so this runs
-    before every start, and a start that hit "Permission denied" is retried.
-    """
-    for ancestor in reversed(directory.resolve().parents):
-        if os_user.can_traverse(ancestor):
-            continue
-        status = ancestor.stat()
-        if status.st_uid != os.geteuid():
-            raise PostgresServerError(
-                f"OS user {os_user.name} cannot reach {directory}: {ancestor} is not searchable "
-                "and not ours to change; use a data directory elsewhere"
-            )
-        os.chmod(ancestor, status.st_mode & 0o7777 | 0o001)
-
-
 class PostgresServer:
     """A PostgreSQL server for ``data_directory``, listening on TCP ``host:port``.
 
     The cluster is created with ``initdb`` on first start (trust
-    authentication, superuser ``postgres``) and a database ``envstore`` is
+    authentication, superuser ``postgres``) and the database ``envstore`` is
     created if missing. ``port=None`` picks a free port on the first start and
     keeps it for every restart.
     """
@@ -187,7 +176,7 @@ class PostgresServer:
 
     @property
     def pid(self) -> int | None:
-        """The postmaster's PID while started."""
+        """The postmaster's PID, once started."""
         return self._child.pid if self._child else None
 
     @property
@@ -210,33 +199,22 @@ class PostgresServer:
         if self.is_running:
             raise PostgresServerError(f"PostgreSQL is already running (pid {self.pid})")
         bin_directory = self._bin_directory or find_postgresql_bin_directory()
-        os_user = await asyncio.to_thread(_ensure_unprivileged_os_user, self._requested_os_user)
+        os_user = await asyncio.to_thread(_unprivileged_os_user, self._requested_os_user)
         await asyncio.to_thread(self.data_directory.mkdir, parents=True, exist_ok=True)
         if not (self.data_directory / "PG_VERSION").exists():
             await self._initdb(bin_directory, os_user)
 
         port_is_ours_to_choose = self._port is None
-        for attempt in range(1, START_ATTEMPTS + 1):
-            if os_user is not None:
-                # Again on every start: see _make_reachable.
-                await asyncio.to_thread(_make_reachable, self.data_directory, os_user)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
             port = self._port if self._port is not None else pick_free_port(self.host)
-            child = LoggedChildProcess.spawn(
-                self._postgres_argv(bin_directory, port),
-                self.log_path,
-                run_as=os_user,
-                cwd=self.data_directory,
-            )
+            child, data_path_for_server = self._spawn_postgres(bin_directory, port, os_user)
             self._child = child
             try:
-                await self._wait_until_accepting(child, port)
+                await self._wait_until_accepting(child, port, data_path_for_server)
             except PostgresServerError:
                 await self._kill_process_tree(child)
-                log_text = child.log_text()
-                port_was_taken = any(message in log_text for message in PORT_TAKEN_MESSAGES)
-                path_was_blocked = os_user is not None and "Permission denied" in log_text
-                retry_can_help = (port_is_ours_to_choose and port_was_taken) or path_was_blocked
-                if retry_can_help and attempt < START_ATTEMPTS:
+                port_was_taken = any(message in child.log_text() for message in PORT_TAKEN_MESSAGES)
+                if port_is_ours_to_choose and port_was_taken and attempt < PORT_ATTEMPTS:
                     continue
                 raise
             except BaseException:
@@ -249,21 +227,20 @@ class PostgresServer:
     async def _initdb(self, bin_directory: Path, os_user: OsUser | None) -> None:
         """Create the cluster in a staging directory, then move it into place.
 
-        Staging makes initialisation atomic (a failed initdb never leaves a
-        half-made cluster that a later start would take for a real one), and
-        keeps initdb's second-long run out of ``data_directory``'s ancestors,
-        whose permissions a concurrent pytest session may tighten meanwhile.
+        A failed or interrupted initdb thus never leaves a half-made cluster
+        that a later start would take for a real one.
         """
         if any(self.data_directory.iterdir()):
             raise PostgresServerError(
                 f"{self.data_directory} is neither empty nor a PostgreSQL data directory (no PG_VERSION)"
             )
+        # mkdtemp's directory is private (0700); the cluster goes one level
+        # down so that the directory renamed into place is initdb's own.
         staging_parent = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="envstore-initdb-"))
         staging_directory = staging_parent / "cluster"
         try:
             staging_directory.mkdir(mode=0o700)
             if os_user is not None:
-                _make_reachable(staging_directory, os_user)
                 os_user.chown(staging_parent)
                 os_user.chown(staging_directory)
             argv = [
@@ -301,33 +278,69 @@ class PostgresServer:
             os.rename(staging_directory, self.data_directory)
             return
         except OSError as error:
-            if error.errno != errno.EXDEV:
+            # EXDEV: another file system; EBUSY: the data directory is a mount point.
+            if error.errno not in (errno.EXDEV, errno.EBUSY):
                 raise
-        # The temporary directory is on another file system: copy instead.
         shutil.copytree(staging_directory, self.data_directory, symlinks=True, dirs_exist_ok=True)
         if os_user is not None:
-            for directory, subdirectories, files in os.walk(self.data_directory):
+            for directory, _subdirectories, files in os.walk(self.data_directory):
                 os_user.chown(Path(directory))
                 for name in files:
-                    os_user.chown(Path(directory) / name)
+                    os.chown(Path(directory) / name, os_user.uid, os_user.gid, follow_symlinks=False)
         os.chmod(self.data_directory, 0o700)
 
-    def _postgres_argv(self, bin_directory: Path, port: int) -> list[str]:
-        socket_path = self.data_directory / f".s.PGSQL.{port}"
+    def _spawn_postgres(
+        self, bin_directory: Path, port: int, os_user: OsUser | None
+    ) -> tuple[LoggedChildProcess, str]:
+        """Start the postmaster; returns it and the data directory path it was given."""
+        if os_user is None:
+            data_path_for_server = str(self.data_directory)
+            return self._spawn_postgres_at(bin_directory, port, data_path_for_server, None, ()), data_path_for_server
+        # See the module docstring: the directory is handed over open, and
+        # named through /proc so that its ancestors' permissions do not matter.
+        directory_descriptor = os.open(self.data_directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            data_path_for_server = f"/proc/self/fd/{directory_descriptor}"
+            child = self._spawn_postgres_at(
+                bin_directory, port, data_path_for_server, os_user, (directory_descriptor,)
+            )
+        finally:
+            os.close(directory_descriptor)  # the child has its own copy
+        return child, data_path_for_server
+
+    def _spawn_postgres_at(
+        self,
+        bin_directory: Path,
+        port: int,
+        data_path_for_server: str,
+        os_user: OsUser | None,
+        pass_fds: tuple[int, ...],
+    ) -> LoggedChildProcess:
+        socket_path = f"{data_path_for_server}/.s.PGSQL.{port}"
         # Clients here use TCP; the Unix socket is a convenience for psql.
-        # Deep directories (long pytest test names) exceed the sun_path limit,
-        # which would make the server refuse to start: then listen on TCP only.
-        socket_directory = str(self.data_directory) if len(str(socket_path)) <= MAX_UNIX_SOCKET_PATH else ""
-        return [
+        # A deep directory can exceed the socket path limit, which would make
+        # the server refuse to start: then it listens on TCP only.
+        socket_directory = data_path_for_server if len(socket_path) <= MAX_UNIX_SOCKET_PATH else ""
+        argv = [
             str(bin_directory / "postgres"),
-            "-D", str(self.data_directory),
+            "-D", data_path_for_server,
             "-h", self.host,
             "-p", str(port),
             "-k", socket_directory,
             "-c", "fsync=off",
         ]
+        return LoggedChildProcess.spawn(
+            argv,
+            self.log_path,
+            run_as=os_user,
+            # Somewhere any user may be: PostgreSQL chdirs back to its
+            # starting directory while locating its own executable.
+            cwd=Path("/"),
+            pass_fds=pass_fds,
+            log_preamble=f"envstore: starting PostgreSQL; {data_path_for_server} is {self.data_directory}",
+        )
 
-    async def _wait_until_accepting(self, child: LoggedChildProcess, port: int) -> None:
+    async def _wait_until_accepting(self, child: LoggedChildProcess, port: int, data_path_for_server: str) -> None:
         deadline = time.monotonic() + self.startup_timeout
         last_error: BaseException | None = None
         while time.monotonic() < deadline:
@@ -343,18 +356,18 @@ class PostgresServer:
             finally:
                 probe.cancel()
             try:
-                served_directory = probe.result()
+                served_data_directory = probe.result()
             except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 # Refused while starting, or "the database system is starting
                 # up" / "is in recovery mode" after a crash.
                 last_error = error
                 await asyncio.sleep(0.02)
                 continue
-            # Guards against another server that already held the port while
-            # ours is about to fail to bind it.
-            if Path(served_directory).resolve() != self.data_directory.resolve():
+            # Another PostgreSQL may hold the port while ours is about to fail
+            # to bind it.
+            if served_data_directory != data_path_for_server:
                 raise PostgresServerError(
-                    f"port {port} is served by another PostgreSQL (data directory {served_directory})"
+                    f"port {port} is served by another PostgreSQL (data directory {served_data_directory})"
                 )
             return
         raise PostgresServerError(
@@ -421,7 +434,7 @@ class PostgresServer:
         backend_pids = child_pids(child.pid)
         child.send_signal(signal.SIGINT)
         if await child.wait(self.stop_grace_seconds):
-            # The postmaster exits after its children; this is only a check.
+            # The postmaster exits after its children; this only confirms it.
             await wait_until_gone(backend_pids, self.stop_grace_seconds)
             return
         await self._kill_process_tree(child)

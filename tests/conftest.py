@@ -1,0 +1,46 @@
+"""Fixtures shared by the whole suite: the offline test channel and a real envstore stack
+(nats-server with JetStream, PostgreSQL, every service as its own process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from envstore.common.demo_channel import make_channel
+from envstore.launcher.stack import EmbeddedStack
+from tests.api_client import ApiClient
+
+
+@pytest.fixture(scope="session")
+def session_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("envstore")
+
+
+@pytest.fixture(scope="session")
+async def channel_url(session_directory: Path) -> str:
+    return await make_channel(session_directory / "channel")
+
+
+@pytest.fixture(scope="session")
+async def stack(session_directory: Path, channel_url: str):  # type: ignore[no-untyped-def]
+    settings = {
+        "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
+        "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
+        # Short enough that a killed worker's message comes back quickly in crash tests.
+        "ENVSTORE_WORKER_ACK_WAIT_SECONDS": "3",
+    }
+    async with EmbeddedStack(session_directory / "stack", settings=settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+    async with ApiClient(stack.api_url, token=stack.admin_token) as client:
+        yield client
+
+
+@pytest.fixture
+async def anonymous_api(stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+    async with ApiClient(stack.api_url) as client:
+        yield client
