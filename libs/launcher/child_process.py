@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-LOG_TAIL_BYTES = 4000
+LOG_TAIL_CHARACTERS = 4000
 DEFAULT_STOP_GRACE_SECONDS = 10.0
 
 
-class ChildProcessError(RuntimeError):
-    """A server child process failed to start, or died while starting."""
+class ServerProcessError(RuntimeError):
+    """A server child process could not be found, started or stopped."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,9 @@ class LoggedChildProcess:
         except FileNotFoundError:
             return ""
 
-    def log_tail(self, max_bytes: int = LOG_TAIL_BYTES) -> str:
+    def log_tail(self, max_characters: int = LOG_TAIL_CHARACTERS) -> str:
         text = self.log_text()
-        return text[-max_bytes:]
+        return text[-max_characters:]
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for exit; True if it exited (and was reaped)."""
@@ -211,7 +211,7 @@ class LoggedChildProcess:
     async def kill(self, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> None:
         self.send_signal(signal.SIGKILL)
         if not await self.wait(grace_seconds):
-            raise ChildProcessError(f"process {self.pid} survived SIGKILL for {grace_seconds}s")
+            raise ServerProcessError(f"process {self.pid} survived SIGKILL for {grace_seconds}s")
 
 
 def describe_failure(what: str, child: LoggedChildProcess) -> str:

@@ -24,7 +24,7 @@ from types import TracebackType
 
 from envstore.launcher.child_process import (
     DEFAULT_STOP_GRACE_SECONDS,
-    ChildProcessError,
+    ServerProcessError,
     LoggedChildProcess,
     describe_failure,
 )
@@ -37,7 +37,7 @@ DEFAULT_STARTUP_TIMEOUT_SECONDS = 15.0
 LISTENING_LINE = re.compile(r"Listening for client connections on (?P<host>\S+):(?P<port>\d+)")
 
 
-class NatsServerError(ChildProcessError):
+class NatsServerError(ServerProcessError):
     """nats-server could not be found, or did not start."""
 
 

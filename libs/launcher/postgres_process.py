@@ -51,7 +51,7 @@ import asyncpg
 
 from envstore.launcher.child_process import (
     DEFAULT_STOP_GRACE_SECONDS,
-    ChildProcessError,
+    ServerProcessError,
     LoggedChildProcess,
     OsUser,
     child_pids,
@@ -75,7 +75,7 @@ PORT_TAKEN_MESSAGES = ("could not bind", "Address already in use")
 MAX_UNIX_SOCKET_PATH = 107
 
 
-class PostgresServerError(ChildProcessError):
+class PostgresServerError(ServerProcessError):
     """PostgreSQL could not be found, initialised or started."""
 
 

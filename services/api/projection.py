@@ -35,13 +35,22 @@ def utc(timestamp: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
 
 
+async def _next_id(connection: asyncpg.Connection, table: str) -> int:
+    """Ids are assigned here, in stream order, never by a database sequence (sequences skip
+    values on conflicts and crashes), so replaying the stream gives every row the same id."""
+    return await connection.fetchval(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}")
+
+
 async def _ensure_namespace(connection: asyncpg.Connection, name: str, at: float) -> int:
-    await connection.execute(
-        "INSERT INTO namespace (name, created_on) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    existing = await connection.fetchval("SELECT id FROM namespace WHERE name = $1", name)
+    if existing is not None:
+        return existing
+    return await connection.fetchval(
+        "INSERT INTO namespace (id, name, created_on) VALUES ($1, $2, $3) RETURNING id",
+        await _next_id(connection, "namespace"),
         name,
         utc(at),
     )
-    return await connection.fetchval("SELECT id FROM namespace WHERE name = $1", name)
 
 
 async def namespace_created(connection: asyncpg.Connection, event: NamespaceCreated, sequence: int) -> None:
@@ -58,23 +67,34 @@ async def namespace_updated(connection: asyncpg.Connection, event: NamespaceUpda
 async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted, sequence: int) -> None:
     namespace_id = await _ensure_namespace(connection, event.namespace, event.occurred_at)
     environment_id = await connection.fetchval(
-        """INSERT INTO environment (namespace_id, name, description) VALUES ($1, $2, $3)
-           ON CONFLICT (namespace_id, name) DO UPDATE
-             SET description = COALESCE(EXCLUDED.description, environment.description),
-                 deleted_on = NULL
-           RETURNING id""",
+        """UPDATE environment SET description = COALESCE($3, description), deleted_on = NULL
+           WHERE namespace_id = $1 AND name = $2 RETURNING id""",
         namespace_id,
         event.environment,
         event.description,
     )
+    if environment_id is None:
+        environment_id = await connection.fetchval(
+            """INSERT INTO environment (id, namespace_id, name, description) VALUES ($1, $2, $3, $4)
+               RETURNING id""",
+            await _next_id(connection, "environment"),
+            namespace_id,
+            event.environment,
+            event.description,
+        )
     specification_id = await connection.fetchval(
-        """INSERT INTO specification (name, spec, sha256, created_on) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id""",
-        event.specification.get("name", event.environment),
-        json.dumps(event.specification),
-        event.spec_sha256,
-        utc(event.occurred_at),
+        "SELECT id FROM specification WHERE sha256 = $1", event.spec_sha256
     )
+    if specification_id is None:
+        specification_id = await connection.fetchval(
+            """INSERT INTO specification (id, name, spec, sha256, created_on)
+               VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+            await _next_id(connection, "specification"),
+            event.specification.get("name", event.environment),
+            json.dumps(event.specification),
+            event.spec_sha256,
+            utc(event.occurred_at),
+        )
     key = build_key(
         event.build_key_version,
         event.spec_sha256,
@@ -149,18 +169,28 @@ async def build_built(connection: asyncpg.Connection, event: BuildBuilt, sequenc
 async def _record_artifact(
     connection: asyncpg.Connection, build_id: int, kind: str, key: str, digest: str, size: int, content_type: str
 ) -> None:
-    await connection.execute(
-        """INSERT INTO build_artifact (build_id, artifact_type, key, digest, size, content_type)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (build_id, artifact_type) DO UPDATE
-             SET key = EXCLUDED.key, digest = EXCLUDED.digest, size = EXCLUDED.size,
-                 content_type = EXCLUDED.content_type""",
+    updated = await connection.fetchval(
+        """UPDATE build_artifact SET key = $3, digest = $4, size = $5, content_type = $6
+           WHERE build_id = $1 AND artifact_type = $2 RETURNING id""",
         build_id,
         kind,
         key,
         digest,
         size,
         content_type,
+    )
+    if updated is not None:
+        return
+    await connection.execute(
+        """INSERT INTO build_artifact (id, build_id, artifact_type, key, digest, size, content_type)
+           VALUES ($7, $1, $2, $3, $4, $5, $6)""",
+        build_id,
+        kind,
+        key,
+        digest,
+        size,
+        content_type,
+        await _next_id(connection, "build_artifact"),
     )
 
 

@@ -5,21 +5,21 @@ CREATE TABLE IF NOT EXISTS projection_checkpoint (
     last_sequence bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS namespace (
-    id serial PRIMARY KEY,
+    id integer PRIMARY KEY,
     name text NOT NULL UNIQUE,
     metadata jsonb,
     created_on timestamp NOT NULL,
     deleted_on timestamp
 );
 CREATE TABLE IF NOT EXISTS specification (
-    id serial PRIMARY KEY,
+    id integer PRIMARY KEY,
     name text NOT NULL,
     spec jsonb NOT NULL,
     sha256 text NOT NULL UNIQUE,
     created_on timestamp NOT NULL
 );
 CREATE TABLE IF NOT EXISTS environment (
-    id serial PRIMARY KEY,
+    id integer PRIMARY KEY,
     namespace_id integer NOT NULL REFERENCES namespace(id),
     name text NOT NULL,
     description text,
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS build (
 );
 CREATE INDEX IF NOT EXISTS build_environment ON build(environment_id);
 CREATE TABLE IF NOT EXISTS build_artifact (
-    id serial PRIMARY KEY,
+    id integer PRIMARY KEY,
     build_id bigint NOT NULL REFERENCES build(id),
     artifact_type text NOT NULL,
     key text NOT NULL,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -126,7 +127,7 @@ async def test_postgres_restart_of_a_stopped_cluster_reuses_its_data(tmp_path: P
 
 
 @pytest.fixture
-def occupied_port() -> int:
+def occupied_port() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()

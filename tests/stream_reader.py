@@ -1,0 +1,42 @@
+"""Reading the event stream in tests, as an integration would: every event, in order."""
+
+from __future__ import annotations
+
+import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from envstore.common.events import Event, EventCodec, UnknownEvent, build_id_of
+
+
+async def stream_events(nats_url: str, stream: str = "ENVSTORE") -> list[tuple[int, Event]]:
+    """All events currently in the stream, with their sequences."""
+    connection = await nats.connect(nats_url)
+    codec = EventCodec()
+    events: list[tuple[int, Event]] = []
+    try:
+        jetstream = connection.jetstream()
+        last = (await jetstream.stream_info(stream)).state.last_seq
+        if last == 0:
+            return events
+        subscription = await jetstream.subscribe(
+            "envstore.>",
+            stream=stream,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        async for message in subscription.messages:
+            sequence = message.metadata.sequence.stream
+            try:
+                events.append((sequence, codec.decode(message.subject, message.data)))
+            except UnknownEvent:
+                pass
+            if sequence >= last:
+                break
+        await subscription.unsubscribe()
+    finally:
+        await connection.close()
+    return events
+
+
+async def events_of_build(nats_url: str, build_id: int) -> list[Event]:
+    return [event for sequence, event in await stream_events(nats_url) if build_id_of(event, sequence) == build_id]
