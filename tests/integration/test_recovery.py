@@ -32,7 +32,7 @@ async def test_builder_killed_during_install_completes_the_build_once(api: ApiCl
     subscription = await connection.subscribe(BuildProgress.SUBJECT, cb=on_progress)
     try:
         build_id = await api.submit(environment_yaml("crash", LARGE_SPEC), namespace="recovery")
-        while (started := await asyncio.wait_for(install_started.get(), 30)) != build_id:
+        while await asyncio.wait_for(install_started.get(), 30) != build_id:
             pass
         await stack.kill_service("builder")
     finally:

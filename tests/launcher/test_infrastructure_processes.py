@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +21,6 @@ from envstore.launcher.child_process import child_pids, process_is_alive
 from envstore.launcher.nats_process import NatsServer, NatsServerError
 from envstore.launcher.postgres_process import PostgresServer, PostgresServerError
 
-# Both servers start in well under a second here; the bound leaves room for
-# slow CI machines while still catching a wait that runs into its timeout.
-START_STOP_BOUND_SECONDS = 5.0
 
 
 def assert_all_gone(pids: set[int]) -> None:
@@ -35,9 +31,7 @@ def assert_all_gone(pids: set[int]) -> None:
 
 async def test_nats_jetstream_message_survives_kill_and_restart(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "nats")
-    started_at = time.monotonic()
     async with server:
-        assert time.monotonic() - started_at < START_STOP_BOUND_SECONDS
         assert server.url == f"nats://127.0.0.1:{server.port}"
         seen_pids = {server.pid}
 
@@ -63,8 +57,6 @@ async def test_nats_jetstream_message_survives_kill_and_restart(tmp_path: Path) 
             assert (stored.subject, stored.data) == ("events.created", b"environment-1")
         finally:
             await client.close()
-        stopping_at = time.monotonic()
-    assert time.monotonic() - stopping_at < START_STOP_BOUND_SECONDS
     assert_all_gone(seen_pids)
 
 
@@ -78,9 +70,7 @@ async def test_postgres_row_survives_kill_and_restart(tmp_path: Path) -> None:
     # unprivileged PostgreSQL user must work there all the same.
     assert tmp_path.stat().st_mode & 0o777 == 0o700
     server = PostgresServer(tmp_path / "postgres")
-    started_at = time.monotonic()
     async with server:
-        assert time.monotonic() - started_at < START_STOP_BOUND_SECONDS
         assert server.dsn == f"postgresql://postgres@127.0.0.1:{server.port}/envstore"
         seen_pids = postgres_process_ids(server)
 
@@ -103,8 +93,6 @@ async def test_postgres_row_survives_kill_and_restart(tmp_path: Path) -> None:
             seen_pids |= postgres_process_ids(server)
         finally:
             await connection.close()
-        stopping_at = time.monotonic()
-    assert time.monotonic() - stopping_at < START_STOP_BOUND_SECONDS
     assert_all_gone(seen_pids)
     assert not (server.data_directory / "postmaster.pid").exists(), "not a clean shutdown"
     assert tmp_path.stat().st_mode & 0o777 == 0o700
