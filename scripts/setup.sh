@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything envstore needs on a fresh Linux machine: PostgreSQL's server binaries (Debian),
+# and a virtual environment with envstore and its test tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+if ((${#missing[@]})); then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
