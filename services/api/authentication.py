@@ -10,7 +10,7 @@ import hmac
 from aiohttp import web
 
 from envstore.api.context import SETTINGS
-from envstore.api.permissions import Principal, administrator, anonymous
+from envstore.common.permissions import Principal, administrator, anonymous
 from envstore.common.settings import EnvstoreSettings
 
 AUTH_COOKIE = "conda-store-auth"

@@ -6,49 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_log import compose_log
 from envstore.common.build_reporter import BuildReporter
 from envstore.common.bus import Delivery, EventBus
-from envstore.common.events import (
-    ArtifactFailed,
-    ArtifactReady,
-    BlobRef,
-    BuildBuilt,
-    BuildCompleted,
-    BuildSubmitted,
-)
+from envstore.common.events import ArtifactFailed, ArtifactReady, BuildBuilt, BuildCompleted, BuildSubmitted
 from envstore.common.lock import Lock
 from envstore.common.service_runtime import connected_bus, run_service
-from envstore.common.settings import EnvstoreSettings, host_platform
+from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
-from envstore.packager.artifacts.lockfile import conda_lock_document
-from envstore.packager.artifacts.pinned_yaml import pinned_environment_yaml
+from envstore.packager.artifacts import lockfile, pinned_yaml
+from envstore.packager.artifacts.inputs import BuildInputs, Produced
 
 SERVICE = "packager"
 log = logging.getLogger(__name__)
 
+Producer = Callable[[BuildInputs], Awaitable[Produced]]
 
-@dataclass(frozen=True)
-class Produced:
-    key: str
-    blob: BlobRef
-    content_type: str
-
-
-@dataclass(frozen=True)
-class BuildInputs:
-    built: BuildBuilt
-    submitted: BuildSubmitted
-    lock: Lock
-
-    @property
-    def yaml_platform(self) -> str:
-        host = host_platform()
-        return host if host in self.lock.platforms else sorted(self.lock.platforms)[0]
+# One module per artifact kind; LOGS is the sum of the others' reports and comes last.
+PRODUCERS: dict[ArtifactKind, Producer] = {
+    ArtifactKind.LOCKFILE: lockfile.produce,
+    ArtifactKind.YAML: pinned_yaml.produce,
+}
+ALWAYS_PRODUCED = (ArtifactKind.LOCKFILE,)
 
 
 class PackagerService:
@@ -56,10 +41,6 @@ class PackagerService:
         self.settings = settings
         self.bus = bus
         self.storage = storage
-        self.producers: dict[ArtifactKind, Callable[[BuildInputs], Awaitable[Produced]]] = {
-            ArtifactKind.LOCKFILE: self._lockfile,
-            ArtifactKind.YAML: self._pinned_yaml,
-        }
 
     async def handle(self, delivery: Delivery) -> None:
         event = delivery.event
@@ -68,20 +49,21 @@ class PackagerService:
         reporter = BuildReporter(self.bus, build.build_id, SERVICE)
         submitted = await self.bus.event_at(build.build_id)
         assert isinstance(submitted, BuildSubmitted)
-        inputs = BuildInputs(event, submitted, Lock.decode(await self.storage.get_bytes(event.lock)))
-        wanted = [ArtifactKind.LOCKFILE] + [
-            ArtifactKind(kind)
-            for kind in build.artifacts
-            if kind in self.producers and kind != ArtifactKind.LOCKFILE
+        lock = Lock.decode(await self.storage.get_bytes(event.lock))
+        wanted = list(ALWAYS_PRODUCED) + [
+            ArtifactKind(kind) for kind in build.artifacts if kind in PRODUCERS and kind not in ALWAYS_PRODUCED
         ]
-        results = await asyncio.gather(
-            *(self._produce(kind, inputs, reporter) for kind in wanted)
-        )
+        work_directory = Path(tempfile.mkdtemp(prefix=f"packager-{build.build_id}-", dir=self._scratch()))
+        try:
+            inputs = BuildInputs(event, submitted, lock, self.storage, self.settings, work_directory)
+            results = await asyncio.gather(*(self._produce(kind, inputs, reporter) for kind in wanted))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work_directory, True)
         ready = [kind for kind, done in zip(wanted, results) if done]
         logs = await compose_log(self.storage, event.log, reporter)
-        await self._publish_ready(build.build_id, ArtifactKind.LOGS, Produced(
-            f"logs/{build.build_key}.log", logs, "text/plain; charset=utf-8"
-        ))
+        await self._publish_ready(
+            build.build_id, ArtifactKind.LOGS, Produced(f"logs/{build.build_key}.log", logs, "text/plain; charset=utf-8")
+        )
         await self.bus.publish(
             BuildCompleted(
                 build_id=build.build_id,
@@ -93,11 +75,16 @@ class PackagerService:
             message_id=f"completed:{build.build_id}",
         )
 
+    def _scratch(self) -> Path:
+        directory = self.settings.cache_root / "packager"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
     async def _produce(self, kind: ArtifactKind, inputs: BuildInputs, reporter: BuildReporter) -> bool:
-        build_id = inputs.built.build.build_id
+        build_id = inputs.build.build_id
         try:
             async with reporter.phase(kind.lower()):
-                produced = await self.producers[kind](inputs)
+                produced = await PRODUCERS[kind](inputs)
         except Exception as error:
             log.exception("artifact %s of build %s failed", kind, build_id)
             await self.bus.publish(
@@ -112,31 +99,10 @@ class PackagerService:
         await self.storage.name(produced.key, produced.blob)
         await self.bus.publish(
             ArtifactReady(
-                build_id=build_id,
-                kind=kind,
-                key=produced.key,
-                blob=produced.blob,
-                content_type=produced.content_type,
+                build_id=build_id, kind=kind, key=produced.key, blob=produced.blob, content_type=produced.content_type
             ),
             message_id=f"artifact:{build_id}:{kind}",
         )
-
-    async def _lockfile(self, inputs: BuildInputs) -> Produced:
-        document = await asyncio.to_thread(
-            conda_lock_document, inputs.lock, inputs.submitted.spec_sha256
-        )
-        blob = await self.storage.put_bytes(document)
-        return Produced(f"lockfile/{inputs.built.build.build_key}.yml", blob, "application/json")
-
-    async def _pinned_yaml(self, inputs: BuildInputs) -> Produced:
-        document = pinned_environment_yaml(
-            inputs.lock,
-            inputs.yaml_platform,
-            inputs.built.build.environment,
-            inputs.submitted.specification,
-        )
-        blob = await self.storage.put_bytes(document)
-        return Produced(f"yaml/{inputs.built.build.build_key}.yml", blob, "text/yaml; charset=utf-8")
 
 
 async def serve(settings: EnvstoreSettings) -> None:

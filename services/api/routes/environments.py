@@ -6,7 +6,7 @@ from aiohttp import web
 
 from envstore.api.context import context_of
 from envstore.api.envelopes import ApiError, ok
-from envstore.api.permissions import Principal
+from envstore.common.permissions import Principal
 from envstore.api.routes.builds import redirect_to_artifact
 from envstore.api.routes.paths import Routes
 from envstore.common.artifact_kinds import ArtifactKind

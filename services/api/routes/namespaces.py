@@ -7,7 +7,7 @@ from aiohttp import web
 from envstore.api.context import context_of
 from envstore.api.envelopes import dumps
 from envstore.api.pagination import page_parameters
-from envstore.api.permissions import Principal
+from envstore.common.permissions import Principal
 from envstore.api.routes.paths import Routes
 
 

@@ -9,9 +9,9 @@ from aiohttp import web
 
 from envstore.api.context import context_of
 from envstore.api.envelopes import ApiError, ok
-from envstore.api.permissions import Principal
+from envstore.common.permissions import Principal
 from envstore.api.routes.paths import Routes
-from envstore.api.submissions import SubmissionRequest, build_submission
+from envstore.common.submission import SubmissionRequest, build_submission
 from envstore.common.specification import SpecificationError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from envstore.api.envelopes import ok
-from envstore.api.permissions import Principal
+from envstore.common.permissions import Principal
 from envstore.api.routes.paths import Routes
 
 VERSION = "2025.2.3-dev"

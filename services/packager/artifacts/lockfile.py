@@ -4,6 +4,7 @@ conda-lock's own models. Served as JSON, as conda-store serves it (JSON is also 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -14,7 +15,10 @@ from conda_lock.lockfile.v1.models import HashModel
 from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile, LockMeta
 from conda_lock.models.channel import Channel
 
+
+
 from envstore.common.lock import Lock, LockedPackage
+from envstore.packager.artifacts.inputs import BuildInputs, Produced
 
 
 def _dependencies(package: LockedPackage) -> dict[str, str]:
@@ -59,3 +63,9 @@ def conda_lock_document(lock: Lock, spec_sha256: str) -> bytes:
         write_conda_lock_file(content, path, metadata_choices=None, include_help_text=False)
         document = yaml.safe_load(path.read_text())
     return json.dumps(document, indent=2, sort_keys=True).encode()
+
+
+async def produce(inputs: BuildInputs) -> Produced:
+    document = await asyncio.to_thread(conda_lock_document, inputs.lock, inputs.submitted.spec_sha256)
+    blob = await inputs.storage.put_bytes(document)
+    return Produced(f"lockfile/{inputs.build.build_key}.yml", blob, "application/json")

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from envstore.common.lock import Lock
+from envstore.packager.artifacts.inputs import BuildInputs, Produced
 
 
 def pinned_environment_yaml(
@@ -25,3 +26,11 @@ def pinned_environment_yaml(
     if specification.get("description"):
         document["description"] = specification["description"]
     return yaml.safe_dump(document, sort_keys=False).encode()
+
+
+async def produce(inputs: BuildInputs) -> Produced:
+    document = pinned_environment_yaml(
+        inputs.lock, inputs.platform, inputs.build.environment, inputs.submitted.specification
+    )
+    blob = await inputs.storage.put_bytes(document)
+    return Produced(f"yaml/{inputs.build.build_key}.yml", blob, "text/yaml; charset=utf-8")

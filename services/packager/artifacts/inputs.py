@@ -1,0 +1,44 @@
+"""What every artifact producer gets (the build's lock, prefix and submission) and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from envstore.common.events import BlobRef, BuildBuilt, BuildRef, BuildSubmitted
+from envstore.common.lock import Lock
+from envstore.common.settings import EnvstoreSettings, host_platform
+from envstore.common.storage import Storage
+
+
+@dataclass(frozen=True)
+class Produced:
+    """An artifact in storage: its conda-store style name, its blob, its media type."""
+
+    key: str
+    blob: BlobRef
+    content_type: str
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    built: BuildBuilt
+    submitted: BuildSubmitted
+    lock: Lock
+    storage: Storage
+    settings: EnvstoreSettings
+    work_directory: Path  # scratch space for this build's artifacts, removed afterwards
+
+    @property
+    def build(self) -> BuildRef:
+        return self.built.build
+
+    @property
+    def prefix(self) -> Path:
+        return Path(self.built.prefix)
+
+    @property
+    def platform(self) -> str:
+        """The platform whose packages make the single-platform artifacts (the host's if locked)."""
+        host = host_platform()
+        return host if host in self.lock.platforms else sorted(self.lock.platforms)[0]
