@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 
 from aiohttp import web
 
 from envstore.api.context import SETTINGS
-from envstore.common.permissions import Principal, administrator, anonymous
+from envstore.common.tokens import principal_for_token
 from envstore.common.settings import EnvstoreSettings
 
 AUTH_COOKIE = "conda-store-auth"
@@ -33,14 +32,8 @@ def presented_token(request: web.Request) -> str | None:
     return None
 
 
-def principal_for(token: str | None, settings: EnvstoreSettings) -> Principal:
-    if token and settings.admin_token and hmac.compare_digest(token, settings.admin_token):
-        return administrator(settings.default_namespace)
-    return anonymous(settings.default_namespace)
-
-
 @web.middleware
 async def authenticate(request: web.Request, handler):  # type: ignore[no-untyped-def]
     settings: EnvstoreSettings = request.app[SETTINGS]
-    request["principal"] = principal_for(presented_token(request), settings)
+    request["principal"] = principal_for_token(presented_token(request), settings)
     return await handler(request)
