@@ -32,8 +32,11 @@ from nats.js.errors import NotFoundError
 from envstore.common.events import (
     STREAM_SUBJECTS,
     BlobRef,
+    BuildCanceled,
+    BuildCancelRequested,
     BuildFailed,
     Event,
+    PIPELINE_EVENTS,
     EventCodec,
     UnknownEvent,
     build_id_of,
@@ -69,6 +72,23 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+
+CANCEL_REASON = "build {build_id} marked as CANCELED due to being canceled from the REST API"
+
+
+class Cancellations:
+    """Builds whose cancellation was requested, and the work running for them in this process."""
+
+    def __init__(self) -> None:
+        self.requested: set[int] = set()
+        self.running: dict[int, set[asyncio.Task[None]]] = {}
+        self.interrupted: set[asyncio.Task[None]] = set()
+
+    def request(self, build_id: int) -> None:
+        self.requested.add(build_id)
+        for task in self.running.get(build_id, set()):
+            self.interrupted.add(task)
+            task.cancel()
 
 
 class EventBus:
@@ -145,11 +165,16 @@ class EventBus:
         concurrency: int = 2,
         ack_wait_seconds: float = 30.0,
         max_attempts: int = 3,
+        phase_timeout_seconds: float = 3600.0,
     ) -> None:
         """Run ``handler`` for every event on ``subjects`` until cancelled.
 
-        Replicas calling this with the same ``durable`` share the work.
+        Replicas calling this with the same ``durable`` share the work. A build whose cancellation
+        is requested is not started, or its running handler is interrupted; either way the build
+        ends with ``build.canceled``.
         """
+        cancellations = Cancellations()
+        watcher = await self._watch_cancellations(cancellations)
         await self.jetstream.add_consumer(
             self.stream_name,
             ConsumerConfig(
@@ -183,7 +208,9 @@ class EventBus:
                     continue
                 for message in messages:
                     task = asyncio.create_task(
-                        self._handle(message, handler, ack_wait_seconds, max_attempts)
+                        self._handle(
+                            message, handler, ack_wait_seconds, max_attempts, phase_timeout_seconds, cancellations
+                        )
                     )
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -192,13 +219,43 @@ class EventBus:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            for closing in (subscription, watcher):
+                try:
+                    await closing.unsubscribe()
+                except Exception:  # the connection may already be gone
+                    pass
+
+    async def _watch_cancellations(self, cancellations: Cancellations) -> Any:
+        async def on_cancel(message: Msg) -> None:
             try:
-                await subscription.unsubscribe()
-            except Exception:  # the connection may already be gone
-                pass
+                event = self.codec.decode(message.subject, message.data)
+            except Exception:
+                return
+            if isinstance(event, BuildCancelRequested):
+                cancellations.request(event.build_id)
+
+        return await self.jetstream.subscribe(
+            BuildCancelRequested.SUBJECT,
+            stream=self.stream_name,
+            cb=on_cancel,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+
+    async def publish_canceled(self, build_id: int) -> None:
+        await self.publish(
+            BuildCanceled(build_id=build_id, reason=CANCEL_REASON.format(build_id=build_id)),
+            message_id=f"canceled:{build_id}",
+        )
 
     async def _handle(
-        self, message: Msg, handler: Handler, ack_wait_seconds: float, max_attempts: int
+        self,
+        message: Msg,
+        handler: Handler,
+        ack_wait_seconds: float,
+        max_attempts: int,
+        phase_timeout_seconds: float,
+        cancellations: Cancellations,
     ) -> None:
         metadata = message.metadata
         try:
@@ -214,6 +271,11 @@ class EventBus:
             headers=dict(message.headers or {}),
         )
         build_id = delivery.build_id
+        cancellable = isinstance(event, PIPELINE_EVENTS)
+        if cancellable and build_id is not None and build_id in cancellations.requested:
+            await self.publish_canceled(build_id)
+            await message.ack()
+            return
         if delivery.attempt > max_attempts and build_id is not None:
             # Earlier attempts died without an answer (crash, kill): give up with a reason.
             await self.publish_failure(
@@ -227,8 +289,25 @@ class EventBus:
             await message.ack()
             return
         heartbeat = asyncio.create_task(_keep_alive(message, ack_wait_seconds / 3))
+        this_task = asyncio.current_task()
+        assert this_task is not None
+        if cancellable and build_id is not None:
+            cancellations.running.setdefault(build_id, set()).add(this_task)
         try:
-            await handler(delivery)
+            async with asyncio.timeout(phase_timeout_seconds):
+                await handler(delivery)
+        except TimeoutError:
+            heartbeat.cancel()
+            if build_id is not None:
+                await self.publish_failure(
+                    build_id,
+                    BuildFailure(
+                        phase=message.subject.removeprefix("envstore."),
+                        reason=f"the phase did not finish within its limit of {phase_timeout_seconds:.0f} s",
+                    ),
+                )
+            await message.ack()
+            return
         except BuildFailure as failure:
             heartbeat.cancel()
             if build_id is not None:
@@ -237,6 +316,13 @@ class EventBus:
             return
         except asyncio.CancelledError:
             heartbeat.cancel()
+            if this_task in cancellations.interrupted and build_id is not None:
+                # Canceled on request, not because this process is stopping.
+                cancellations.interrupted.discard(this_task)
+                this_task.uncancel()
+                await self.publish_canceled(build_id)
+                await message.ack()
+                return
             raise
         except Exception as error:
             heartbeat.cancel()
@@ -253,6 +339,12 @@ class EventBus:
             else:
                 await message.nak(delay=min(2.0**delivery.attempt, 30.0))
             return
+        finally:
+            if build_id is not None:
+                tasks = cancellations.running.get(build_id, set())
+                tasks.discard(this_task)
+                if not tasks:
+                    cancellations.running.pop(build_id, None)
         heartbeat.cancel()
         await message.ack()
 

@@ -34,6 +34,14 @@ class BuildRef(msgspec.Struct, frozen=True):
     platforms: list[str] = []
 
 
+class DoomedBuild(msgspec.Struct, frozen=True):
+    """A build whose prefix and artifacts a worker must remove."""
+
+    build_id: int
+    namespace: str
+    build_key: str
+
+
 def now() -> float:
     return time.time()
 
@@ -59,9 +67,22 @@ class NamespaceUpdated(Event, kw_only=True, tag="namespace.updated"):
     role_mappings: dict[str, list[str]] | None = None
 
 
+class NamespaceRoleMappingChanged(Event, kw_only=True, tag="namespace.role_mapping_changed"):
+    """A v2 role mapping: ``namespace`` grants ``role`` to ``other_namespace`` (role None removes
+    it; other_namespace None with role None removes all of the namespace's grants)."""
+
+    SUBJECT: ClassVar[str] = "envstore.namespace.role_mapping_changed"
+    namespace: str
+    other_namespace: str | None = None
+    role: str | None = None
+
+
 class NamespaceDeleted(Event, kw_only=True, tag="namespace.deleted"):
+    """Soft delete at once; workers then remove ``builds``' prefixes and artifacts."""
+
     SUBJECT: ClassVar[str] = "envstore.namespace.deleted"
     namespace: str
+    builds: list[DoomedBuild] = []
 
 
 # --- builds -----------------------------------------------------------------------------------
@@ -104,6 +125,24 @@ class BuildSolved(Event, kw_only=True, tag="build.solved"):
     log: list[BlobRef] = []
 
 
+class InstalledPackage(msgspec.Struct, frozen=True, kw_only=True):
+    """One package of a built prefix, small enough to carry in ``build.built``."""
+
+    name: str
+    version: str
+    build: str
+    build_number: int = 0
+    channel: str
+    subdir: str
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    license: str | None = None
+    depends: list[str] = []
+    constrains: list[str] = []
+    timestamp: int | None = None
+
+
 class BuildBuilt(Event, kw_only=True, tag="build.built"):
     SUBJECT: ClassVar[str] = "envstore.build.built"
     build: BuildRef
@@ -113,6 +152,7 @@ class BuildBuilt(Event, kw_only=True, tag="build.built"):
     package_count: int
     install_seconds: float
     log: list[BlobRef] = []
+    packages: list[InstalledPackage] = []
 
 
 class ArtifactReady(Event, kw_only=True, tag="artifact.ready"):
@@ -161,13 +201,30 @@ class BuildCanceled(Event, kw_only=True, tag="build.canceled"):
 
 
 class BuildDeleteRequested(Event, kw_only=True, tag="build.delete_requested"):
+    """Remove one build's prefix and artifacts, keeping the kinds in ``keep``."""
+
     SUBJECT: ClassVar[str] = "envstore.build.delete_requested"
     build_id: int
+    namespace: str = ""
+    build_key: str = ""
+    keep: list[str] = []
 
 
 class BuildDeleted(Event, kw_only=True, tag="build.deleted"):
+    """A build's prefix and artifacts are gone, but for the kinds in ``kept``."""
+
     SUBJECT: ClassVar[str] = "envstore.build.deleted"
     build_id: int
+    kept: list[str] = []
+
+
+class SettingsChanged(Event, kw_only=True, tag="settings.changed"):
+    """Settings stored at one level: global (namespace None), a namespace, or an environment."""
+
+    SUBJECT: ClassVar[str] = "envstore.settings.changed"
+    namespace: str | None = None
+    environment: str | None = None
+    values: dict[str, Any]
 
 
 # --- environments -----------------------------------------------------------------------------
@@ -188,14 +245,18 @@ class EnvironmentUpdated(Event, kw_only=True, tag="environment.updated"):
 
 
 class EnvironmentDeleted(Event, kw_only=True, tag="environment.deleted"):
+    """Soft delete at once; workers then remove ``builds``' prefixes and artifacts."""
+
     SUBJECT: ClassVar[str] = "envstore.environment.deleted"
     namespace: str
     environment: str
+    builds: list[DoomedBuild] = []
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     NamespaceCreated,
     NamespaceUpdated,
+    NamespaceRoleMappingChanged,
     NamespaceDeleted,
     BuildSubmitted,
     BuildProgress,
@@ -212,7 +273,12 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EnvironmentCurrentBuildSet,
     EnvironmentUpdated,
     EnvironmentDeleted,
+    SettingsChanged,
 )
+
+
+# The events that move a build forward; a canceled build's pipeline events are not handled.
+PIPELINE_EVENTS: tuple[type[Event], ...] = (BuildSubmitted, BuildSolved, BuildBuilt)
 
 
 class UnknownEvent(Exception):

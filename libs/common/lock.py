@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from envstore.common.events import InstalledPackage
+
 
 class LockedPackage(msgspec.Struct, frozen=True, kw_only=True):
     name: str
@@ -107,3 +109,21 @@ def record_from_locked_package(package: LockedPackage) -> Any:
         license=package.license,
     )
     return rattler.RepoDataRecord(record, package.file_name, package.url, package.channel)
+
+
+def installed_package(package: LockedPackage) -> InstalledPackage:
+    return InstalledPackage(
+        name=package.name,
+        version=package.version,
+        build=package.build,
+        build_number=package.build_number,
+        channel=package.channel,
+        subdir=package.subdir,
+        size=package.size,
+        sha256=package.sha256,
+        md5=package.md5,
+        license=package.license,
+        depends=package.depends,
+        constrains=package.constrains,
+        timestamp=package.timestamp,
+    )

@@ -1,7 +1,9 @@
-"""conda-store's authorization model: roles → permission strings, ARN patterns, role bindings."""
+"""conda-store's authorization model: roles → permission strings, ARN patterns, role bindings,
+and the subset rule for minting tokens."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 
@@ -25,22 +27,39 @@ ADMIN = EDITOR | {
     "setting::update",
 }
 ROLE_PERMISSIONS = {"viewer": VIEWER, "editor": EDITOR, "developer": EDITOR, "admin": ADMIN}
+KNOWN_ROLES = tuple(ROLE_PERMISSIONS)
 
-UNAUTHENTICATED_BINDINGS = {"default/*": ["viewer"]}
-AUTHENTICATED_BINDINGS = {"default/*": ["viewer"], "filesystem/*": ["viewer"]}
+NAME_CHARACTERS = r"A-Za-z0-9\-+_@$&?^~.="
+ARN_PATTERN = re.compile(rf"^[{NAME_CHARACTERS}*]+/[{NAME_CHARACTERS}*]+$")
 
-ARN_PART = r"[A-Za-z0-9\-+_@$&?^~.=*]+"
-ARN_PATTERN = re.compile(rf"^{ARN_PART}/{ARN_PART}$")
+
+def stored_role(role: str) -> str:
+    """``editor`` and ``developer`` are one role; conda-store reports it as ``developer``."""
+    return "developer" if role == "editor" else role
+
+
+def _pattern(text: str, wildcard: str) -> str:
+    return "".join(wildcard if character == "*" else re.escape(character) for character in text)
 
 
 def arn_regex(arn: str) -> re.Pattern[str]:
-    """``ns/env`` pattern → regex matching ``ns/env`` and bare ``ns`` (namespace-level checks)."""
+    """``ns/env`` pattern → regex matching ``ns/env`` and the bare namespace ARN ``ns``."""
     namespace, _, environment = arn.partition("/")
+    wildcard = f"[{NAME_CHARACTERS}]*"
+    return re.compile(rf"^{_pattern(namespace, wildcard)}(?:/{_pattern(environment, wildcard)})?$")
 
-    def part(pattern: str) -> str:
-        return "".join(r"[A-Za-z0-9\-+_@$&?^~.=]*" if c == "*" else re.escape(c) for c in pattern)
 
-    return re.compile(rf"^{part(namespace)}(?:/{part(environment)})?$")
+def arn_matches(pattern: str, arn: str) -> bool:
+    if arn == "":
+        # The global ARN: only bindings for every namespace cover it.
+        return pattern.partition("/")[0] == "*"
+    return arn_regex(pattern).match(arn) is not None
+
+
+def is_arn_subset(smaller: str, larger: str) -> bool:
+    """True if every ARN that ``smaller`` matches is also matched by ``larger``."""
+    wildcard = f"[{NAME_CHARACTERS}*]*"
+    return re.fullmatch(_pattern(larger, wildcard), smaller) is not None
 
 
 def permissions_of(roles: list[str]) -> frozenset[str]:
@@ -54,17 +73,20 @@ def permissions_of(roles: list[str]) -> frozenset[str]:
 class Principal:
     authenticated: bool
     primary_namespace: str
-    role_bindings: dict[str, list[str]] = field(default_factory=dict)
-    expiration: float | None = None
+    role_bindings: dict[str, list[str]] = field(default_factory=dict)  # the token's own
+    default_bindings: dict[str, list[str]] = field(default_factory=dict)  # from settings
+    database_bindings: dict[str, list[str]] = field(default_factory=dict)  # role mappings
+    expiration: datetime.datetime | None = None
+    is_service_account: bool = False
 
     def effective_bindings(self) -> dict[str, list[str]]:
-        base = AUTHENTICATED_BINDINGS if self.authenticated else UNAUTHENTICATED_BINDINGS
-        return {**base, **self.role_bindings}
+        """Defaults ← token ← role mappings; a later source replaces an identical ARN key."""
+        return {**self.default_bindings, **self.role_bindings, **self.database_bindings}
 
     def permissions_on(self, arn: str) -> frozenset[str]:
         granted: set[str] = set()
         for pattern, roles in self.effective_bindings().items():
-            if arn_regex(pattern).match(arn) or (arn == "" and pattern.startswith("*/")):
+            if arn_matches(pattern, arn):
                 granted |= permissions_of(roles)
         return frozenset(granted)
 
@@ -73,17 +95,34 @@ class Principal:
 
     def sees_namespace(self, namespace: str) -> bool:
         return any(
-            arn_regex(pattern.partition("/")[0]).match(namespace)
-            for pattern in self.effective_bindings()
+            arn_regex(pattern.partition("/")[0]).match(namespace) for pattern in self.effective_bindings()
         )
 
     def sees_environment(self, namespace: str, environment: str) -> bool:
-        return any(arn_regex(pattern).match(f"{namespace}/{environment}") for pattern in self.effective_bindings())
+        return any(
+            arn_regex(pattern).match(f"{namespace}/{environment}") for pattern in self.effective_bindings()
+        )
 
+    def covers(self, requested: dict[str, list[str]]) -> bool:
+        """The token subset rule: each requested binding's permissions must be held on an ARN
+        pattern at least as wide."""
+        own = self.effective_bindings()
+        for arn, roles in requested.items():
+            held: set[str] = set()
+            for pattern, own_roles in own.items():
+                if is_arn_subset(arn, pattern):
+                    held |= permissions_of(own_roles)
+            if not permissions_of(roles) <= held:
+                return False
+        return True
 
-def anonymous(default_namespace: str) -> Principal:
-    return Principal(authenticated=False, primary_namespace=default_namespace)
-
-
-def administrator(primary_namespace: str) -> Principal:
-    return Principal(authenticated=True, primary_namespace=primary_namespace, role_bindings={"*/*": ["admin"]})
+    def with_database_bindings(self, bindings: dict[str, list[str]]) -> Principal:
+        return Principal(
+            authenticated=self.authenticated,
+            primary_namespace=self.primary_namespace,
+            role_bindings=self.role_bindings,
+            default_bindings=self.default_bindings,
+            database_bindings=bindings,
+            expiration=self.expiration,
+            is_service_account=self.is_service_account,
+        )

@@ -50,3 +50,13 @@ def run_service(service: str, serve: Callable[[EnvstoreSettings], Awaitable[None
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def consumer_options(settings: EnvstoreSettings) -> dict[str, float | int]:
+    """The work-sharing consumer's limits, from settings (the same for every worker)."""
+    return {
+        "concurrency": settings.worker_concurrency,
+        "ack_wait_seconds": settings.worker_ack_wait_seconds,
+        "max_attempts": settings.worker_max_attempts,
+        "phase_timeout_seconds": settings.worker_phase_timeout_seconds,
+    }

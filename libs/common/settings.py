@@ -11,9 +11,9 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from envstore.common.artifact_kinds import ArtifactKind
@@ -95,12 +95,39 @@ class EnvstoreSettings(BaseSettings):
     url_prefix: str = "/"
     registry_host: str = "127.0.0.1"
     registry_port: int = 5000
+    registry_external_url: str | None = None  # host[:port] users pull from; default host:port
     admin_token: str | None = None
+    # --- authentication (conda-store's AuthenticationBackend / RBACAuthorizationBackend) ---
+    auth_secret: str | None = None  # HS256 key; unset: generated once into <data_dir>/auth-secret
+    auth_password: str = "password"  # the password backend's password; empty accepts any
+    auth_token_lifetime_seconds: int = 24 * 3600
+    predefined_tokens: dict[str, dict] = Field(default_factory=dict)
+    role_mappings_version: int = 1
+    unauthenticated_role_bindings: dict[str, list[str]] = Field(
+        default_factory=lambda: {"default/*": ["viewer"]}
+    )
+    authenticated_role_bindings: dict[str, list[str]] = Field(
+        default_factory=lambda: {"default/*": ["viewer"], "filesystem/*": ["viewer"]}
+    )
+    auth_cookie_domain: str | None = None
+    max_request_bytes: int = 16 * 1024 * 1024
     worker_concurrency: int = 2
     worker_ack_wait_seconds: float = 30.0
     worker_max_attempts: int = 3
+    worker_phase_timeout_seconds: float = 3600.0
     projection_wait_seconds: float = 5.0
     solve_cache_entries: int = 512
+
+    # --- artifact storage back end: a local directory (storage_directory) or S3 ---
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None  # unset: AWS's endpoint for s3_region
+    s3_bucket: str = "envstore"  # created on first use if missing
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = None  # unset (both): boto's credential chain (env, profile, IAM role)
+    s3_secret_key: SecretStr | None = None
+    s3_path_style: bool = False  # true for most non-AWS servers (SeaweedFS, MinIO)
+    s3_presign_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)  # SigV4 allows at most 7 days
+    # --- end of artifact storage back end ---
 
     _split_lists = field_validator(
         "conda_platforms",
@@ -151,6 +178,32 @@ class EnvstoreSettings(BaseSettings):
         prefix = self.url_prefix.rstrip("/")
         return f"http://{self.api_host}:{self.api_port}{prefix}"
 
+
+# The keys conda-store's settings API reads and writes (GET/PUT /api/v1/setting/…).
+CONDA_STORE_SETTINGS = (
+    "default_namespace",
+    "filesystem_namespace",
+    "default_uid",
+    "default_gid",
+    "default_permissions",
+    "storage_threshold",
+    "conda_command",
+    "conda_platforms",
+    "conda_max_solve_time",
+    "conda_indexed_channels",
+    "build_artifacts_kept_on_deletion",
+    "conda_solve_platforms",
+    "conda_channel_alias",
+    "conda_default_channels",
+    "conda_allowed_channels",
+    "conda_default_packages",
+    "conda_required_packages",
+    "conda_included_packages",
+    "pypi_default_packages",
+    "pypi_required_packages",
+    "pypi_included_packages",
+    "build_artifacts",
+)
 
 GLOBAL_ONLY_SETTINGS = frozenset(
     {

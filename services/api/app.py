@@ -15,14 +15,26 @@ from envstore.api.context import CONTEXT, SETTINGS, ApiContext
 from envstore.api.envelopes import api_errors
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
-from envstore.api.routes import builds, environments, namespaces, specifications, status, storage
+from envstore.api.routes import (
+    auth_pages,
+    builds,
+    catalog,
+    environments,
+    metrics,
+    namespaces,
+    openapi,
+    settings as settings_routes,
+    specifications,
+    status,
+    storage,
+)
 from envstore.api.routes.paths import Routes
 from envstore.common.bus import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
+from envstore.common.tokens import TokenAuthority
 
 log = logging.getLogger(__name__)
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -31,25 +43,43 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await database.ensure_schema(pool)
     bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name="api")
     await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
+    # The storage back end's client (S3's connection pool) lives as long as the app.
+    storage_lifetime = contextlib.AsyncExitStack()
+    artifact_storage = await storage_lifetime.enter_async_context(open_storage(settings))
     projector = Projector(pool, bus)
     projecting = asyncio.create_task(projector.run(), name="projector")
-    app[CONTEXT] = ApiContext(settings, bus, ReadModel(pool), open_storage(settings), projector)
+    app[CONTEXT] = ApiContext(
+        settings, bus, ReadModel(pool), artifact_storage, projector, TokenAuthority.from_settings(settings)
+    )
     try:
         yield
     finally:
         projecting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await projecting
+        await storage_lifetime.aclose()
         await bus.close()
         await pool.close()
 
 
 def create_app(settings: EnvstoreSettings) -> web.Application:
-    app = web.Application(middlewares=[api_errors, authenticate], client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(middlewares=[api_errors, authenticate], client_max_size=settings.max_request_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(resources)
     routes = Routes(app, settings.url_prefix)
-    for module in (status, specifications, builds, environments, namespaces, storage):
+    for module in (
+        status,
+        auth_pages,
+        specifications,
+        builds,
+        environments,
+        namespaces,
+        settings_routes,
+        catalog,
+        metrics,
+        storage,
+        openapi,
+    ):
         module.register(routes)
     return app
 

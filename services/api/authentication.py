@@ -8,9 +8,7 @@ import binascii
 
 from aiohttp import web
 
-from envstore.api.context import SETTINGS
-from envstore.common.tokens import principal_for_token
-from envstore.common.settings import EnvstoreSettings
+from envstore.api.context import CONTEXT
 
 AUTH_COOKIE = "conda-store-auth"
 
@@ -34,6 +32,5 @@ def presented_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def authenticate(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    settings: EnvstoreSettings = request.app[SETTINGS]
-    request["principal"] = principal_for_token(presented_token(request), settings)
+    request["principal"] = await request.app[CONTEXT].principal_for(presented_token(request))
     return await handler(request)

@@ -8,6 +8,13 @@ from importlib import resources
 import asyncpg
 
 READ_MODEL_TABLES = (
+    "setting_override",
+    "build_package",
+    "conda_package_build",
+    "conda_package",
+    "conda_channel",
+    "namespace_role_mapping_v2",
+    "namespace_role_mapping",
     "build_progress",
     "build_artifact",
     "build",

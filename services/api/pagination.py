@@ -1,25 +1,65 @@
-"""conda-store's v1 paging parameters (``page``, ``size`` capped at ``max_page_size``)."""
+"""conda-store's paging parameters: v1 ``page``/``size``/``order``/``sort_by``, v2 cursors."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from typing import Any
+
 from aiohttp import web
 
-from envstore.api.envelopes import ApiError
-from envstore.common.settings import EnvstoreSettings
+from envstore.api.envelopes import ApiError, dumps
+from envstore.api.read_model import Page
 
 MAX_PAGE_SIZE = 100
+END_CURSOR = base64.b64encode(b'{"last_id":null,"last_value":null}').decode()
 
 
-def _positive(request: web.Request, name: str, default: int) -> int:
+def whole_number(request: web.Request, name: str, default: int | None, minimum: int = 1) -> int | None:
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or int(text) < 1:
-        raise ApiError(400, f"query parameter {name!r} must be a positive whole number, got {text!r}")
+    if not text.isdigit() or int(text) < minimum:
+        raise ApiError(400, f"query parameter {name!r} must be a whole number >= {minimum}, got {text!r}")
     return int(text)
 
 
-def page_parameters(request: web.Request, settings: EnvstoreSettings) -> tuple[int, int]:
-    page = _positive(request, "page", 1)
-    size = min(_positive(request, "size", MAX_PAGE_SIZE), MAX_PAGE_SIZE)
-    return page, size
+def page_of(request: web.Request) -> Page:
+    page = whole_number(request, "page", 1) or 1
+    size = min(whole_number(request, "size", MAX_PAGE_SIZE) or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+    # conda-store: anything but "desc" is ascending.
+    return Page(page=page, size=size, descending=request.query.get("order") == "desc")
+
+
+def sort_keys(request: web.Request) -> list[str]:
+    return request.query.getall("sort_by", [])
+
+
+def page_response(data: list[Any], page: Page, count: int, **extra: Any) -> web.Response:
+    return web.json_response(
+        {"status": "ok", "data": data, "message": None, "page": page.page, "size": page.size, "count": count, **extra},
+        dumps=dumps,
+    )
+
+
+def encode_cursor(last_id: int | None, last_value: dict[str, Any] | None) -> str:
+    return base64.b64encode(
+        json.dumps({"last_id": last_id, "last_value": last_value}, separators=(",", ":")).encode()
+    ).decode()
+
+
+def decode_cursor(text: str | None) -> tuple[int | None, dict[str, Any] | None]:
+    if not text:
+        return None, None
+    try:
+        document = json.loads(base64.b64decode(text, validate=True))
+        last_id = document["last_id"]
+        last_value = document["last_value"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise ApiError(400, "cursor is not one this server issued; start again without it") from None
+    if last_id is not None and not isinstance(last_id, int):
+        raise ApiError(400, "cursor is not one this server issued; start again without it")
+    if last_value is not None and not isinstance(last_value, dict):
+        raise ApiError(400, "cursor is not one this server issued; start again without it")
+    return last_id, last_value

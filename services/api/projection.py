@@ -14,6 +14,14 @@ from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key
 from envstore.common.events import (
     ArtifactReady,
+    BuildCanceled,
+    BuildDeleted,
+    BuildDeleteRequested,
+    EnvironmentDeleted,
+    InstalledPackage,
+    NamespaceDeleted,
+    NamespaceRoleMappingChanged,
+    SettingsChanged,
     BuildBuilt,
     BuildCompleted,
     BuildFailed,
@@ -42,9 +50,18 @@ async def _next_id(connection: asyncpg.Connection, table: str) -> int:
 
 
 async def _ensure_namespace(connection: asyncpg.Connection, name: str, at: float) -> int:
-    existing = await connection.fetchval("SELECT id FROM namespace WHERE name = $1", name)
+    existing = await connection.fetchrow("SELECT id, deleted_on FROM namespace WHERE name = $1", name)
     if existing is not None:
-        return existing
+        if existing["deleted_on"] is not None:
+            # Created again after a delete: a fresh namespace under the old id (the deleted
+            # builds stay deleted; workers purge exactly the builds the delete listed).
+            await connection.execute(
+                "UPDATE namespace SET deleted_on = NULL, metadata = NULL, created_on = $2 WHERE id = $1",
+                existing["id"],
+                utc(at),
+            )
+            await connection.execute("DELETE FROM namespace_role_mapping WHERE namespace_id = $1", existing["id"])
+        return existing["id"]
     return await connection.fetchval(
         "INSERT INTO namespace (id, name, created_on) VALUES ($1, $2, $3) RETURNING id",
         await _next_id(connection, "namespace"),
@@ -58,10 +75,88 @@ async def namespace_created(connection: asyncpg.Connection, event: NamespaceCrea
 
 
 async def namespace_updated(connection: asyncpg.Connection, event: NamespaceUpdated, sequence: int) -> None:
+    namespace_id = await connection.fetchval(
+        "SELECT id FROM namespace WHERE name = $1 AND deleted_on IS NULL", event.namespace
+    )
+    if namespace_id is None:
+        return
     if event.metadata is not None:
         await connection.execute(
-            "UPDATE namespace SET metadata = $2 WHERE name = $1", event.namespace, json.dumps(event.metadata)
+            "UPDATE namespace SET metadata = $2 WHERE id = $1", namespace_id, json.dumps(event.metadata)
         )
+    if event.role_mappings is not None:
+        # v1 role mappings: the update replaces them all.
+        await connection.execute("DELETE FROM namespace_role_mapping WHERE namespace_id = $1", namespace_id)
+        for entity, roles in sorted(event.role_mappings.items()):
+            for role in roles:
+                await connection.execute(
+                    "INSERT INTO namespace_role_mapping (id, namespace_id, entity, role) VALUES ($1, $2, $3, $4)",
+                    await _next_id(connection, "namespace_role_mapping"),
+                    namespace_id,
+                    entity,
+                    role,
+                )
+
+
+async def namespace_role_mapping_changed(
+    connection: asyncpg.Connection, event: NamespaceRoleMappingChanged, sequence: int
+) -> None:
+    namespace_id = await connection.fetchval(
+        "SELECT id FROM namespace WHERE name = $1 AND deleted_on IS NULL", event.namespace
+    )
+    if namespace_id is None:
+        return
+    if event.other_namespace is None:
+        await connection.execute("DELETE FROM namespace_role_mapping_v2 WHERE namespace_id = $1", namespace_id)
+        return
+    other_id = await connection.fetchval(
+        "SELECT id FROM namespace WHERE name = $1 AND deleted_on IS NULL", event.other_namespace
+    )
+    if other_id is None:
+        return
+    if event.role is None:
+        await connection.execute(
+            "DELETE FROM namespace_role_mapping_v2 WHERE namespace_id = $1 AND other_namespace_id = $2",
+            namespace_id,
+            other_id,
+        )
+        return
+    updated = await connection.fetchval(
+        """UPDATE namespace_role_mapping_v2 SET role = $3
+           WHERE namespace_id = $1 AND other_namespace_id = $2 RETURNING id""",
+        namespace_id,
+        other_id,
+        event.role,
+    )
+    if updated is None:
+        await connection.execute(
+            """INSERT INTO namespace_role_mapping_v2 (id, namespace_id, other_namespace_id, role)
+               VALUES ($1, $2, $3, $4)""",
+            await _next_id(connection, "namespace_role_mapping_v2"),
+            namespace_id,
+            other_id,
+            event.role,
+        )
+
+
+async def namespace_deleted(connection: asyncpg.Connection, event: NamespaceDeleted, sequence: int) -> None:
+    at = utc(event.occurred_at)
+    namespace_id = await connection.fetchval(
+        "UPDATE namespace SET deleted_on = $2 WHERE name = $1 AND deleted_on IS NULL RETURNING id",
+        event.namespace,
+        at,
+    )
+    if namespace_id is None:
+        return
+    await connection.execute(
+        "UPDATE environment SET deleted_on = COALESCE(deleted_on, $2) WHERE namespace_id = $1", namespace_id, at
+    )
+    await connection.execute(
+        """UPDATE build SET deleted_on = COALESCE(deleted_on, $2)
+           WHERE environment_id IN (SELECT id FROM environment WHERE namespace_id = $1)""",
+        namespace_id,
+        at,
+    )
 
 
 async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted, sequence: int) -> None:
@@ -164,6 +259,74 @@ async def build_built(connection: asyncpg.Connection, event: BuildBuilt, sequenc
         event.size_bytes,
         event.package_count,
     )
+    for package in event.packages:
+        package_build_id = await _ensure_package_build(connection, package, event.occurred_at)
+        await connection.execute(
+            "INSERT INTO build_package (build_id, package_build_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            event.build.build_id,
+            package_build_id,
+        )
+
+
+async def ensure_channel(connection: asyncpg.Connection, url: str, at: float | None = None) -> int:
+    existing = await connection.fetchval("SELECT id FROM conda_channel WHERE name = $1", url)
+    if existing is not None:
+        if at is not None:
+            await connection.execute(
+                "UPDATE conda_channel SET last_update = GREATEST(last_update, $2) WHERE id = $1", existing, utc(at)
+            )
+        return existing
+    return await connection.fetchval(
+        "INSERT INTO conda_channel (id, name, last_update) VALUES ($1, $2, $3) RETURNING id",
+        await _next_id(connection, "conda_channel"),
+        url,
+        utc(at) if at is not None else None,
+    )
+
+
+async def _ensure_package_build(connection: asyncpg.Connection, package: InstalledPackage, at: float) -> int:
+    channel_id = await ensure_channel(connection, package.channel.rstrip("/"), at)
+    package_id = await connection.fetchval(
+        "SELECT id FROM conda_package WHERE channel_id = $1 AND name = $2 AND version = $3",
+        channel_id,
+        package.name,
+        package.version,
+    )
+    if package_id is None:
+        package_id = await connection.fetchval(
+            """INSERT INTO conda_package (id, channel_id, name, version, license, summary)
+               VALUES ($1, $2, $3, $4, $5, NULL) RETURNING id""",
+            await _next_id(connection, "conda_package"),
+            channel_id,
+            package.name,
+            package.version,
+            package.license,
+        )
+    package_build_id = await connection.fetchval(
+        "SELECT id FROM conda_package_build WHERE package_id = $1 AND subdir = $2 AND build = $3",
+        package_id,
+        package.subdir,
+        package.build,
+    )
+    if package_build_id is None:
+        package_build_id = await connection.fetchval(
+            """INSERT INTO conda_package_build (id, package_id, channel_id, build, build_number, depends,
+                                                constrains, md5, sha256, size, subdir, timestamp)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
+            await _next_id(connection, "conda_package_build"),
+            package_id,
+            channel_id,
+            package.build,
+            package.build_number,
+            json.dumps(package.depends),
+            json.dumps(package.constrains),
+            package.md5,
+            package.sha256,
+            package.size,
+            package.subdir,
+            package.timestamp,
+        )
+    return package_build_id
 
 
 async def _record_artifact(
@@ -236,6 +399,77 @@ async def build_failed(connection: asyncpg.Connection, event: BuildFailed, seque
         )
 
 
+async def build_canceled(connection: asyncpg.Connection, event: BuildCanceled, sequence: int) -> None:
+    await connection.execute(
+        """INSERT INTO build_progress (sequence, build_id, phase, state, message, duration_seconds,
+                                       service, occurred_on)
+           VALUES ($1, $2, 'cancel', 'note', $3, NULL, 'api', $4) ON CONFLICT DO NOTHING""",
+        sequence,
+        event.build_id,
+        event.reason,
+        utc(event.occurred_at),
+    )
+    await connection.execute(
+        """UPDATE build SET status = 'CANCELED', status_info = $2, ended_on = $3
+           WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELED')""",
+        event.build_id,
+        event.reason or None,
+        utc(event.occurred_at),
+    )
+
+
+async def build_delete_requested(
+    connection: asyncpg.Connection, event: BuildDeleteRequested, sequence: int
+) -> None:
+    await connection.execute(
+        "UPDATE build SET deleted_on = COALESCE(deleted_on, $2) WHERE id = $1",
+        event.build_id,
+        utc(event.occurred_at),
+    )
+
+
+async def build_deleted(connection: asyncpg.Connection, event: BuildDeleted, sequence: int) -> None:
+    await connection.execute(
+        "DELETE FROM build_artifact WHERE build_id = $1 AND NOT (artifact_type = ANY($2::text[]))",
+        event.build_id,
+        list(event.kept),
+    )
+    await connection.execute(
+        "UPDATE build SET size = 0, deleted_on = COALESCE(deleted_on, $2) WHERE id = $1",
+        event.build_id,
+        utc(event.occurred_at),
+    )
+
+
+async def environment_deleted(connection: asyncpg.Connection, event: EnvironmentDeleted, sequence: int) -> None:
+    at = utc(event.occurred_at)
+    environment_id = await connection.fetchval(
+        """UPDATE environment e SET deleted_on = COALESCE(e.deleted_on, $3)
+           FROM namespace n WHERE e.namespace_id = n.id AND n.name = $1 AND e.name = $2
+             AND n.deleted_on IS NULL
+           RETURNING e.id""",
+        event.namespace,
+        event.environment,
+        at,
+    )
+    if environment_id is not None:
+        await connection.execute(
+            "UPDATE build SET deleted_on = COALESCE(deleted_on, $2) WHERE environment_id = $1", environment_id, at
+        )
+
+
+async def settings_changed(connection: asyncpg.Connection, event: SettingsChanged, sequence: int) -> None:
+    scope = "/".join(part for part in (event.namespace, event.environment) if part)
+    current = await connection.fetchval("SELECT data FROM setting_override WHERE scope = $1", scope)
+    merged = {**(json.loads(current) if current else {}), **event.values}
+    await connection.execute(
+        """INSERT INTO setting_override (scope, data) VALUES ($1, $2)
+           ON CONFLICT (scope) DO UPDATE SET data = EXCLUDED.data""",
+        scope,
+        json.dumps(merged),
+    )
+
+
 async def environment_current_build_set(
     connection: asyncpg.Connection, event: EnvironmentCurrentBuildSet, sequence: int
 ) -> None:
@@ -263,6 +497,13 @@ Apply = Callable[[asyncpg.Connection, Any, int], Awaitable[None]]
 APPLIERS: dict[type[Event], Apply] = {
     NamespaceCreated: namespace_created,
     NamespaceUpdated: namespace_updated,
+    NamespaceRoleMappingChanged: namespace_role_mapping_changed,
+    NamespaceDeleted: namespace_deleted,
+    BuildCanceled: build_canceled,
+    BuildDeleteRequested: build_delete_requested,
+    BuildDeleted: build_deleted,
+    EnvironmentDeleted: environment_deleted,
+    SettingsChanged: settings_changed,
     BuildSubmitted: build_submitted,
     BuildProgress: build_progress,
     BuildSolved: build_solved,

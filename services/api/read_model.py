@@ -3,99 +3,408 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-BUILD_COLUMNS = """b.id, b.environment_id, b.status, b.status_info, b.size, b.scheduled_on,
-    b.started_on, b.ended_on, b.deleted_on, b.build_key, b.specification_id,
-    e.name AS environment_name, n.name AS namespace_name"""
+from envstore.api.visibility import SqlFilter, restrict_environments, restrict_namespaces
+from envstore.common.permissions import Principal
+
+BUILD_SORT_COLUMNS = {"id": "b.id", "started_on": "b.started_on", "scheduled_on": "b.scheduled_on", "ended_on": "b.ended_on"}
 
 
-def namespace_document(row: asyncpg.Record, full: bool = True) -> dict[str, Any]:
-    document: dict[str, Any] = {"id": row["id"], "name": row["name"]}
-    if full:
-        document["metadata_"] = json.loads(row["metadata"]) if row["metadata"] else None
-        document["role_mappings"] = []
+@dataclass(frozen=True)
+class Page:
+    page: int
+    size: int
+    descending: bool = False
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+
+@dataclass(frozen=True)
+class EnvironmentFilters:
+    search: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    status: str | None = None
+    artifact: str | None = None
+    packages: tuple[str, ...] = ()
+    token_bindings: dict[str, list[str]] | None = None  # the ?jwt= restriction
+
+
+@dataclass(frozen=True)
+class BuildFilters:
+    status: str | None = None
+    artifact: str | None = None
+    environment_id: int | None = None
+    name: str | None = None
+    namespace: str | None = None
+    packages: tuple[str, ...] = ()
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def environment_document(row: asyncpg.Record, role_mappings: list[dict], with_current_build: bool = True) -> dict[str, Any]:
+    document = {
+        "id": row["id"],
+        "namespace": {
+            "id": row["ns_id"],
+            "name": row["ns_name"],
+            "metadata_": _json(row["ns_metadata"]),
+            "role_mappings": role_mappings,
+        },
+        "name": row["name"],
+        "current_build_id": row["current_build_id"],
+        "current_build": None,
+        "description": row["description"],
+    }
+    if not with_current_build:
+        del document["current_build"]
     return document
+
+
+def build_document(row: asyncpg.Record, specification: dict | None, artifacts: list[dict] | None) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "environment_id": row["environment_id"],
+        "specification": specification,
+        "packages": None,
+        "status": row["status"],
+        "status_info": row["status_info"],
+        "size": row["size"],
+        "scheduled_on": row["scheduled_on"],
+        "started_on": row["started_on"],
+        "ended_on": row["ended_on"],
+        "build_artifacts": artifacts,
+    }
+
+
+ENVIRONMENT_SELECT = """SELECT e.id, e.name, e.description, e.current_build_id, e.deleted_on,
+       n.id AS ns_id, n.name AS ns_name, n.metadata AS ns_metadata
+FROM environment e JOIN namespace n ON n.id = e.namespace_id"""
+
+BUILD_SELECT = """SELECT b.*, e.name AS environment_name, n.name AS namespace_name
+FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id"""
 
 
 class ReadModel:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    # --- namespaces ---------------------------------------------------------------------------
+
     async def namespace(self, name: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow("SELECT * FROM namespace WHERE name = $1 AND deleted_on IS NULL", name)
+
+    async def namespace_document(self, row: asyncpg.Record) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "name": row["name"],
+            "metadata_": _json(row["metadata"]),
+            "role_mappings": await self.role_mappings(row["id"]),
+        }
+
+    async def role_mappings(self, namespace_id: int) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT id, entity, role FROM namespace_role_mapping WHERE namespace_id = $1 ORDER BY id", namespace_id
+        )
+        return [dict(row) for row in rows]
+
+    async def namespaces(self, principal: Principal, page: Page) -> tuple[list[asyncpg.Record], int]:
+        sql = SqlFilter()
+        sql.add("n.deleted_on IS NULL")
+        restrict_namespaces(sql, principal, "n.name")
+        order = "DESC" if page.descending else "ASC"
+        count = await self.pool.fetchval(f"SELECT count(*) FROM namespace n WHERE {sql.where()}", *sql.parameters)
+        rows = await self.pool.fetch(
+            f"SELECT n.* FROM namespace n WHERE {sql.where()} ORDER BY n.name {order}, n.id {order} "
+            f"LIMIT {page.size} OFFSET {page.offset}",
+            *sql.parameters,
+        )
+        return rows, count
+
+    async def v2_role_mappings(self, namespace_id: int, other_namespace_id: int | None = None) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """SELECT m.id, n.name AS namespace, o.name AS other_namespace, m.role
+               FROM namespace_role_mapping_v2 m JOIN namespace n ON n.id = m.namespace_id
+               JOIN namespace o ON o.id = m.other_namespace_id
+               WHERE m.namespace_id = $1 AND ($2::integer IS NULL OR m.other_namespace_id = $2)
+               ORDER BY m.id""",
+            namespace_id,
+            other_namespace_id,
+        )
+        return [dict(row) for row in rows]
+
+    async def database_bindings(self, primary_namespace: str, version: int) -> dict[str, list[str]]:
+        """Role bindings granted through role mappings to a caller of ``primary_namespace``."""
+        bindings: dict[str, list[str]] = {}
+        if version == 2:
+            rows = await self.pool.fetch(
+                """SELECT n.name AS namespace, m.role FROM namespace_role_mapping_v2 m
+                   JOIN namespace n ON n.id = m.namespace_id JOIN namespace o ON o.id = m.other_namespace_id
+                   WHERE o.name = $1 AND n.deleted_on IS NULL ORDER BY m.id""",
+                primary_namespace,
+            )
+            for row in rows:
+                bindings.setdefault(f"{row['namespace']}/*", []).append(row["role"])
+            return bindings
+        rows = await self.pool.fetch(
+            """SELECT m.entity, m.role FROM namespace_role_mapping m JOIN namespace n ON n.id = m.namespace_id
+               WHERE n.name = $1 AND n.deleted_on IS NULL ORDER BY m.id""",
+            primary_namespace,
+        )
+        for row in rows:
+            bindings.setdefault(row["entity"], []).append(row["role"])
+        return bindings
+
+    # --- environments -------------------------------------------------------------------------
+
+    async def environment_row(self, namespace: str, name: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            "SELECT * FROM namespace WHERE name = $1 AND deleted_on IS NULL", name
-        )
-
-    async def namespaces(self) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
-            "SELECT * FROM namespace WHERE deleted_on IS NULL ORDER BY name, id"
-        )
-
-    async def environment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        row = await self.pool.fetchrow(
-            """SELECT e.*, n.id AS ns_id, n.name AS ns_name, n.metadata AS ns_metadata
-               FROM environment e JOIN namespace n ON n.id = e.namespace_id
-               WHERE n.name = $1 AND e.name = $2 AND n.deleted_on IS NULL""",
+            f"""{ENVIRONMENT_SELECT} WHERE n.name = $1 AND e.name = $2
+                AND n.deleted_on IS NULL AND e.deleted_on IS NULL""",
             namespace,
             name,
         )
+
+    async def environment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        row = await self.environment_row(namespace, name)
         if row is None:
             return None
-        return {
-            "id": row["id"],
-            "namespace": {
-                "id": row["ns_id"],
-                "name": row["ns_name"],
-                "metadata_": json.loads(row["ns_metadata"]) if row["ns_metadata"] else None,
-                "role_mappings": [],
-            },
-            "name": row["name"],
-            "current_build_id": row["current_build_id"],
-            "current_build": None,
-            "description": row["description"],
-        }
+        return environment_document(row, await self.role_mappings(row["ns_id"]))
+
+    def _environment_filter(self, principal: Principal, filters: EnvironmentFilters) -> SqlFilter:
+        sql = SqlFilter()
+        sql.add("e.deleted_on IS NULL AND n.deleted_on IS NULL")
+        restrict_environments(sql, principal.effective_bindings(), "n.name", "e.name")
+        if filters.token_bindings is not None:
+            restrict_environments(sql, filters.token_bindings, "n.name", "e.name")
+        if filters.search:
+            pattern = "%" + filters.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            parameter = sql.parameter(pattern)
+            sql.add(f"(n.name LIKE {parameter} OR e.name LIKE {parameter})")
+        if filters.namespace is not None:
+            sql.add(f"n.name = {sql.parameter(filters.namespace)}")
+        if filters.name is not None:
+            sql.add(f"e.name = {sql.parameter(filters.name)}")
+        if filters.status is not None:
+            sql.add(f"(SELECT status FROM build WHERE id = e.current_build_id) = {sql.parameter(filters.status)}")
+        if filters.artifact is not None:
+            sql.add(
+                "EXISTS (SELECT 1 FROM build_artifact a WHERE a.build_id = e.current_build_id "
+                f"AND a.artifact_type = {sql.parameter(filters.artifact)})"
+            )
+        for package in filters.packages:
+            sql.add(
+                "EXISTS (SELECT 1 FROM build_package bp JOIN conda_package_build pb ON pb.id = bp.package_build_id "
+                "JOIN conda_package p ON p.id = pb.package_id "
+                f"WHERE bp.build_id = e.current_build_id AND p.name = {sql.parameter(package)})"
+            )
+        return sql
+
+    async def environments_page(
+        self, principal: Principal, filters: EnvironmentFilters, page: Page, sort_by: list[str]
+    ) -> tuple[list[dict[str, Any]], int]:
+        sql = self._environment_filter(principal, filters)
+        order = "DESC" if page.descending else "ASC"
+        columns = {"namespace": "n.name", "name": "e.name"}
+        keys = [columns[key] for key in sort_by if key in columns] or ["n.name", "e.name"]
+        count = await self.pool.fetchval(
+            f"SELECT count(*) FROM environment e JOIN namespace n ON n.id = e.namespace_id WHERE {sql.where()}",
+            *sql.parameters,
+        )
+        rows = await self.pool.fetch(
+            f"{ENVIRONMENT_SELECT} WHERE {sql.where()} ORDER BY "
+            + ", ".join(f"{key} {order}" for key in [*keys, "e.id"])
+            + f" LIMIT {page.size} OFFSET {page.offset}",
+            *sql.parameters,
+        )
+        return [environment_document(row, await self.role_mappings(row["ns_id"])) for row in rows], count
+
+    async def environments_after(
+        self,
+        principal: Principal,
+        filters: EnvironmentFilters,
+        sort_by: list[str],
+        descending: bool,
+        limit: int,
+        after: tuple[list[Any], int] | None,
+    ) -> tuple[list[dict[str, Any]], int, tuple[dict[str, Any], int] | None]:
+        """The v2 cursor walk: rows strictly after (sort values…, id)."""
+        sql = self._environment_filter(principal, filters)
+        count = await self.pool.fetchval(
+            f"SELECT count(*) FROM environment e JOIN namespace n ON n.id = e.namespace_id WHERE {sql.where()}",
+            *sql.parameters,
+        )
+        columns = {"namespace": "n.name", "name": "e.name"}
+        keys = [columns[key] for key in sort_by]
+        order = "DESC" if descending else "ASC"
+        if after is not None:
+            values, last_id = after
+            left = "(" + ", ".join([*keys, "e.id"]) + ")"
+            right = "(" + ", ".join([*(sql.parameter(v) for v in values), sql.parameter(last_id)]) + ")"
+            sql.add(f"{left} {'<' if descending else '>'} {right}")
+        rows = await self.pool.fetch(
+            f"{ENVIRONMENT_SELECT} WHERE {sql.where()} ORDER BY "
+            + ", ".join(f"{key} {order}" for key in [*keys, "e.id"])
+            + f" LIMIT {limit}",
+            *sql.parameters,
+        )
+        documents = [environment_document(row, await self.role_mappings(row["ns_id"]), False) for row in rows]
+        last = None
+        if rows:
+            row = rows[-1]
+            sort_values = {key: (row["ns_name"] if key == "namespace" else row["name"]) for key in sort_by}
+            last = (sort_values, row["id"])
+        return documents, count, last
+
+    # --- builds -------------------------------------------------------------------------------
 
     async def build_row(self, build_id: int) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
-            f"""SELECT {BUILD_COLUMNS} FROM build b
-                JOIN environment e ON e.id = b.environment_id
-                JOIN namespace n ON n.id = e.namespace_id WHERE b.id = $1""",
-            build_id,
-        )
+        return await self.pool.fetchrow(f"{BUILD_SELECT} WHERE b.id = $1", build_id)
 
     async def build(self, build_id: int) -> dict[str, Any] | None:
         row = await self.build_row(build_id)
         if row is None:
             return None
-        specification = await self.pool.fetchrow(
-            "SELECT * FROM specification WHERE id = $1", row["specification_id"]
-        )
+        specification = await self.pool.fetchrow("SELECT * FROM specification WHERE id = $1", row["specification_id"])
         artifacts = await self.pool.fetch(
-            "SELECT id, artifact_type, key FROM build_artifact WHERE build_id = $1 ORDER BY id",
-            build_id,
+            "SELECT id, artifact_type, key FROM build_artifact WHERE build_id = $1 ORDER BY id", build_id
         )
-        return {
-            "id": row["id"],
-            "environment_id": row["environment_id"],
-            "specification": {
+        return build_document(
+            row,
+            {
                 "id": specification["id"],
                 "name": specification["name"],
-                "spec": json.loads(specification["spec"]),
+                "spec": _json(specification["spec"]),
                 "sha256": specification["sha256"],
                 "created_on": specification["created_on"],
             },
-            "packages": None,
-            "status": row["status"],
-            "status_info": row["status_info"],
-            "size": row["size"],
-            "scheduled_on": row["scheduled_on"],
-            "started_on": row["started_on"],
-            "ended_on": row["ended_on"],
-            "build_artifacts": [dict(artifact) for artifact in artifacts],
-        }
+            [dict(artifact) for artifact in artifacts],
+        )
+
+    async def builds_page(
+        self, principal: Principal, filters: BuildFilters, page: Page, sort_by: list[str]
+    ) -> tuple[list[dict[str, Any]], int]:
+        sql = SqlFilter()
+        restrict_environments(sql, principal.effective_bindings(), "n.name", "e.name")
+        if filters.status is not None:
+            sql.add(f"b.status = {sql.parameter(filters.status)}")
+        if filters.environment_id is not None:
+            sql.add(f"b.environment_id = {sql.parameter(filters.environment_id)}")
+        if filters.name is not None:
+            sql.add(f"e.name = {sql.parameter(filters.name)}")
+        if filters.namespace is not None:
+            sql.add(f"n.name = {sql.parameter(filters.namespace)}")
+        if filters.artifact is not None:
+            sql.add(
+                "EXISTS (SELECT 1 FROM build_artifact a WHERE a.build_id = b.id "
+                f"AND a.artifact_type = {sql.parameter(filters.artifact)})"
+            )
+        for package in filters.packages:
+            sql.add(
+                "EXISTS (SELECT 1 FROM build_package bp JOIN conda_package_build pb ON pb.id = bp.package_build_id "
+                "JOIN conda_package p ON p.id = pb.package_id "
+                f"WHERE bp.build_id = b.id AND p.name = {sql.parameter(package)})"
+            )
+        order = "DESC" if page.descending else "ASC"
+        keys = [BUILD_SORT_COLUMNS[key] for key in sort_by if key in BUILD_SORT_COLUMNS] or ["b.id"]
+        base = "FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id"
+        count = await self.pool.fetchval(f"SELECT count(*) {base} WHERE {sql.where()}", *sql.parameters)
+        rows = await self.pool.fetch(
+            f"{BUILD_SELECT} WHERE {sql.where()} ORDER BY "
+            + ", ".join(f"{key} {order}" for key in [*keys, "b.id"])
+            + f" LIMIT {page.size} OFFSET {page.offset}",
+            *sql.parameters,
+        )
+        return [build_document(row, None, None) for row in rows], count
+
+    async def build_packages(
+        self, build_id: int, search: str | None, exact: bool, build: str | None, page: Page, sort_by: list[str]
+    ) -> tuple[list[dict[str, Any]], int]:
+        sql = SqlFilter()
+        sql.add(f"bp.build_id = {sql.parameter(build_id)}")
+        self._package_filters(sql, search, exact, build)
+        base = (
+            "FROM build_package bp JOIN conda_package_build pb ON pb.id = bp.package_build_id "
+            "JOIN conda_package p ON p.id = pb.package_id JOIN conda_channel c ON c.id = p.channel_id"
+        )
+        return await self._packages(sql, base, page, sort_by or ["channel", "name"], distinct_on=[])
+
+    async def packages(
+        self, search: str | None, exact: bool, build: str | None, page: Page, sort_by: list[str], distinct_on: list[str]
+    ) -> tuple[list[dict[str, Any]], int]:
+        sql = SqlFilter()
+        self._package_filters(sql, search, exact, build)
+        base = "FROM conda_package p JOIN conda_channel c ON c.id = p.channel_id"
+        if build is not None:
+            base += " JOIN conda_package_build pb ON pb.package_id = p.id"
+        return await self._packages(sql, base, page, sort_by or ["channel", "name", "version"], distinct_on)
+
+    @staticmethod
+    def _package_filters(sql: SqlFilter, search: str | None, exact: bool, build: str | None) -> None:
+        if search:
+            if exact:
+                sql.add(f"p.name = {sql.parameter(search)}")
+            else:
+                sql.add(f"p.name LIKE {sql.parameter('%' + search.replace('%', chr(92) + '%') + '%')}")
+        if build:
+            sql.add(f"pb.build LIKE {sql.parameter('%' + build.replace('%', chr(92) + '%') + '%')}")
+
+    async def _packages(
+        self, sql: SqlFilter, base: str, page: Page, sort_by: list[str], distinct_on: list[str]
+    ) -> tuple[list[dict[str, Any]], int]:
+        inner_columns = {"channel": "c.name", "name": "p.name", "version": "p.version"}
+        outer_columns = {"channel": "channel_name", "name": "name", "version": "version"}
+        order = "DESC" if page.descending else "ASC"
+        distinct = [key for key in distinct_on if key in inner_columns]
+        if distinct:
+            # PostgreSQL's DISTINCT ON keeps the first row of each group in this order.
+            head = "DISTINCT ON (" + ", ".join(inner_columns[key] for key in distinct) + ") "
+            inner_order = " ORDER BY " + ", ".join([*(inner_columns[key] for key in distinct), "p.id"])
+        else:
+            head, inner_order = "DISTINCT ", ""
+        select = (
+            f"SELECT {head}p.id, p.name, p.version, p.license, p.summary, c.id AS channel_id, "
+            f"c.name AS channel_name {base} WHERE {sql.where()}{inner_order}"
+        )
+        keys = [*distinct, *(key for key in sort_by if key in outer_columns and key not in distinct)]
+        ordering = ", ".join([*(f"{outer_columns[key]} {order}" for key in keys), f"id {order}"])
+        count = await self.pool.fetchval(f"SELECT count(*) FROM ({select}) counted", *sql.parameters)
+        rows = await self.pool.fetch(
+            f"SELECT * FROM ({select}) listed ORDER BY {ordering} LIMIT {page.size} OFFSET {page.offset}",
+            *sql.parameters,
+        )
+        return [
+            {
+                "id": row["id"],
+                "channel": {"id": row["channel_id"], "name": row["channel_name"], "last_update": None},
+                "license": row["license"],
+                "name": row["name"],
+                "version": row["version"],
+                "summary": row["summary"],
+            }
+            for row in rows
+        ], count
+
+    async def channels(self, page: Page) -> tuple[list[dict[str, Any]], int]:
+        order = "DESC" if page.descending else "ASC"
+        count = await self.pool.fetchval("SELECT count(*) FROM conda_channel")
+        rows = await self.pool.fetch(
+            f"SELECT * FROM conda_channel ORDER BY name {order}, id {order} LIMIT {page.size} OFFSET {page.offset}"
+        )
+        return [{"id": row["id"], "name": row["name"], "last_update": row["last_update"]} for row in rows], count
+
+    async def channel_ids(self) -> dict[str, int]:
+        return {row["name"]: row["id"] for row in await self.pool.fetch("SELECT id, name FROM conda_channel")}
+
+    # --- artifacts, logs ----------------------------------------------------------------------
 
     async def artifact(self, build_id: int, kind: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
@@ -106,6 +415,47 @@ class ReadModel:
         return await self.pool.fetchrow("SELECT * FROM build_artifact WHERE key = $1 LIMIT 1", key)
 
     async def progress_lines(self, build_id: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch("SELECT * FROM build_progress WHERE build_id = $1 ORDER BY sequence", build_id)
+
+    async def builds_of_environment(self, environment_id: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(
-            "SELECT * FROM build_progress WHERE build_id = $1 ORDER BY sequence", build_id
+            f"{BUILD_SELECT} WHERE b.environment_id = $1 AND b.deleted_on IS NULL ORDER BY b.id", environment_id
         )
+
+    async def builds_of_namespace(self, namespace_id: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"{BUILD_SELECT} WHERE n.id = $1 AND b.deleted_on IS NULL ORDER BY b.id", namespace_id
+        )
+
+    # --- settings, usage, metrics -------------------------------------------------------------
+
+    async def setting_overrides(self, scopes: list[str]) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch("SELECT scope, data FROM setting_override WHERE scope = ANY($1::text[])", scopes)
+        by_scope = {row["scope"]: _json(row["data"]) for row in rows}
+        return [by_scope.get(scope, {}) for scope in scopes]
+
+    async def usage(self, principal: Principal) -> dict[str, dict[str, Any]]:
+        sql = SqlFilter()
+        sql.add("n.deleted_on IS NULL")
+        restrict_namespaces(sql, principal, "n.name")
+        rows = await self.pool.fetch(
+            f"""SELECT n.name,
+                   (SELECT count(*) FROM environment e WHERE e.namespace_id = n.id AND e.deleted_on IS NULL) AS envs,
+                   (SELECT count(*) FROM build b JOIN environment e ON e.id = b.environment_id
+                     WHERE e.namespace_id = n.id) AS builds,
+                   (SELECT COALESCE(sum(b.size), 0) FROM build b JOIN environment e ON e.id = b.environment_id
+                     WHERE e.namespace_id = n.id AND b.deleted_on IS NULL) AS storage
+                FROM namespace n WHERE {sql.where()} ORDER BY n.name""",
+            *sql.parameters,
+        )
+        return {
+            row["name"]: {"num_environments": row["envs"], "num_builds": row["builds"], "storage": row["storage"]}
+            for row in rows
+        }
+
+    async def build_status_counts(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM build GROUP BY status")
+        return {row["status"]: row["n"] for row in rows}
+
+    async def environment_count(self) -> int:
+        return await self.pool.fetchval("SELECT count(*) FROM environment WHERE deleted_on IS NULL")

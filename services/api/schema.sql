@@ -66,3 +66,54 @@ CREATE TABLE IF NOT EXISTS build_progress (
     occurred_on timestamp NOT NULL
 );
 CREATE INDEX IF NOT EXISTS build_progress_build ON build_progress(build_id, sequence);
+CREATE TABLE IF NOT EXISTS namespace_role_mapping (
+    id integer PRIMARY KEY,
+    namespace_id integer NOT NULL REFERENCES namespace(id),
+    entity text NOT NULL,
+    role text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS namespace_role_mapping_v2 (
+    id integer PRIMARY KEY,
+    namespace_id integer NOT NULL REFERENCES namespace(id),
+    other_namespace_id integer NOT NULL REFERENCES namespace(id),
+    role text NOT NULL,
+    UNIQUE (namespace_id, other_namespace_id)
+);
+CREATE TABLE IF NOT EXISTS conda_channel (
+    id integer PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    last_update timestamp
+);
+CREATE TABLE IF NOT EXISTS conda_package (
+    id integer PRIMARY KEY,
+    channel_id integer NOT NULL REFERENCES conda_channel(id),
+    name text NOT NULL,
+    version text NOT NULL,
+    license text,
+    summary text,
+    UNIQUE (channel_id, name, version)
+);
+CREATE TABLE IF NOT EXISTS conda_package_build (
+    id integer PRIMARY KEY,
+    package_id integer NOT NULL REFERENCES conda_package(id),
+    channel_id integer NOT NULL REFERENCES conda_channel(id),
+    build text NOT NULL,
+    build_number integer NOT NULL,
+    depends jsonb NOT NULL,
+    constrains jsonb NOT NULL,
+    md5 text,
+    sha256 text,
+    size bigint,
+    subdir text NOT NULL,
+    timestamp bigint,
+    UNIQUE (package_id, subdir, build)
+);
+CREATE TABLE IF NOT EXISTS build_package (
+    build_id bigint NOT NULL REFERENCES build(id),
+    package_build_id integer NOT NULL REFERENCES conda_package_build(id),
+    PRIMARY KEY (build_id, package_build_id)
+);
+CREATE TABLE IF NOT EXISTS setting_override (
+    scope text PRIMARY KEY,  -- '' (global), 'namespace' or 'namespace/environment'
+    data jsonb NOT NULL
+);

@@ -7,11 +7,23 @@ import time
 from envstore.common.build_log import attach_failure_log
 from envstore.common.build_reporter import BuildReporter
 from envstore.common.bus import BuildFailure, Delivery, EventBus
-from envstore.common.events import BuildBuilt, BuildSolved
-from envstore.common.lock import Lock
-from envstore.common.service_runtime import connected_bus, run_service
+from envstore.common.build_keys import build_key
+from envstore.common.events import (
+    BuildBuilt,
+    BuildDeleted,
+    BuildDeleteRequested,
+    BuildSolved,
+    BuildSubmitted,
+    DoomedBuild,
+    EnvironmentCurrentBuildSet,
+    EnvironmentDeleted,
+    NamespaceDeleted,
+)
+from envstore.common.lock import Lock, installed_package
+from envstore.common.service_runtime import connected_bus, consumer_options, run_service
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.storage import Storage, open_storage
+from envstore.builder.housekeeping import remove_build, remove_environment_link
 from envstore.builder.install import check_build_path, install_prefix, measure, point_environment_at
 
 SERVICE = "builder"
@@ -26,7 +38,47 @@ class BuilderService:
 
     async def handle(self, delivery: Delivery) -> None:
         event = delivery.event
-        assert isinstance(event, BuildSolved)
+        if isinstance(event, BuildSolved):
+            await self.build(event)
+        elif isinstance(event, EnvironmentCurrentBuildSet):
+            await self.switch_current_build(event)
+        elif isinstance(event, BuildDeleteRequested):
+            await self.delete_build(
+                DoomedBuild(event.build_id, event.namespace, event.build_key), list(event.keep)
+            )
+        elif isinstance(event, EnvironmentDeleted):
+            for doomed in event.builds:
+                await self.delete_build(doomed, keep=[])
+            await remove_environment_link(self.settings.environments_root, event.namespace, event.environment)
+        elif isinstance(event, NamespaceDeleted):
+            for doomed in event.builds:
+                await self.delete_build(doomed, keep=[])
+            await remove_environment_link(self.settings.environments_root, event.namespace, None)
+
+    async def delete_build(self, doomed: DoomedBuild, keep: list[str]) -> None:
+        await remove_build(self.settings.environments_root, self.storage, doomed.namespace, doomed.build_key, keep)
+        await self.bus.publish(
+            BuildDeleted(build_id=doomed.build_id, kept=keep), message_id=f"deleted:{doomed.build_id}"
+        )
+
+    async def switch_current_build(self, event: EnvironmentCurrentBuildSet) -> None:
+        submitted = await self.bus.event_at(event.build_id)
+        if not isinstance(submitted, BuildSubmitted):
+            return
+        key = build_key(
+            submitted.build_key_version,
+            submitted.spec_sha256,
+            submitted.scheduled_on,
+            event.build_id,
+            submitted.environment,
+            submitted.namespace,
+        )
+        namespace_directory = self.settings.environments_root / event.namespace
+        prefix = namespace_directory / key
+        if prefix.exists():
+            point_environment_at(namespace_directory / "envs" / event.environment, prefix)
+
+    async def build(self, event: BuildSolved) -> None:
         build = event.build
         reporter = BuildReporter(self.bus, build.build_id, SERVICE)
         try:
@@ -65,21 +117,26 @@ class BuilderService:
                 package_count=len(packages),
                 install_seconds=install_seconds,
                 log=[*event.log, log_blob],
+                packages=[installed_package(package) for package in packages],
             ),
             message_id=f"built:{build.build_id}",
         )
 
 
 async def serve(settings: EnvstoreSettings) -> None:
-    async with connected_bus(settings, SERVICE) as bus:
-        service = BuilderService(settings, bus, open_storage(settings))
+    async with connected_bus(settings, SERVICE) as bus, open_storage(settings) as storage:
+        service = BuilderService(settings, bus, storage)
         await bus.consume(
             "builder",
-            [BuildSolved.SUBJECT],
+            [
+                BuildSolved.SUBJECT,
+                EnvironmentCurrentBuildSet.SUBJECT,
+                BuildDeleteRequested.SUBJECT,
+                EnvironmentDeleted.SUBJECT,
+                NamespaceDeleted.SUBJECT,
+            ],
             service.handle,
-            concurrency=settings.worker_concurrency,
-            ack_wait_seconds=settings.worker_ack_wait_seconds,
-            max_attempts=settings.worker_max_attempts,
+            **consumer_options(settings),
         )
 
 

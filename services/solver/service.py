@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
+import msgspec
+from nats.aio.msg import Msg
 
 from envstore.common.build_keys import build_key
 from envstore.common.build_log import attach_failure_log
@@ -14,8 +16,9 @@ from envstore.common.build_reporter import BuildReporter
 from envstore.common.bus import BuildFailure, Delivery, EventBus
 from envstore.common.channels import channel_url
 from envstore.common.events import BuildRef, BuildSolved, BuildSubmitted
-from envstore.common.lock import Lock, locked_package_from_record
-from envstore.common.service_runtime import connected_bus, run_service
+from envstore.common.lock import Lock, installed_package, locked_package_from_record
+from envstore.common.service_runtime import connected_bus, consumer_options, run_service
+from envstore.common.solve_requests import RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.specification import EnvironmentSpecification
 from envstore.common.storage import Storage, open_storage
@@ -98,6 +101,7 @@ class SolverService:
             channel_urls=[channel_url(channel, self.settings.conda_channel_alias) for channel in channels],
             platforms=event.platforms,
             pip=specification.pip_dependencies,
+            use_cache=event.rebuild_of is None,
         )
 
 
@@ -131,8 +135,31 @@ def lock_from_conda_lock(lockfile: dict) -> Lock:
     return Lock(channels=channels, platforms=platforms, pip=sorted(set(pip)))
 
 
+class RemoteSolves:
+    """Answers ``GET /api/v1/specification/`` solves sent by the API as NATS requests."""
+
+    def __init__(self, solver: Solver) -> None:
+        self.solver = solver
+
+    async def answer(self, message: Msg) -> None:
+        try:
+            question = msgspec.json.decode(message.data, type=RemoteSolveRequest)
+            platform = question.platform or self.solver.host_platform
+            outcome = await self.solver.solve(
+                SolveRequest(specs=question.specs, channel_urls=question.channel_urls, platforms=[platform], pip=question.pip)
+            )
+            answer = RemoteSolveAnswer(
+                packages=[installed_package(package) for package in outcome.lock.packages_for(platform)]
+            )
+        except BuildFailure as failure:
+            answer = RemoteSolveAnswer(error=failure.reason)
+        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+            answer = RemoteSolveAnswer(error=f"not a solve request: {error}")
+        await message.respond(msgspec.json.encode(answer))
+
+
 async def serve(settings: EnvstoreSettings) -> None:
-    async with aiohttp.ClientSession() as http, connected_bus(settings, SERVICE) as bus:
+    async with aiohttp.ClientSession() as http, connected_bus(settings, SERVICE) as bus, open_storage(settings) as storage:
         solver = Solver(
             cache_directory=settings.cache_root,
             host_platform=host_platform(),
@@ -140,14 +167,12 @@ async def serve(settings: EnvstoreSettings) -> None:
             cache_entries=settings.solve_cache_entries,
             http=http,
         )
-        service = SolverService(settings, bus, open_storage(settings), solver)
+        service = SolverService(settings, bus, storage, solver)
         await bus.consume(
             "solver",
             [BuildSubmitted.SUBJECT],
             service.handle,
-            concurrency=settings.worker_concurrency,
-            ack_wait_seconds=settings.worker_ack_wait_seconds,
-            max_attempts=settings.worker_max_attempts,
+            **consumer_options(settings),
         )
 
 

@@ -24,6 +24,7 @@ class SolveRequest:
     channel_urls: list[str]
     platforms: list[str]
     pip: list[str]
+    use_cache: bool = True  # a rebuild asks for a fresh solve
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Solver:
             key = solve_cache_key(
                 request.specs, request.channel_urls, platform, describe(virtual_packages), fingerprints
             )
-            cached = await self.cache.get(key)
+            cached = await self.cache.get(key) if request.use_cache else None
             if cached is not None:
                 cache_hits += 1
                 packages_by_platform[platform] = cached.packages_for(platform)

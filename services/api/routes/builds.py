@@ -1,65 +1,191 @@
-"""Builds and their artifacts: ``GET /api/v1/build/{id}/`` and the artifact routes, which answer
-with a 307 redirect to the artifact in storage (as conda-store does)."""
+"""Builds: list, read, rebuild, cancel, delete, installed packages, and the artifact routes, which
+answer with a 307 redirect to the artifact in storage (as conda-store does)."""
 
 from __future__ import annotations
 
+import time
+import uuid
+
 from aiohttp import web
 
-from envstore.api.context import context_of
-from envstore.api.envelopes import ApiError, ok
-from envstore.common.permissions import Principal
+from envstore.api.context import context_of, principal_of, require
+from envstore.api.envelopes import ApiError, ack, ok
+from envstore.api.pagination import page_of, page_response
+from envstore.api.read_model import BuildFilters
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.storage import storage_url
 from envstore.common.artifact_kinds import ArtifactKind
+from envstore.common.events import BlobRef, BuildCancelRequested, BuildDeleteRequested, BuildSubmitted
+
+BUILD_MISSING = "build id does not exist"
+BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
+DOCKER_DEPRECATION = {"Deprecation": "True", "Sunset": "Mon, 17 Mar 2025 00:00:00 UTC"}
+
+
+async def redirect_to_artifact(request: web.Request, build_id: int, kind: ArtifactKind) -> web.StreamResponse:
+    context = context_of(request)
+    artifact = await context.read_model.artifact(build_id, kind)
+    if artifact is None:
+        raise ApiError(404, f"build {build_id} has no {kind} artifact")
+    # S3 gives a presigned URL to the blob; local storage has none and is streamed by /storage/.
+    direct_url = await context.storage.download_url(
+        artifact["key"],
+        BlobRef(digest=artifact["digest"], size=artifact["size"]),
+        filename=artifact["key"].rsplit("/", 1)[-1],
+        content_type=artifact["content_type"],
+    )
+    raise web.HTTPTemporaryRedirect(direct_url or storage_url(request, artifact["key"]))
 
 
 def build_id_from(request: web.Request) -> int:
     text = request.match_info["build_id"]
-    if not text.isdigit():
-        raise ApiError(400, f"build id must be a number, got {text!r}")
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(404, BUILD_MISSING)
     return int(text)
 
 
-async def readable_build_row(request: web.Request):  # type: ignore[no-untyped-def]
-    """The build row, after conda-store's order: 404 first, then permission."""
-    build_id = build_id_from(request)
-    row = await context_of(request).read_model.build_row(build_id)
+async def build_row_for(request: web.Request, *permissions: str, message: str = "Unauthorized to access environment"):  # type: ignore[no-untyped-def]
+    """The build row, in conda-store's order for build routes: 404 first, then permission."""
+    row = await context_of(request).read_model.build_row(build_id_from(request))
     if row is None:
-        raise ApiError(404, "build id does not exist")
-    principal: Principal = request["principal"]
-    if not principal.is_allowed(f"{row['namespace_name']}/{row['environment_name']}", "environment::read"):
-        raise ApiError(403, "Unauthorized to access environment")
+        raise ApiError(404, BUILD_MISSING)
+    require(request, f"{row['namespace_name']}/{row['environment_name']}", *permissions, message=message)
     return row
 
 
+async def list_builds(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None and status not in BUILD_STATES:
+        raise ApiError(400, f"status must be one of {list(BUILD_STATES)}")
+    artifact = request.query.get("artifact")
+    if artifact is not None and artifact not in ArtifactKind.__members__:
+        raise ApiError(400, f"artifact must be one of {[kind.value for kind in ArtifactKind]}")
+    environment_id = request.query.get("environment_id")
+    if environment_id is not None and not environment_id.isdigit():
+        raise ApiError(400, "environment_id must be a whole number")
+    filters = BuildFilters(
+        status=status,
+        artifact=artifact,
+        environment_id=int(environment_id) if environment_id else None,
+        name=request.query.get("name"),
+        namespace=request.query.get("namespace"),
+        packages=tuple(request.query.getall("packages", [])),
+    )
+    page = page_of(request)
+    rows, count = await context_of(request).read_model.builds_page(
+        principal_of(request), filters, page, request.query.getall("sort_by", [])
+    )
+    return page_response(rows, page, count)
+
+
 async def get_build(request: web.Request) -> web.Response:
-    row = await readable_build_row(request)
+    row = await build_row_for(request, "environment::read")
     return ok(await context_of(request).read_model.build(row["id"]))
 
 
-async def redirect_to_artifact(request: web.Request, build_id: int, kind: ArtifactKind) -> web.StreamResponse:
-    artifact = await context_of(request).read_model.artifact(build_id, kind)
-    if artifact is None:
-        raise ApiError(404, f"build {build_id} has no {kind} artifact yet")
-    raise web.HTTPTemporaryRedirect(storage_url(request, artifact["key"]))
+async def rebuild(request: web.Request) -> web.Response:
+    row = await build_row_for(request, "environment::update", message="Unauthorized to update environment")
+    context = context_of(request)
+    original = await context.bus.event_at(row["id"])
+    if not isinstance(original, BuildSubmitted):
+        raise ApiError(404, BUILD_MISSING)
+    settings = await context.effective_settings(original.namespace, original.environment)
+    event = BuildSubmitted(
+        namespace=original.namespace,
+        environment=original.environment,
+        specification=original.specification,
+        spec_sha256=original.spec_sha256,
+        is_lockfile=original.is_lockfile,
+        platforms=list(settings.conda_solve_platforms) if not original.is_lockfile else original.platforms,
+        artifacts=list(settings.build_artifacts),
+        scheduled_on=time.time(),
+        build_key_version=settings.build_key_version,
+        rebuild_of=row["id"],
+    )
+    build_id = await context.publish_and_wait(event, f"rebuild:{uuid.uuid4()}")
+    return ok({"build_id": build_id}, message="rebuild triggered")
+
+
+async def cancel(request: web.Request) -> web.Response:
+    row = await build_row_for(request, "build::cancel", message="Unauthorized to cancel build")
+    if row["status"] in ("QUEUED", "BUILDING"):
+        await context_of(request).publish_and_wait(
+            BuildCancelRequested(build_id=row["id"]), f"cancel:{row['id']}"
+        )
+    return ack(f"build {row['id']} canceled")
+
+
+async def delete_build(request: web.Request) -> web.Response:
+    row = await build_row_for(request, "build::delete", message="Unauthorized to delete build")
+    if row["status"] not in ("FAILED", "COMPLETED", "CANCELED"):
+        raise ApiError(400, "cannot delete build since not finished building")
+    context = context_of(request)
+    await context.publish_and_wait(
+        BuildDeleteRequested(
+            build_id=row["id"],
+            namespace=row["namespace_name"],
+            build_key=row["build_key"],
+            keep=list(context.settings.build_artifacts_kept_on_deletion),
+        ),
+        f"delete:{row['id']}",
+    )
+    return ack()
+
+
+async def build_packages(request: web.Request) -> web.Response:
+    row = await build_row_for(request, "environment::read")
+    page = page_of(request)
+    rows, count = await context_of(request).read_model.build_packages(
+        row["id"],
+        request.query.get("search"),
+        bool(request.query.get("exact")),
+        request.query.get("build"),
+        page,
+        request.query.getall("sort_by", []),
+    )
+    return page_response(rows, page, count)
 
 
 async def build_lockfile(request: web.Request) -> web.StreamResponse:
-    row = await readable_build_row(request)
+    row = await build_row_for(request, "environment::read")
     return await redirect_to_artifact(request, row["id"], ArtifactKind.LOCKFILE)
 
 
 async def build_yaml(request: web.Request) -> web.StreamResponse:
-    row = await readable_build_row(request)
+    row = await build_row_for(request, "environment::read")
     return await redirect_to_artifact(request, row["id"], ArtifactKind.YAML)
 
 
+async def build_archive(request: web.Request) -> web.StreamResponse:
+    row = await build_row_for(request, "environment::read")
+    if await context_of(request).read_model.artifact(row["id"], ArtifactKind.CONDA_PACK) is None:
+        raise ApiError(404, f"Build {row['id']} doesn't have an archive")
+    return await redirect_to_artifact(request, row["id"], ArtifactKind.CONDA_PACK)
+
+
+async def build_installer(request: web.Request) -> web.StreamResponse:
+    row = await build_row_for(request, "environment::read")
+    if await context_of(request).read_model.artifact(row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER) is None:
+        raise ApiError(400, f"Build {row['id']} doesn't have an installer")
+    return await redirect_to_artifact(request, row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER)
+
+
+async def build_docker(request: web.Request) -> web.Response:
+    row = await build_row_for(request, "environment::read")
+    context = context_of(request)
+    if await context.read_model.artifact(row["id"], ArtifactKind.DOCKER_MANIFEST) is None:
+        raise ApiError(400, f"Build {row['id']} doesn't have a docker manifest")
+    registry = context.settings.registry_external_url or f"{context.settings.registry_host}:{context.settings.registry_port}"
+    reference = f"{registry}/{row['namespace_name']}/{row['environment_name']}:{row['build_key']}"
+    return web.Response(text=reference, content_type="text/plain", headers=DOCKER_DEPRECATION)
+
+
 async def build_logs(request: web.Request) -> web.StreamResponse:
-    row = await readable_build_row(request)
+    row = await build_row_for(request, "environment::read")
     context = context_of(request)
     if await context.read_model.artifact(row["id"], ArtifactKind.LOGS) is not None:
         return await redirect_to_artifact(request, row["id"], ArtifactKind.LOGS)
-    # Still running: the log so far, from the progress the workers reported.
+    # Still running (or canceled): the log so far, from what the workers reported.
     lines = [
         f"{line['occurred_on'].isoformat(sep=' ', timespec='milliseconds')} [{line['service']}] "
         f"{line['phase']}: {line['state']} {line['message']}".rstrip()
@@ -69,9 +195,17 @@ async def build_logs(request: web.Request) -> web.StreamResponse:
 
 
 def register(routes: Routes) -> None:
-    routes.add("GET", "/api/v1/build/{build_id}/", get_build)
-    routes.add("GET", "/api/v1/build/{build_id}/lockfile/", build_lockfile)
-    routes.add("GET", "/api/v1/build/{build_id}/conda-lock.yml", build_lockfile)
-    routes.add("GET", "/api/v1/build/{build_id}/conda-lock.yaml", build_lockfile)
-    routes.add("GET", "/api/v1/build/{build_id}/yaml/", build_yaml)
-    routes.add("GET", "/api/v1/build/{build_id}/logs/", build_logs)
+    list_query = ("page", "size", "order", "sort_by", "status", "artifact", "environment_id", "name", "namespace", "packages")
+    routes.add("GET", "/api/v1/build/", list_builds, "Builds the caller may see", query=list_query, responses=(200, 400))
+    routes.add("GET", "/api/v1/build/{build_id}/", get_build, "One build", responses=(200, 403, 404))
+    routes.add("PUT", "/api/v1/build/{build_id}/", rebuild, "Rebuild: a new build of the same specification, solved afresh", responses=(200, 400, 403, 404))
+    routes.add("DELETE", "/api/v1/build/{build_id}/", delete_build, "Delete a finished build's artifacts (logs, lockfile, YAML kept)", responses=(200, 400, 403, 404))
+    routes.add("PUT", "/api/v1/build/{build_id}/cancel/", cancel, "Cancel a queued or running build", responses=(200, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/packages/", build_packages, "Packages installed in a build", query=("page", "size", "order", "sort_by", "search", "exact", "build"), responses=(200, 403, 404))
+    for suffix in ("lockfile/", "conda-lock.yml", "conda-lock.yaml"):
+        routes.add("GET", f"/api/v1/build/{{build_id}}/{suffix}", build_lockfile, "The build's conda-lock lockfile", responses=(307, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/yaml/", build_yaml, "The build's pinned environment.yaml", responses=(307, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/logs/", build_logs, "The build's log (live while it runs)", responses=(200, 307, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/archive/", build_archive, "The build's conda-pack archive", responses=(307, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/installer/", build_installer, "The build's installer", responses=(307, 400, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/docker/", build_docker, "The build's image reference (deprecated)", responses=(200, 400, 403, 404))

@@ -1,31 +1,159 @@
-"""Environments: ``GET /api/v1/environment/{ns}/{name}/`` and its current build's lockfile."""
+"""Environments: v1 and v2 listings, read, update (rollback, description), delete, and the
+current build's lockfile."""
 
 from __future__ import annotations
 
+import uuid
+
 from aiohttp import web
 
-from envstore.api.context import context_of
-from envstore.api.envelopes import ApiError, ok
-from envstore.common.permissions import Principal
+from envstore.api.context import context_of, principal_of, require
+from envstore.api.envelopes import ApiError, ack, dumps, ok
+from envstore.api.pagination import END_CURSOR, decode_cursor, encode_cursor, page_of, page_response, whole_number
+from envstore.api.read_model import EnvironmentFilters, Page
 from envstore.api.routes.builds import redirect_to_artifact
 from envstore.api.routes.paths import Routes
+from envstore.api.routes.specifications import read_json_object
 from envstore.common.artifact_kinds import ArtifactKind
+from envstore.common.events import DoomedBuild, EnvironmentCurrentBuildSet, EnvironmentDeleted, EnvironmentUpdated
+
+ENVIRONMENT_MISSING = "environment does not exist"
+BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
+V1_DEPRECATION = {"Deprecation": "True", "Sunset": "Mon, 17 Mar 2025 00:00:00 UTC"}
+LIST_QUERY = ("search", "namespace", "name", "status", "artifact", "packages", "jwt")
+ALL_ROWS_LIMIT = 10_000
 
 
-async def readable_environment(request: web.Request) -> dict:
+def environment_filters(request: web.Request) -> EnvironmentFilters:
+    status = request.query.get("status")
+    if status is not None and status not in BUILD_STATES:
+        raise ApiError(400, f"status must be one of {list(BUILD_STATES)}")
+    artifact = request.query.get("artifact")
+    if artifact is not None and artifact not in ArtifactKind.__members__:
+        raise ApiError(400, f"artifact must be one of {[kind.value for kind in ArtifactKind]}")
+    token_bindings = None
+    if "jwt" in request.query:
+        token_principal = context_of(request).tokens.principal_for(request.query["jwt"])
+        token_bindings = token_principal.effective_bindings()
+    return EnvironmentFilters(
+        search=request.query.get("search") or None,
+        namespace=request.query.get("namespace"),
+        name=request.query.get("name"),
+        status=status,
+        artifact=artifact,
+        packages=tuple(request.query.getall("packages", [])),
+        token_bindings=token_bindings,
+    )
+
+
+async def list_environments_v1(request: web.Request) -> web.Response:
+    filters = environment_filters(request)
+    page = page_of(request)
+    if "page" not in request.query and "size" not in request.query:
+        # conda-store's CLI re-requests this same URL until it has `count` rows: answer all.
+        page = Page(page=1, size=ALL_ROWS_LIMIT, descending=page.descending)
+    rows, count = await context_of(request).read_model.environments_page(
+        principal_of(request), filters, page, request.query.getall("sort_by", [])
+    )
+    response = page_response(rows, page, count)
+    response.headers.update(V1_DEPRECATION)
+    return response
+
+
+def _v2_sort_keys(request: web.Request) -> list[str]:
+    keys = [key for value in request.query.getall("sort_by", []) for key in value.split(",") if key]
+    unknown = [key for key in keys if key not in ("namespace", "name")]
+    if unknown:
+        raise ApiError(400, f"Cannot sort results by {unknown}. Valid sort_by values are ['namespace', 'name']")
+    return keys
+
+
+async def list_environments_v2(request: web.Request) -> web.Response:
+    filters = environment_filters(request)
+    order = request.query.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, f"order must be 'asc' or 'desc', got {order!r}")
+    sort_by = _v2_sort_keys(request)
+    limit = whole_number(request, "limit", 100) or 100
+    last_id, last_value = decode_cursor(request.query.get("cursor"))
+    after = None
+    if last_id is not None:
+        after = ([(last_value or {}).get(key) for key in sort_by], last_id)
+    rows, count, last = await context_of(request).read_model.environments_after(
+        principal_of(request), filters, sort_by, order == "desc", limit, after
+    )
+    cursor = encode_cursor(last[1], last[0]) if last is not None else END_CURSOR
+    return web.json_response(
+        {"data": rows, "status": "ok", "message": None, "cursor": cursor, "count": count}, dumps=dumps
+    )
+
+
+async def readable_environment(request: web.Request, *permissions: str) -> dict:
     namespace = request.match_info["namespace"]
     name = request.match_info["name"]
-    principal: Principal = request["principal"]
-    if not principal.is_allowed(f"{namespace}/{name}", "environment::read"):
-        raise ApiError(403, "Unauthorized to access environment")
+    require(request, f"{namespace}/{name}", *(permissions or ("environment::read",)), message="Unauthorized to access environment")
     environment = await context_of(request).read_model.environment(namespace, name)
     if environment is None:
-        raise ApiError(404, "environment does not exist")
+        raise ApiError(404, ENVIRONMENT_MISSING)
     return environment
 
 
 async def get_environment(request: web.Request) -> web.Response:
     return ok(await readable_environment(request))
+
+
+async def update_environment(request: web.Request) -> web.Response:
+    namespace = request.match_info["namespace"]
+    name = request.match_info["name"]
+    require(request, f"{namespace}/{name}", "environment::update", message="Unauthorized to update environment")
+    body = await read_json_object(request)
+    context = context_of(request)
+    environment = await context.read_model.environment(namespace, name)
+    if environment is None:
+        raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
+    build_id = body.get("build_id")
+    description = body.get("description")
+    if build_id is not None:
+        if not isinstance(build_id, int) or isinstance(build_id, bool):
+            raise ApiError(400, "build_id must be a whole number")
+        build = await context.read_model.build_row(build_id)
+        if build is None:
+            raise ApiError(400, f"build id={build_id} does not exist")
+        if build["status"] != "COMPLETED" or build["deleted_on"] is not None:
+            raise ApiError(400, "cannot update environment to build id since not completed")
+        # conda-store checks only the name; the build must also belong to this namespace.
+        if build["environment_id"] != environment["id"]:
+            raise ApiError(400, "cannot update environment to build id since specification does not match environment name")
+        await context.publish_and_wait(
+            EnvironmentCurrentBuildSet(namespace=namespace, environment=name, build_id=build_id),
+            f"current-build:{uuid.uuid4()}",
+        )
+    if description is not None:
+        if not isinstance(description, str):
+            raise ApiError(400, "description must be a string")
+        await context.publish_and_wait(
+            EnvironmentUpdated(namespace=namespace, environment=name, description=description),
+            f"environment-updated:{uuid.uuid4()}",
+        )
+    return ack()
+
+
+async def delete_environment(request: web.Request) -> web.Response:
+    namespace = request.match_info["namespace"]
+    name = request.match_info["name"]
+    require(request, f"{namespace}/{name}", "environment::delete", message="Unauthorized to delete environment")
+    context = context_of(request)
+    row = await context.read_model.environment_row(namespace, name)
+    if row is None:
+        raise ApiError(404, ENVIRONMENT_MISSING)
+    builds = [
+        DoomedBuild(build_id=build["id"], namespace=namespace, build_key=build["build_key"])
+        for build in await context.read_model.builds_of_environment(row["id"])
+    ]
+    await context.publish_and_wait(
+        EnvironmentDeleted(namespace=namespace, environment=name, builds=builds), f"environment-deleted:{uuid.uuid4()}"
+    )
+    return ack()
 
 
 async def environment_lockfile(request: web.Request) -> web.StreamResponse:
@@ -36,7 +164,15 @@ async def environment_lockfile(request: web.Request) -> web.StreamResponse:
 
 
 def register(routes: Routes) -> None:
-    routes.add("GET", "/api/v1/environment/{namespace}/{name}/", get_environment)
-    routes.add("GET", "/api/v1/environment/{namespace}/{name}/lockfile/", environment_lockfile)
-    routes.add("GET", "/api/v1/environment/{namespace}/{name}/conda-lock.yml", environment_lockfile)
-    routes.add("GET", "/api/v1/environment/{namespace}/{name}/conda-lock.yaml", environment_lockfile)
+    routes.add("GET", "/api/v1/environment/", list_environments_v1, "Environments (deprecated v1 listing)", query=("page", "size", "order", "sort_by", *LIST_QUERY))
+    routes.add("GET", "/api/v2/environment/", list_environments_v2, "Environments, cursor-paginated", query=("limit", "order", "sort_by", "cursor", *LIST_QUERY), responses=(200, 400))
+    routes.add("GET", "/api/v1/environment/{namespace}/{name}/", get_environment, "One environment", responses=(200, 403, 404))
+    routes.add(
+        "PUT", "/api/v1/environment/{namespace}/{name}/", update_environment,
+        "Switch the current build (rollback) and/or set the description",
+        body={"type": "object", "properties": {"build_id": {"type": "integer"}, "description": {"type": "string"}}},
+        responses=(200, 400, 403),
+    )
+    routes.add("DELETE", "/api/v1/environment/{namespace}/{name}/", delete_environment, "Delete an environment and its builds", responses=(200, 403, 404))
+    for suffix in ("lockfile/", "conda-lock.yml", "conda-lock.yaml"):
+        routes.add("GET", f"/api/v1/environment/{{namespace}}/{{name}}/{suffix}", environment_lockfile, "The current build's conda-lock lockfile", responses=(307, 403, 404))

@@ -1,21 +1,57 @@
-"""Route registration that answers both slash forms directly (conda-store's CLI always adds a
-slash; other clients do not), under the configured URL prefix."""
+"""Route registration: both slash forms answered directly (conda-store's CLI always adds a slash;
+other clients do not), under the configured URL prefix, and described for the OpenAPI document."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Routes:
-    def __init__(self, app: web.Application, url_prefix: str) -> None:
-        self.app = app
-        self.prefix = "/" + url_prefix.strip("/") if url_prefix.strip("/") else ""
+@dataclass(frozen=True)
+class RouteDescription:
+    method: str
+    path: str  # without prefix, with the declared trailing slash
+    summary: str
+    query: tuple[str, ...] = ()
+    body: dict[str, Any] | None = None  # JSON schema of the request body
+    responses: tuple[int, ...] = (200,)
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        bare = self.prefix + path.rstrip("/")
-        self.app.router.add_route(method, bare, handler)
-        self.app.router.add_route(method, bare + "/", handler)
+
+@dataclass
+class Routes:
+    app: web.Application
+    url_prefix: str
+    described: list[RouteDescription] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        stripped = self.url_prefix.strip("/")
+        return "/" + stripped if stripped else ""
+
+    def add(
+        self,
+        method: str,
+        path: str,
+        handler: Handler,
+        summary: str,
+        *,
+        query: tuple[str, ...] = (),
+        body: dict[str, Any] | None = None,
+        responses: tuple[int, ...] = (200,),
+        prefixed: bool = True,
+    ) -> None:
+        bare = (self.prefix if prefixed else "") + path.rstrip("/")
+        self.app.router.add_route(method, bare or "/", handler)
+        if bare:
+            self.app.router.add_route(method, bare + "/", handler)
+        self.described.append(RouteDescription(method, path, summary, query, body, responses))
+
+
+def path_parameters(path: str) -> list[str]:
+    return [name.split(":")[0] for name in re.findall(r"{([^}]+)}", path)]

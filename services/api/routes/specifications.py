@@ -1,18 +1,23 @@
-"""``POST /api/v1/specification/``: a new build of an environment."""
+"""``POST /api/v1/specification/`` (a new build) and ``GET /api/v1/specification/`` (a solve
+without a build, answered by the solver service over a NATS request)."""
 
 from __future__ import annotations
 
 import json
 import uuid
 
+import msgspec
 from aiohttp import web
 
-from envstore.api.context import context_of
-from envstore.api.envelopes import ApiError, ok
-from envstore.common.permissions import Principal
+from envstore.api.context import context_of, principal_of
+from envstore.api.envelopes import ApiError, dumps, ok
 from envstore.api.routes.paths import Routes
-from envstore.common.submission import SubmissionRequest, build_submission
+from envstore.common.channels import channel_url
+from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.specification import SpecificationError
+from envstore.common.submission import SubmissionRequest, build_submission
+
+REMOTE_SOLVE_TIMEOUT_SECONDS = 120
 
 
 async def read_json_object(request: web.Request) -> dict:
@@ -25,38 +30,98 @@ async def read_json_object(request: web.Request) -> dict:
     return body
 
 
+def _text_field(body: dict, name: str, default: str = "") -> str:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a string")
+    return value
+
+
 async def create_specification(request: web.Request) -> web.Response:
     context = context_of(request)
-    principal: Principal = request["principal"]
+    principal = principal_of(request)
     body = await read_json_object(request)
-    text = body.get("specification", "")
-    if not isinstance(text, str):
-        raise ApiError(400, "'specification' must be the environment.yaml (or lockfile) text")
-    namespace = body.get("namespace") or principal.primary_namespace or context.settings.default_namespace
+    text = _text_field(body, "specification")
+    namespace = _text_field(body, "namespace") or principal.primary_namespace or context.settings.default_namespace
+    is_lockfile = body.get("is_lockfile", False)
+    if not isinstance(is_lockfile, bool):
+        raise ApiError(400, "'is_lockfile' must be true or false")
+    submission = SubmissionRequest(
+        specification=text,
+        namespace=namespace,
+        is_lockfile=is_lockfile,
+        environment_name=_text_field(body, "environment_name"),
+        environment_description=_text_field(body, "environment_description"),
+    )
     try:
-        event = build_submission(
-            SubmissionRequest(
-                specification=text,
-                namespace=str(namespace),
-                is_lockfile=bool(body.get("is_lockfile", False)),
-                environment_name=str(body.get("environment_name") or ""),
-                environment_description=str(body.get("environment_description") or ""),
-            ),
-            context.settings,
-        )
+        # Parse first (conda-store answers parse errors before permissions), then validate
+        # against the settings in force for this namespace and environment.
+        draft = build_submission(submission, context.settings)
+        settings = await context.effective_settings(draft.namespace, draft.environment)
+        event = build_submission(submission, settings) if settings is not context.settings else draft
     except SpecificationError as error:
         raise ApiError(400, str(error)) from None
-    arn = f"{event.namespace}/{event.environment}"
-    if not principal.is_allowed(arn, "environment:create"):
+    if not principal.is_allowed(f"{event.namespace}/{event.environment}", "environment:create"):
         raise ApiError(403, "Unauthorized to create environment in this namespace")
     if await context.read_model.namespace(event.namespace) is None and not principal.is_allowed(
         event.namespace, "namespace::create"
     ):
         raise ApiError(403, "Unauthorized to create namespace")
     message_id = request.headers.get("Idempotency-Key") or f"submit:{uuid.uuid4()}"
-    build_id = await context.publish_and_wait(event, message_id)
+    build_id = await context.publish_and_wait(event, f"submit:{message_id}" if "Idempotency-Key" in request.headers else message_id)
     return ok({"build_id": build_id})
 
 
+async def remote_solve(request: web.Request) -> web.Response:
+    context = context_of(request)
+    channels = request.query.getall("channel", []) + request.query.getall("channels", [])
+    conda = request.query.getall("conda", [])
+    pip = request.query.getall("pip", [])
+    settings = context.settings
+    urls = [channel_url(channel, settings.conda_channel_alias) for channel in channels or settings.conda_default_channels]
+    question = RemoteSolveRequest(specs=conda, channel_urls=urls, pip=pip)
+    try:
+        reply = await context.bus.client.request(
+            SOLVE_SUBJECT, msgspec.json.encode(question), timeout=REMOTE_SOLVE_TIMEOUT_SECONDS
+        )
+    except Exception:
+        raise ApiError(503, "no solver answered; is the solver service running?") from None
+    answer = msgspec.json.decode(reply.data, type=RemoteSolveAnswer)
+    if answer.error:
+        raise ApiError(400, answer.error)
+    channel_ids = await context.read_model.channel_ids()
+    solved = [
+        {**msgspec.structs.asdict(package), "channel_id": channel_ids.get(package.channel.rstrip("/")), "id": None, "package_id": None}
+        for package in answer.packages
+    ]
+    return web.json_response({"solve": solved}, dumps=dumps)
+
+
 def register(routes: Routes) -> None:
-    routes.add("POST", "/api/v1/specification/", create_specification)
+    routes.add(
+        "POST",
+        "/api/v1/specification/",
+        create_specification,
+        "Submit an environment specification (or a conda-lock lockfile): a new build",
+        body={
+            "type": "object",
+            "properties": {
+                "specification": {"type": "string"},
+                "namespace": {"type": "string"},
+                "is_lockfile": {"type": "boolean"},
+                "environment_name": {"type": "string"},
+                "environment_description": {"type": "string"},
+            },
+        },
+        responses=(200, 400, 403),
+    )
+    routes.add(
+        "GET",
+        "/api/v1/specification/",
+        remote_solve,
+        "Solve package specs without building",
+        query=("channel", "channels", "conda", "pip", "format"),
+        responses=(200, 400, 503),
+    )

@@ -1,11 +1,11 @@
-"""``/api/v1/`` and ``/api/v1/permission/``."""
+"""Service status and the caller's identity: ``/api/v1/``, ``permission/``, ``usage/``."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from envstore.api.context import context_of, principal_of
 from envstore.api.envelopes import ok
-from envstore.common.permissions import Principal
 from envstore.api.routes.paths import Routes
 
 VERSION = "2025.2.3-dev"
@@ -16,7 +16,7 @@ async def api_status(request: web.Request) -> web.Response:
 
 
 async def permission(request: web.Request) -> web.Response:
-    principal: Principal = request["principal"]
+    principal = principal_of(request)
     bindings = principal.effective_bindings()
     return ok(
         {
@@ -24,11 +24,16 @@ async def permission(request: web.Request) -> web.Response:
             "primary_namespace": principal.primary_namespace,
             "entity_permissions": {arn: sorted(principal.permissions_on(arn)) for arn in bindings},
             "entity_roles": bindings,
-            "expiration": None,
+            "expiration": principal.expiration.isoformat() if principal.expiration else None,
         }
     )
 
 
+async def usage(request: web.Request) -> web.Response:
+    return ok(await context_of(request).read_model.usage(principal_of(request)))
+
+
 def register(routes: Routes) -> None:
-    routes.add("GET", "/api/v1/", api_status)
-    routes.add("GET", "/api/v1/permission/", permission)
+    routes.add("GET", "/api/v1/", api_status, "Server version")
+    routes.add("GET", "/api/v1/permission/", permission, "The caller's namespace, roles and permissions")
+    routes.add("GET", "/api/v1/usage/", usage, "Environments, builds and storage per visible namespace")

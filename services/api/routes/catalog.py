@@ -1,0 +1,36 @@
+"""Channels and packages known to envstore (from indexed channels and what builds used)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from envstore.api.context import context_of
+from envstore.api.pagination import page_of, page_response
+from envstore.api.routes.paths import Routes
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    page = page_of(request)
+    rows, count = await context_of(request).read_model.channels(page)
+    return page_response(rows, page, count)
+
+
+async def list_packages(request: web.Request) -> web.Response:
+    page = page_of(request)
+    rows, count = await context_of(request).read_model.packages(
+        request.query.get("search"),
+        bool(request.query.get("exact")),
+        request.query.get("build"),
+        page,
+        request.query.getall("sort_by", []),
+        request.query.getall("distinct_on", []),
+    )
+    return page_response(rows, page, count)
+
+
+def register(routes: Routes) -> None:
+    routes.add("GET", "/api/v1/channel/", list_channels, "Conda channels", query=("page", "size", "order", "sort_by"))
+    routes.add(
+        "GET", "/api/v1/package/", list_packages, "Conda packages",
+        query=("page", "size", "order", "sort_by", "search", "exact", "build", "distinct_on"),
+    )

@@ -1,0 +1,41 @@
+"""``/metrics``: conda-store's ``conda_store_*`` lines plus envstore's own, Prometheus text."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from aiohttp import web
+
+from envstore.api.context import context_of
+from envstore.api.routes.paths import Routes
+
+BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    context = context_of(request)
+    disk = await asyncio.to_thread(shutil.disk_usage, context.settings.environments_root.parent)
+    counts = await context.read_model.build_status_counts()
+    last_sequence = await context.bus.last_sequence()
+    lines = [
+        f"conda_store_disk_free {disk.free}",
+        f"conda_store_disk_total {disk.total}",
+        f"conda_store_disk_usage {disk.used}",
+        *(f"conda_store_build_{state.lower()} {counts.get(state, 0)}" for state in BUILD_STATES),
+        f"conda_store_environments {await context.read_model.environment_count()}",
+        "# HELP envstore_builds Builds by state.",
+        "# TYPE envstore_builds gauge",
+        *(f'envstore_builds{{state="{state}"}} {counts.get(state, 0)}' for state in BUILD_STATES),
+        "# HELP envstore_stream_last_sequence Last event sequence in the stream.",
+        "# TYPE envstore_stream_last_sequence gauge",
+        f"envstore_stream_last_sequence {last_sequence}",
+        "# HELP envstore_projection_lag_events Events in the stream not yet in the read model.",
+        "# TYPE envstore_projection_lag_events gauge",
+        f"envstore_projection_lag_events {max(0, last_sequence - context.projector.applied_sequence)}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def register(routes: Routes) -> None:
+    routes.add("GET", "/metrics", metrics, "Metrics in Prometheus text format")

@@ -1,0 +1,32 @@
+"""Removing what deleted builds leave behind (prefixes, artifact names) and pointing an
+environment's ``envs/<name>`` link at its current build."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from envstore.common.artifact_keys import artifact_key
+from envstore.common.artifact_kinds import ArtifactKind
+from envstore.common.storage import Storage
+
+
+async def remove_build(
+    environments_root: Path, storage: Storage, namespace: str, build_key: str, keep: list[str]
+) -> None:
+    prefix = environments_root / namespace / build_key
+    await asyncio.to_thread(shutil.rmtree, prefix, True)
+    for kind in ArtifactKind:
+        if kind in keep:
+            continue
+        # Only the name goes: blobs are shared by content (image layers) and collected separately.
+        await storage.delete_name(artifact_key(kind, build_key))
+
+
+async def remove_environment_link(environments_root: Path, namespace: str, environment: str | None) -> None:
+    if environment is None:
+        await asyncio.to_thread(shutil.rmtree, environments_root / namespace / "envs", True)
+        return
+    link = environments_root / namespace / "envs" / environment
+    await asyncio.to_thread(link.unlink, True)
