@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import decimal
 import json
 from typing import Any
 
@@ -12,6 +13,8 @@ from aiohttp import web
 def _default(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 

@@ -18,7 +18,7 @@ from envstore.common.channels import channel_url
 from envstore.common.events import BuildRef, BuildSolved, BuildSubmitted
 from envstore.common.lock import Lock, installed_package, locked_package_from_record
 from envstore.common.service_runtime import connected_bus, consumer_options, run_service
-from envstore.common.solve_requests import RemoteSolveAnswer, RemoteSolveRequest
+from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.specification import EnvironmentSpecification
 from envstore.common.storage import Storage, open_storage
@@ -168,6 +168,8 @@ async def serve(settings: EnvstoreSettings) -> None:
             http=http,
         )
         service = SolverService(settings, bus, storage, solver)
+        remote_solves = RemoteSolves(solver)
+        await bus.client.subscribe(SOLVE_SUBJECT, queue="solver", cb=remote_solves.answer)
         await bus.consume(
             "solver",
             [BuildSubmitted.SUBJECT],

@@ -7,6 +7,7 @@ from aiohttp import web
 from envstore.api.context import context_of, principal_of
 from envstore.api.envelopes import ok
 from envstore.api.routes.paths import Routes
+from envstore.common.permissions import permissions_of
 
 VERSION = "2025.2.3-dev"
 
@@ -22,7 +23,7 @@ async def permission(request: web.Request) -> web.Response:
         {
             "authenticated": principal.authenticated,
             "primary_namespace": principal.primary_namespace,
-            "entity_permissions": {arn: sorted(principal.permissions_on(arn)) for arn in bindings},
+            "entity_permissions": {arn: sorted(permissions_of(roles)) for arn, roles in bindings.items()},
             "entity_roles": bindings,
             "expiration": principal.expiration.isoformat() if principal.expiration else None,
         }
