@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from envstore.common.demo_channel import make_channel
+from envstore.common.settings import host_platform
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient
 
@@ -27,6 +28,8 @@ async def stack(session_directory: Path, channel_url: str):  # type: ignore[no-u
     settings = {
         "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
+        # Every build is locked for a second platform too (the lockfile shows both).
+        "ENVSTORE_CONDA_SOLVE_PLATFORMS": f"{host_platform()},osx-arm64",
         # Short enough that a killed worker's message comes back quickly in crash tests.
         "ENVSTORE_WORKER_ACK_WAIT_SECONDS": "3",
     }

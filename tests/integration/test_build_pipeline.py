@@ -11,6 +11,7 @@ import yaml
 from conda_lock.lockfile import parse_conda_lock_file
 
 from envstore.common.demo_channel import FIVE_PACKAGE_SOLUTION, FIVE_PACKAGE_SPEC, UNSATISFIABLE_SPEC
+from envstore.common.settings import host_platform
 from tests.api_client import ApiClient, environment_yaml
 
 
@@ -46,10 +47,16 @@ async def test_five_package_environment_completes_with_artifacts_and_runs(
     path = tmp_path / "conda-lock.yml"
     path.write_text(lockfile_text if isinstance(lockfile_text, str) else json.dumps(lockfile_text))
     lockfile = parse_conda_lock_file(path)
-    locked = sorted((package.name, package.version) for package in lockfile.package)
+    assert sorted(lockfile.metadata.platforms) == sorted([host_platform(), "osx-arm64"])
+    locked = sorted((package.name, package.version) for package in lockfile.package if package.platform == host_platform())
     assert locked == sorted(FIVE_PACKAGE_SOLUTION)
+    assert {package.name for package in lockfile.package if package.platform == "osx-arm64"} == {
+        name for name, _ in FIVE_PACKAGE_SOLUTION
+    }
     files = channel_packages(channel_url)
     for package in lockfile.package:
+        if package.platform != host_platform():
+            continue
         file_name = package.url.rsplit("/", 1)[1]
         assert package.hash.sha256 == files[file_name]["sha256"]
         assert package.hash.md5 == files[file_name]["md5"]
@@ -100,6 +107,17 @@ async def test_identical_resubmission_is_a_new_build_with_a_cached_solve(api: Ap
     assert second["specification"]["sha256"] == first["specification"]["sha256"]
     status, logs = await api.get(f"/api/v1/build/{second_id}/logs/")
     assert "cached solve" in logs
+
+
+async def test_a_retried_submission_with_an_idempotency_key_is_the_same_build(api: ApiClient) -> None:
+    body = {"specification": environment_yaml("retried", ["tinyjson"]), "namespace": "pipeline"}
+    headers = {"Idempotency-Key": "client-request-7f3a"}
+    first_status, first = await api.request("POST", "/api/v1/specification/", json=body, headers=headers)
+    second_status, second = await api.request("POST", "/api/v1/specification/", json=body, headers=headers)
+    third_id = await api.submit(body["specification"], namespace="pipeline")
+    assert first_status == second_status == 200
+    assert first["data"]["build_id"] == second["data"]["build_id"]
+    assert third_id != first["data"]["build_id"]
 
 
 async def test_bad_yaml_is_refused_and_publishes_nothing(api: ApiClient, stack) -> None:
