@@ -33,6 +33,20 @@ def specification(name: str, tinyjson: str) -> str:
     return f"name: {name}\ndependencies:\n  - hello 2.1.*\n  - {tinyjson}\n  - textutils\n"
 
 
+async def timed_failure(http: aiohttp.ClientSession, text: str) -> float:
+    started = time.perf_counter()
+    async with http.post("/api/v1/specification/", json={"namespace": "bench", "specification": text}) as response:
+        build_id = (await response.json())["data"]["build_id"]
+    while True:
+        async with http.get(f"/api/v1/build/{build_id}/") as response:
+            build = (await response.json())["data"]
+        if build["status"] == "FAILED":
+            return time.perf_counter() - started
+        if build["status"] in ("COMPLETED", "CANCELED"):
+            raise RuntimeError(f"build {build_id} should have failed, it is {build['status']}")
+        await asyncio.sleep(POLL_SECONDS)
+
+
 async def timed_build(http: aiohttp.ClientSession, text: str) -> tuple[float, float]:
     started = time.perf_counter()
     async with http.post("/api/v1/specification/", json={"namespace": "bench", "specification": text}) as response:
@@ -66,12 +80,17 @@ async def main(runs: int) -> None:
                 fresh = [await timed_build(http, specification(f"fresh-{i}", TINYJSON_VARIANTS[i + 1]))
                          for i in range(min(runs, len(TINYJSON_VARIANTS) - 1))]
                 repeat = [await timed_build(http, specification("repeat", TINYJSON_VARIANTS[0])) for _ in range(runs)]
+                unsatisfiable = [
+                    await timed_failure(http, f"name: conflict-{i}\ndependencies: [conflict-low, conflict-high]\n")
+                    for i in range(runs)
+                ]
     print("envstore build latency, 5-package environment, embedded stack on loopback")
     print(f"{'first build (empty package cache)':<44} COMPLETED {cold[0]:6.3f} s   all artifacts {cold[1]:6.3f} s")
     print(summary("fresh spec: submit -> COMPLETED", [c for c, _ in fresh]))
     print(summary("fresh spec: submit -> all artifacts", [a for _, a in fresh]))
     print(summary("identical resubmission: -> COMPLETED", [c for c, _ in repeat]))
     print(summary("identical resubmission: -> all artifacts", [a for _, a in repeat]))
+    print(summary("unsatisfiable spec: submit -> FAILED", unsatisfiable))
     print("conda-store 2025.2.2 on this kind of machine (issue #2): ~6.5 s to COMPLETED, ~7.5 s to its artifacts")
 
 

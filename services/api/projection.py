@@ -13,6 +13,7 @@ import asyncpg
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key
 from envstore.common.events import (
+    ArtifactFailed,
     ArtifactReady,
     BuildCanceled,
     BuildDeleted,
@@ -363,6 +364,20 @@ async def artifact_ready(connection: asyncpg.Connection, event: ArtifactReady, s
     )
 
 
+async def artifact_failed(connection: asyncpg.Connection, event: ArtifactFailed, sequence: int) -> None:
+    """An optional artifact failed: the build's status stays, its log says why."""
+    await connection.execute(
+        """INSERT INTO build_progress (sequence, build_id, phase, state, message, duration_seconds,
+                                       service, occurred_on)
+           VALUES ($1, $2, $3, 'failed', $4, NULL, 'packager', $5) ON CONFLICT DO NOTHING""",
+        sequence,
+        event.build_id,
+        event.kind.lower(),
+        event.reason,
+        utc(event.occurred_at),
+    )
+
+
 async def build_completed(connection: asyncpg.Connection, event: BuildCompleted, sequence: int) -> None:
     updated = await connection.fetchval(
         """UPDATE build SET status = 'COMPLETED', ended_on = $2, size = GREATEST(size, $3),
@@ -509,6 +524,7 @@ APPLIERS: dict[type[Event], Apply] = {
     BuildSolved: build_solved,
     BuildBuilt: build_built,
     ArtifactReady: artifact_ready,
+    ArtifactFailed: artifact_failed,
     BuildCompleted: build_completed,
     BuildFailed: build_failed,
     EnvironmentCurrentBuildSet: environment_current_build_set,
