@@ -14,7 +14,8 @@ TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
 class ApiClient:
     def __init__(self, base_url: str, token: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.session = aiohttp.ClientSession(base_url, headers=headers)
+        # unsafe=True: keep cookies set by 127.0.0.1 (a /login/ session cookie), as a browser would.
+        self.session = aiohttp.ClientSession(base_url, headers=headers, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
     async def __aenter__(self) -> ApiClient:
         return self

@@ -30,18 +30,20 @@ class BuildReporter:
 
     @contextlib.asynccontextmanager
     async def phase(self, name: str, start_message: str = "") -> AsyncIterator[None]:
-        self._keep(name, f"started {start_message}".rstrip())
-        await self._publish(name, "started", start_message, None)
-        started = time.perf_counter()
-        try:
-            yield
-        except BaseException as error:
+        """One phase: its progress events and log lines, a trace span and a duration metric."""
+        with self.bus.telemetry.phase(self.service, name, self.build_id):
+            self._keep(name, f"started {start_message}".rstrip())
+            await self._publish(name, "started", start_message, None)
+            started = time.perf_counter()
+            try:
+                yield
+            except BaseException as error:
+                duration = time.perf_counter() - started
+                self._keep(name, f"failed after {duration:.3f} s: {error}")
+                raise
             duration = time.perf_counter() - started
-            self._keep(name, f"failed after {duration:.3f} s: {error}")
-            raise
-        duration = time.perf_counter() - started
-        self._keep(name, f"ended in {duration:.3f} s")
-        await self._publish(name, "ended", "", duration)
+            self._keep(name, f"ended in {duration:.3f} s")
+            await self._publish(name, "ended", "", duration)
 
     async def store(self, storage: Storage) -> BlobRef:
         return await storage.put_bytes(("\n".join(self.lines) + "\n").encode())

@@ -3,6 +3,9 @@
 Workers consume with explicit acks: a message is acked only after its outcome event is published,
 kept alive with ``in_progress`` while work runs, and redelivered if the worker dies. Deliveries are
 bounded: past ``max_attempts`` the build fails with a reason instead of looping forever.
+
+Every publish carries the W3C trace context of its span in the message headers (``traceparent``),
+and a consumer handles each delivery in a span that continues it, so one trace follows a build.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from envstore.common.events import (
     UnknownEvent,
     build_id_of,
 )
+from envstore.common.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +96,21 @@ class Cancellations:
 
 
 class EventBus:
-    def __init__(self, client: NatsClient, stream_name: str) -> None:
+    def __init__(self, client: NatsClient, stream_name: str, telemetry: Telemetry | None = None) -> None:
         self.client = client
         self.jetstream: JetStreamContext = client.jetstream()
         self.stream_name = stream_name
         self.codec = EventCodec()
+        self.telemetry = telemetry or Telemetry.disabled()
 
     @classmethod
-    async def connect(cls, url: str, stream_name: str = "ENVSTORE", name: str = "envstore") -> EventBus:
+    async def connect(
+        cls, url: str, stream_name: str = "ENVSTORE", name: str = "envstore", telemetry: Telemetry | None = None
+    ) -> EventBus:
         client = await nats.connect(
             url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
         )
-        return cls(client, stream_name)
+        return cls(client, stream_name, telemetry)
 
     async def close(self) -> None:
         if not self.client.is_closed:
@@ -130,10 +137,16 @@ class EventBus:
         self, event: Event, message_id: str, headers: dict[str, str] | None = None
     ) -> PubAck:
         """Publish once: a repeated ``message_id`` inside the window returns the first ack."""
-        all_headers = {"Nats-Msg-Id": message_id, **(headers or {})}
-        return await self.jetstream.publish(
-            event.SUBJECT, self.codec.encode(event), stream=self.stream_name, headers=all_headers
-        )
+        with self.telemetry.producer_span(event.SUBJECT, message_id) as span:
+            all_headers = {"Nats-Msg-Id": message_id, **self.telemetry.trace_headers(), **(headers or {})}
+            acknowledgement = await self.jetstream.publish(
+                event.SUBJECT, self.codec.encode(event), stream=self.stream_name, headers=all_headers
+            )
+            span.set_attribute("envstore.stream_sequence", acknowledgement.seq)
+            build_id = build_id_of(event, acknowledgement.seq)
+            if build_id is not None:
+                span.set_attribute("envstore.build_id", build_id)
+            return acknowledgement
 
     async def publish_failure(self, build_id: int, failure: BuildFailure) -> None:
         await self.publish(
@@ -174,6 +187,7 @@ class EventBus:
         ends with ``build.canceled``.
         """
         cancellations = Cancellations()
+        handler = self.telemetry.observed_handler(durable, handler)
         watcher = await self._watch_cancellations(cancellations)
         await self.jetstream.add_consumer(
             self.stream_name,
@@ -191,6 +205,7 @@ class EventBus:
         )
         slots = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
+        stop_reporting_lag = self.telemetry.metrics.on_scrape(lambda: self._report_lag(durable))
         try:
             while True:
                 await slots.acquire()
@@ -216,6 +231,7 @@ class EventBus:
                     task.add_done_callback(running.discard)
                     task.add_done_callback(lambda _task: slots.release())
         finally:
+            stop_reporting_lag()
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
@@ -224,6 +240,21 @@ class EventBus:
                     await closing.unsubscribe()
                 except Exception:  # the connection may already be gone
                     pass
+
+    async def _report_lag(self, durable: str) -> None:
+        info = await self.jetstream.consumer_info(self.stream_name, durable)
+        self.telemetry.metrics.set_consumer_lag(durable, info.num_pending or 0, info.num_ack_pending or 0)
+
+    async def report_every_consumer_lag(self) -> None:
+        """Every durable consumer's lag on the stream, into this process's metrics (the API
+        reports them all, so a consumer whose workers are all down still shows its lag)."""
+        infos = await self.jetstream.consumers_info(self.stream_name)
+        self.telemetry.metrics.forget_consumers()
+        for info in infos:
+            if info.config.durable_name:
+                self.telemetry.metrics.set_consumer_lag(
+                    info.config.durable_name, info.num_pending or 0, info.num_ack_pending or 0
+                )
 
     async def _watch_cancellations(self, cancellations: Cancellations) -> Any:
         async def on_cancel(message: Msg) -> None:
@@ -270,6 +301,22 @@ class EventBus:
             attempt=metadata.num_delivered,
             headers=dict(message.headers or {}),
         )
+        with self.telemetry.consumer_span(delivery):
+            await self._handle_delivery(
+                message, delivery, handler, ack_wait_seconds, max_attempts, phase_timeout_seconds, cancellations
+            )
+
+    async def _handle_delivery(
+        self,
+        message: Msg,
+        delivery: Delivery,
+        handler: Handler,
+        ack_wait_seconds: float,
+        max_attempts: int,
+        phase_timeout_seconds: float,
+        cancellations: Cancellations,
+    ) -> None:
+        event = delivery.event
         build_id = delivery.build_id
         cancellable = isinstance(event, PIPELINE_EVENTS)
         if cancellable and build_id is not None and build_id in cancellations.requested:

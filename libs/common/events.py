@@ -253,6 +253,69 @@ class EnvironmentDeleted(Event, kw_only=True, tag="environment.deleted"):
     builds: list[DoomedBuild] = []
 
 
+# --- webhooks ---------------------------------------------------------------------------------
+
+
+class WebhookRegistered(Event, kw_only=True, tag="webhook.registered"):
+    """A new webhook; its id is this event's stream sequence. It receives the events after it.
+
+    The filters are all optional; each one given must match. ``encrypted_secret`` is the signing
+    secret encrypted with the deployment's webhook key (never the secret itself)."""
+
+    SUBJECT: ClassVar[str] = "envstore.webhook.registered"
+    url: str
+    namespace: str | None = None
+    environment: str | None = None
+    build_id: int | None = None
+    event_types: list[str] = []  # event ``type`` tags; empty: every type
+    description: str = ""
+    encrypted_secret: str
+    registered_by: str = ""
+
+
+class WebhookUpdated(Event, kw_only=True, tag="webhook.updated"):
+    """A webhook's new target and filters (all of them); ``encrypted_secret`` None keeps the secret."""
+
+    SUBJECT: ClassVar[str] = "envstore.webhook.updated"
+    webhook_id: int
+    url: str
+    namespace: str | None = None
+    environment: str | None = None
+    build_id: int | None = None
+    event_types: list[str] = []
+    description: str = ""
+    encrypted_secret: str | None = None
+
+
+class WebhookDeleted(Event, kw_only=True, tag="webhook.deleted"):
+    SUBJECT: ClassVar[str] = "envstore.webhook.deleted"
+    webhook_id: int
+
+
+class WebhookDeliveryAttempted(Event, kw_only=True, tag="webhook.delivery_attempted"):
+    """One POST of the event at stream sequence ``event_id`` to a webhook, and how it went.
+
+    ``final`` is true when no further attempt follows (it succeeded, or attempts ran out)."""
+
+    SUBJECT: ClassVar[str] = "envstore.webhook.delivery_attempted"
+    webhook_id: int
+    event_id: int
+    event_type: str
+    attempt: int
+    succeeded: bool
+    status_code: int | None = None
+    error: str = ""
+    duration_seconds: float
+    final: bool
+    retry_in_seconds: float | None = None
+
+
+# Webhook lifecycle events (what the delivering process must know), and every webhook event:
+# never delivered to webhooks (an attempt would trigger attempts) nor sent on the live stream.
+WEBHOOK_LIFECYCLE_EVENTS: tuple[type[Event], ...] = (WebhookRegistered, WebhookUpdated, WebhookDeleted)
+WEBHOOK_EVENTS: tuple[type[Event], ...] = (*WEBHOOK_LIFECYCLE_EVENTS, WebhookDeliveryAttempted)
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     NamespaceCreated,
     NamespaceUpdated,
@@ -274,6 +337,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EnvironmentUpdated,
     EnvironmentDeleted,
     SettingsChanged,
+    *WEBHOOK_EVENTS,
 )
 
 

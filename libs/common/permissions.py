@@ -90,6 +90,15 @@ class Principal:
                 granted |= permissions_of(roles)
         return frozenset(granted)
 
+    def permissions_throughout(self, arn_pattern: str) -> frozenset[str]:
+        """What is held on every ARN that ``arn_pattern`` matches (``ns/*``: on every
+        environment of ``ns``), from the bindings at least as wide as it."""
+        granted: set[str] = set()
+        for pattern, roles in self.effective_bindings().items():
+            if is_arn_subset(arn_pattern, pattern):
+                granted |= permissions_of(roles)
+        return frozenset(granted)
+
     def is_allowed(self, arn: str, *required: str) -> bool:
         return set(required) <= self.permissions_on(arn)
 

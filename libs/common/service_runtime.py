@@ -1,5 +1,5 @@
-"""Running a service process: connect to the bus, open storage, run until SIGINT/SIGTERM, close
-everything in one place."""
+"""Running a service process: set up its telemetry, connect to the bus, open storage, run until
+SIGINT/SIGTERM, close everything in one place."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from envstore.common.bus import EventBus
 from envstore.common.logs import configure_logging
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.telemetry import Telemetry, TelemetrySettings
 
 
 @contextlib.asynccontextmanager
-async def connected_bus(settings: EnvstoreSettings, name: str) -> AsyncIterator[EventBus]:
-    bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name=name)
+async def connected_bus(
+    settings: EnvstoreSettings, name: str, telemetry: Telemetry | None = None
+) -> AsyncIterator[EventBus]:
+    bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name=name, telemetry=telemetry)
     try:
         await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
         yield bus
@@ -41,10 +44,26 @@ async def run_until_stopped(main: Awaitable[None]) -> None:
         await main_task
 
 
-def run_service(service: str, serve: Callable[[EnvstoreSettings], Awaitable[None]]) -> None:
+Serve = Callable[[EnvstoreSettings, Telemetry], Awaitable[None]]
+
+
+async def serve_with_metrics(
+    serve: Serve, settings: EnvstoreSettings, telemetry: Telemetry, telemetry_settings: TelemetrySettings
+) -> None:
+    """``serve``, with the process's ``/metrics`` on a listener of its own when a port is set."""
+    async with telemetry.metrics.listening(telemetry_settings.metrics_host, telemetry_settings.metrics_port):
+        await serve(settings, telemetry)
+
+
+def run_service(service: str, serve: Serve) -> None:
     configure_logging(service)
     settings = EnvstoreSettings()
-    asyncio.run(run_until_stopped(serve(settings)))
+    telemetry_settings = TelemetrySettings()
+    telemetry = Telemetry.from_settings(service, telemetry_settings)
+    try:
+        asyncio.run(run_until_stopped(serve_with_metrics(serve, settings, telemetry, telemetry_settings)))
+    finally:
+        telemetry.shutdown()  # export the spans still queued
     # py-rattler 0.28 can crash during interpreter teardown (TOOLING.md); all work is done and
     # flushed here, so leave without the teardown to report the real exit status.
     sys.stdout.flush()

@@ -1,5 +1,6 @@
 """Artifact storage: content-addressed blobs (``blobs/sha256/<hex>``) plus names that point at
-them (``lockfile/<build key>.yml`` …), behind one interface with a local-directory back end.
+them (``lockfile/<build key>.yml`` …), behind one interface with two back ends: a local directory
+(here) and S3 (``s3_storage``). ``open_storage`` picks one by settings and owns its lifetime.
 
 Names are what the REST API serves; blobs are what is really stored, once per content.
 """
@@ -7,15 +8,24 @@ Names are what the REST API serves; blobs are what is really stored, once per co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from envstore.common.events import BlobRef
 
+if TYPE_CHECKING:
+    from envstore.common.settings import EnvstoreSettings
+
 CHUNK = 1024 * 1024
+
+
+class BlobNotFoundError(FileNotFoundError):
+    """No blob with this digest is stored."""
 
 
 class Storage(Protocol):
@@ -26,25 +36,62 @@ class Storage(Protocol):
     async def name(self, key: str, blob: BlobRef) -> None: ...
     async def resolve(self, key: str) -> BlobRef | None: ...
     async def delete_name(self, key: str) -> None: ...
-    def local_path(self, blob: BlobRef | str) -> Path | None: ...
+
+    def local_path(self, blob: BlobRef | str) -> Path | None:
+        """The blob as a file on this machine; None when the back end keeps it elsewhere (S3)."""
+        ...
+
+    async def download_url(
+        self, key: str, blob: BlobRef, filename: str | None = None, content_type: str | None = None
+    ) -> str | None:
+        """A URL a client can GET the blob named ``key`` from without envstore in between
+        (presigned, for S3), or None: the API then streams it itself (local directory)."""
+        ...
+
+    async def read_range(self, blob: BlobRef | str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the blob (``end`` exclusive, clamped to the size, as slicing)."""
+        ...
+
+    def stream_blob(
+        self, blob: BlobRef | str, start: int = 0, end: int | None = None, chunk_size: int = CHUNK
+    ) -> AsyncIterator[bytes]:
+        """The blob's bytes ``[start, end)`` in chunks, without holding it in memory."""
+        ...
 
 
 def digest_of(blob: BlobRef | str) -> str:
     return blob.digest if isinstance(blob, BlobRef) else blob
 
 
-def _hex(digest: str) -> str:
+def digest_hex(digest: str) -> str:
+    """The hex part of ``sha256:<hex>``, after checking that it is one (it becomes a path)."""
     algorithm, _, value = digest.partition(":")
     if algorithm != "sha256" or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
         raise ValueError(f"not a sha256 digest: {digest!r}")
     return value
 
 
-def _safe_key(key: str) -> str:
+def checked_key(key: str) -> str:
+    """``key`` if it is a relative path with no empty, ``.`` or ``..`` part (it becomes a path)."""
     parts = key.split("/")
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"not a storage key: {key!r}")
     return key
+
+
+def check_range(start: int, end: int | None) -> None:
+    if start < 0 or (end is not None and end < start):
+        raise ValueError(f"not a byte range: [{start}, {end})")
+
+
+def name_pointer(blob: BlobRef) -> bytes:
+    """What a name holds: the digest and size of its blob (both back ends write the same)."""
+    return f"{blob.digest} {blob.size}\n".encode()
+
+
+def parse_name_pointer(text: str) -> BlobRef:
+    digest, size = text.split()
+    return BlobRef(digest=digest, size=int(size))
 
 
 class LocalStorage:
@@ -57,10 +104,10 @@ class LocalStorage:
         (root / "tmp").mkdir(parents=True, exist_ok=True)
 
     def _blob_path(self, digest: str) -> Path:
-        return self.root / "blobs" / "sha256" / _hex(digest)
+        return self.root / "blobs" / "sha256" / digest_hex(digest)
 
     def _name_path(self, key: str) -> Path:
-        return self.root / "names" / _safe_key(key)
+        return self.root / "names" / checked_key(key)
 
     def local_path(self, blob: BlobRef | str) -> Path | None:
         path = self._blob_path(digest_of(blob))
@@ -99,25 +146,65 @@ class LocalStorage:
         return BlobRef(digest=digest, size=size)
 
     async def get_bytes(self, blob: BlobRef | str) -> bytes:
-        path = self._blob_path(digest_of(blob))
-        return await asyncio.to_thread(path.read_bytes)
+        digest = digest_of(blob)
+        try:
+            return await asyncio.to_thread(self._blob_path(digest).read_bytes)
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"no blob {digest} in {self.root}") from None
+
+    async def read_range(self, blob: BlobRef | str, start: int, end: int) -> bytes:
+        check_range(start, end)
+        return await asyncio.to_thread(self._read_range, digest_of(blob), start, end)
+
+    def _read_range(self, digest: str, start: int, end: int) -> bytes:
+        with self._open_blob(digest) as source:
+            source.seek(start)
+            return source.read(end - start)
+
+    async def stream_blob(
+        self, blob: BlobRef | str, start: int = 0, end: int | None = None, chunk_size: int = CHUNK
+    ) -> AsyncIterator[bytes]:
+        check_range(start, end)
+        source = await asyncio.to_thread(self._open_blob, digest_of(blob))
+        try:
+            await asyncio.to_thread(source.seek, start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                wanted = chunk_size if remaining is None else min(chunk_size, remaining)
+                chunk = await asyncio.to_thread(source.read, wanted)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(source.close)
+
+    def _open_blob(self, digest: str) -> BinaryIO:
+        try:
+            return open(self._blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"no blob {digest} in {self.root}") from None
+
+    async def download_url(
+        self, key: str, blob: BlobRef, filename: str | None = None, content_type: str | None = None
+    ) -> str | None:
+        return None  # the API streams local blobs itself
 
     async def has_blob(self, digest: str) -> bool:
         return await asyncio.to_thread(self._blob_path(digest).exists)
 
     async def name(self, key: str, blob: BlobRef) -> None:
-        pointer = f"{blob.digest} {blob.size}\n".encode()
-        await asyncio.to_thread(self._write_atomically, self._name_path(key), pointer)
+        await asyncio.to_thread(self._write_atomically, self._name_path(key), name_pointer(blob))
 
     async def resolve(self, key: str) -> BlobRef | None:
         return await asyncio.to_thread(self._resolve, key)
 
     def _resolve(self, key: str) -> BlobRef | None:
         try:
-            digest, size = self._name_path(key).read_text().split()
+            return parse_name_pointer(self._name_path(key).read_text())
         except FileNotFoundError:
             return None
-        return BlobRef(digest=digest, size=int(size))
 
     async def delete_name(self, key: str) -> None:
         await asyncio.to_thread(self._name_path(key).unlink, True)
@@ -131,6 +218,15 @@ class LocalStorage:
         os.replace(temporary.name, target)
 
 
-def open_storage(settings: "EnvstoreSettings") -> Storage:  # noqa: F821 - avoids an import cycle
-    """The storage back end chosen by settings."""
-    return LocalStorage(settings.storage_root)
+@contextlib.asynccontextmanager
+async def open_storage(settings: EnvstoreSettings) -> AsyncIterator[Storage]:
+    """The storage back end chosen by ``settings.storage_backend``, open for the ``async with``
+    block (an S3 client holds a connection pool; it is closed when the block ends)."""
+    if settings.storage_backend == "s3":
+        # Imported here: s3_storage builds on this module, and local deployments need no boto.
+        from envstore.common.s3_storage import S3Storage
+
+        async with S3Storage.from_settings(settings) as storage:
+            yield storage
+    else:
+        yield LocalStorage(settings.storage_root)

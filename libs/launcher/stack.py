@@ -1,4 +1,5 @@
-"""The embedded stack: NATS (JetStream), PostgreSQL, local storage and all five services as child
+"""The embedded stack: NATS (JetStream), PostgreSQL, storage (a directory, or a local SeaweedFS S3
+server when ENVSTORE_STORAGE_BACKEND=s3 names no endpoint) and all five services as child
 processes on loopback, with every piece of data under one directory.
 
 Used by ``envstore up``/``envstore demo`` and by the tests, which kill and restart single
@@ -20,6 +21,7 @@ import aiohttp
 from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
 from envstore.launcher.nats_process import NatsServer
 from envstore.launcher.postgres_process import PostgresServer
+from envstore.launcher.s3_process import SeaweedS3Server
 
 SERVICES = ("api", "solver", "builder", "packager", "registry")
 READY_TIMEOUT_SECONDS = 60.0
@@ -47,6 +49,9 @@ class EmbeddedStack:
         self.nats = NatsServer(self.data_directory / "nats", host=host)
         self.postgres = PostgresServer(self.data_directory / "postgres", host=host)
         self.services: dict[str, LoggedChildProcess] = {}
+        # The API serves /metrics on its own port; every other service gets a metrics listener.
+        self.metrics_ports = {name: pick_free_port(host) for name in SERVICES if name != "api"}
+        self.s3 = self._local_s3_server_if_wanted()
 
     @property
     def api_url(self) -> str:
@@ -55,6 +60,38 @@ class EmbeddedStack:
     @property
     def registry_url(self) -> str:
         return f"http://{self.host}:{self.registry_port}"
+
+    def metrics_url(self, name: str) -> str:
+        """Where service ``name`` answers Prometheus scrapes."""
+        if name == "api":
+            return f"{self.api_url}/metrics"
+        return f"http://{self.host}:{self.metrics_ports[name]}/metrics"
+
+    # --- S3 storage: a local SeaweedFS when the settings ask for S3 but name no endpoint ---------
+
+    def _local_s3_server_if_wanted(self) -> SeaweedS3Server | None:
+        wanted = {**os.environ, **self.extra_settings}
+        if wanted.get("ENVSTORE_STORAGE_BACKEND") != "s3" or wanted.get("ENVSTORE_S3_ENDPOINT_URL"):
+            return None
+        return SeaweedS3Server(
+            self.data_directory / "s3",
+            host=self.host,
+            access_key=wanted.get("ENVSTORE_S3_ACCESS_KEY") or secrets.token_hex(10),
+            secret_key=wanted.get("ENVSTORE_S3_SECRET_KEY") or secrets.token_urlsafe(30),
+        )
+
+    def _local_s3_settings(self) -> dict[str, str]:
+        if self.s3 is None:
+            return {}
+        return {
+            "ENVSTORE_S3_ENDPOINT_URL": self.s3.endpoint_url,
+            "ENVSTORE_S3_REGION": self.s3.region,
+            "ENVSTORE_S3_ACCESS_KEY": self.s3.access_key or "",
+            "ENVSTORE_S3_SECRET_KEY": self.s3.secret_key or "",
+            "ENVSTORE_S3_PATH_STYLE": "true",
+        }
+
+    # ---------------------------------------------------------------------------------------------
 
     def service_environment(self) -> dict[str, str]:
         environment = dict(os.environ)
@@ -72,11 +109,13 @@ class EmbeddedStack:
             }
         )
         environment.update(self.extra_settings)
+        environment.update(self._local_s3_settings())
         return environment
 
     async def start(self) -> None:
         self.data_directory.mkdir(parents=True, exist_ok=True)
-        await asyncio.gather(self.nats.start(), self.postgres.start())
+        local_s3 = [self.s3.start()] if self.s3 is not None else []
+        await asyncio.gather(self.nats.start(), self.postgres.start(), *local_s3)
         for name in SERVICES:
             self.start_service(name)
         await self.wait_until_ready()
@@ -87,10 +126,15 @@ class EmbeddedStack:
         child = LoggedChildProcess.spawn(
             [sys.executable, "-m", f"envstore.{name}"],
             self.data_directory / "logs" / f"{name}.log",
-            env=self.service_environment(),
+            env=self.service_environment() | self._metrics_listener_settings(name),
         )
         self.services[name] = child
         return child
+
+    def _metrics_listener_settings(self, name: str) -> dict[str, str]:
+        if name not in self.metrics_ports:
+            return {}
+        return {"ENVSTORE_METRICS_HOST": self.host, "ENVSTORE_METRICS_PORT": str(self.metrics_ports[name])}
 
     async def kill_service(self, name: str) -> None:
         """SIGKILL, as a crash would."""
@@ -110,7 +154,8 @@ class EmbeddedStack:
                     async with http.get(f"{self.api_url}/api/v1/") as api, http.get(
                         f"{self.registry_url}/v2/"
                     ) as registry:
-                        if api.status == 200 and registry.status == 200:
+                        # The registry answers an anonymous /v2/ with 401 and its challenge, as docker expects.
+                        if api.status == 200 and registry.status in (200, 401):
                             return
                 except aiohttp.ClientError:
                     pass
@@ -123,7 +168,8 @@ class EmbeddedStack:
             *(child.stop(signal.SIGTERM, grace_seconds=10) for child in self.services.values()),
             return_exceptions=True,
         )
-        await asyncio.gather(self.nats.stop(), self.postgres.stop(), return_exceptions=True)
+        local_s3 = [self.s3.stop()] if self.s3 is not None else []
+        await asyncio.gather(self.nats.stop(), self.postgres.stop(), *local_s3, return_exceptions=True)
 
     async def __aenter__(self) -> EmbeddedStack:
         try:

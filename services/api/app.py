@@ -27,11 +27,14 @@ from envstore.api.routes import (
     specifications,
     status,
     storage,
+    ui,
 )
-from envstore.api.routes.paths import Routes
+from envstore.api.routes.paths import Routes, strip_slash_after_query
+from envstore.common import http_telemetry
 from envstore.common.bus import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
+from envstore.common.telemetry import Telemetry
 from envstore.common.tokens import TokenAuthority
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await database.create_pool(settings.database_url)
     await database.ensure_schema(pool)
-    bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name="api")
+    bus = await EventBus.connect(
+        settings.nats_url, settings.nats_stream, name="api", telemetry=app[http_telemetry.TELEMETRY]
+    )
     await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
     # The storage back end's client (S3's connection pool) lives as long as the app.
     storage_lifetime = contextlib.AsyncExitStack()
@@ -62,9 +67,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-def create_app(settings: EnvstoreSettings) -> web.Application:
-    app = web.Application(middlewares=[api_errors, authenticate], client_max_size=settings.max_request_bytes)
+def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[strip_slash_after_query, api_errors, authenticate],
+        client_max_size=settings.max_request_bytes,
+    )
     app[SETTINGS] = settings
+    http_telemetry.install(app, telemetry or Telemetry.disabled("api"))
     app.cleanup_ctx.append(resources)
     routes = Routes(app, settings.url_prefix)
     for module in (
@@ -79,13 +88,14 @@ def create_app(settings: EnvstoreSettings) -> web.Application:
         metrics,
         storage,
         openapi,
+        ui,
     ):
         module.register(routes)
     return app
 
 
-async def serve(settings: EnvstoreSettings) -> None:
-    runner = web.AppRunner(create_app(settings), access_log=None)
+async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
+    runner = web.AppRunner(create_app(settings, telemetry), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)
     await site.start()

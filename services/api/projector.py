@@ -75,7 +75,8 @@ class Projector:
                     event = self.bus.codec.decode(message.subject, message.data)
                 except UnknownEvent:
                     event = None
-                await self._apply(event, sequence)
+                with self.bus.telemetry.projection_span(message.subject, sequence, message.headers):
+                    await self._apply(event, sequence)
         finally:
             try:
                 await subscription.unsubscribe()

@@ -23,6 +23,7 @@ from envstore.common.lock import Lock, installed_package
 from envstore.common.service_runtime import connected_bus, consumer_options, run_service
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.storage import Storage, open_storage
+from envstore.common.telemetry import Telemetry
 from envstore.builder.housekeeping import remove_build, remove_environment_link
 from envstore.builder.install import check_build_path, install_prefix, measure, point_environment_at
 
@@ -123,8 +124,8 @@ class BuilderService:
         )
 
 
-async def serve(settings: EnvstoreSettings) -> None:
-    async with connected_bus(settings, SERVICE) as bus, open_storage(settings) as storage:
+async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
+    async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
         service = BuilderService(settings, bus, storage)
         await bus.consume(
             "builder",

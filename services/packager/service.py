@@ -17,10 +17,12 @@ from envstore.common.build_reporter import BuildReporter
 from envstore.common.bus import Delivery, EventBus
 from envstore.common.events import ArtifactFailed, ArtifactReady, BuildBuilt, BuildCompleted, BuildSubmitted
 from envstore.common.lock import Lock
-from envstore.common.service_runtime import connected_bus, run_service
+from envstore.common.service_runtime import connected_bus, consumer_options, run_service
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
-from envstore.packager.artifacts import lockfile, pinned_yaml
+from envstore.common.telemetry import Telemetry
+from envstore.packager.artifacts import conda_pack, installer, lockfile, pinned_yaml
+from envstore.packager.artifacts import oci_image
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
 
 SERVICE = "packager"
@@ -32,6 +34,9 @@ Producer = Callable[[BuildInputs], Awaitable[Produced]]
 PRODUCERS: dict[ArtifactKind, Producer] = {
     ArtifactKind.LOCKFILE: lockfile.produce,
     ArtifactKind.YAML: pinned_yaml.produce,
+    ArtifactKind.CONDA_PACK: conda_pack.produce,
+    ArtifactKind.CONSTRUCTOR_INSTALLER: installer.produce,
+    ArtifactKind.DOCKER_MANIFEST: oci_image.produce,
 }
 ALWAYS_PRODUCED = (ArtifactKind.LOCKFILE,)
 
@@ -105,16 +110,14 @@ class PackagerService:
         )
 
 
-async def serve(settings: EnvstoreSettings) -> None:
-    async with connected_bus(settings, SERVICE) as bus:
-        service = PackagerService(settings, bus, open_storage(settings))
+async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
+    async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
+        service = PackagerService(settings, bus, storage)
         await bus.consume(
             "packager",
             [BuildBuilt.SUBJECT],
             service.handle,
-            concurrency=settings.worker_concurrency,
-            ack_wait_seconds=settings.worker_ack_wait_seconds,
-            max_attempts=settings.worker_max_attempts,
+            **consumer_options(settings),
         )
 
 

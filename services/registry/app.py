@@ -1,45 +1,82 @@
-"""The docker registry endpoint (Docker Registry HTTP API v2, pull side). For now it answers the
-version check only; manifests and blobs come with the image artifact."""
+"""The docker registry service: envstore's images over the Docker Registry HTTP API v2 (pull).
+
+Wiring, top-down: connect to the bus and open storage; replay the stream into the registry's own
+read models (the tag index, namespace role mappings, stored settings) and keep following it;
+only then listen, so a restarted registry answers from its full index. The service stops when
+asked, or fails loudly if following the stream fails.
+
+Settings (``ENVSTORE_<KEY>``): ``registry_host``, ``registry_port``, and
+``registry_image_wait_seconds`` (default 600: how long a pull waits for a build still running,
+dynamic images included).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 
 from aiohttp import web
 
+from envstore.common import http_telemetry
+from envstore.common.service_runtime import connected_bus
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.storage import open_storage
+from envstore.common.telemetry import Telemetry
+from envstore.registry.auth import Authenticator
+from envstore.registry.dynamic_images import DynamicImages
+from envstore.registry.image_waits import ImageWaits
+from envstore.registry.images import ImageStore
+from envstore.registry.role_mappings import RoleMappings
+from envstore.registry.routes import REGISTRY, Registry, add_routes
+from envstore.registry.settings_overrides import SettingsOverrides
+from envstore.registry.stream_follower import StreamFollower
+from envstore.registry.tag_index import TagIndex
 
+SERVICE = "registry"
+DEFAULT_IMAGE_WAIT_SECONDS = 600.0
 log = logging.getLogger(__name__)
-API_VERSION_HEADER = {"Docker-Distribution-Api-Version": "registry/2.0"}
 
 
-async def version_check(request: web.Request) -> web.Response:
-    return web.json_response({}, headers=API_VERSION_HEADER)
-
-
-async def unsupported(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"errors": [{"code": "UNSUPPORTED", "message": "The operation is unsupported", "detail": None}]},
-        status=405,
-        headers=API_VERSION_HEADER,
-    )
-
-
-def create_app(settings: EnvstoreSettings) -> web.Application:
+def create_app(registry: Registry, telemetry: Telemetry | None = None) -> web.Application:
     app = web.Application()
-    app.router.add_get("/v2/", version_check)
-    app.router.add_get("/v2", version_check)
-    app.router.add_route("*", "/v2/{rest:.*}", unsupported)
+    app[REGISTRY] = registry
+    http_telemetry.install(app, telemetry or Telemetry.disabled(SERVICE))
+    add_routes(app)
     return app
 
 
-async def serve(settings: EnvstoreSettings) -> None:
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.registry_host, settings.registry_port).start()
-    log.info("registry listening on %s:%s", settings.registry_host, settings.registry_port)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+def image_wait_seconds(settings: EnvstoreSettings) -> float:
+    value = getattr(settings, "registry_image_wait_seconds", None)
+    if value is None:
+        # Until the settings model declares the key, read it as it would: ENVSTORE_<KEY>.
+        value = os.environ.get("ENVSTORE_REGISTRY_IMAGE_WAIT_SECONDS", DEFAULT_IMAGE_WAIT_SECONDS)
+    return float(value)
+
+
+async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
+    async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
+        index = TagIndex()
+        role_mappings = RoleMappings()
+        overrides = SettingsOverrides(settings)
+        follower = StreamFollower(bus, index, [role_mappings, overrides])
+        waits = ImageWaits(index, image_wait_seconds(settings))
+        await follower.start()
+        registry = Registry(
+            settings=settings,
+            storage=storage,
+            index=index,
+            images=ImageStore(storage),
+            authenticator=Authenticator(settings, role_mappings),
+            waits=waits,
+            dynamic=DynamicImages(bus, index, overrides),
+        )
+        runner = web.AppRunner(create_app(registry, telemetry), access_log=logging.getLogger("envstore.registry.access"))
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.registry_host, settings.registry_port).start()
+            log.info("registry listening on %s:%s", settings.registry_host, settings.registry_port)
+            assert follower.task is not None
+            await follower.task  # runs until the service is stopped; raises if following fails
+        finally:
+            await runner.cleanup()
+            await follower.stop()

@@ -22,6 +22,7 @@ from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, Rem
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.specification import EnvironmentSpecification
 from envstore.common.storage import Storage, open_storage
+from envstore.common.telemetry import Telemetry
 from envstore.solver.solve import SolveRequest, Solver
 
 SERVICE = "solver"
@@ -158,8 +159,12 @@ class RemoteSolves:
         await message.respond(msgspec.json.encode(answer))
 
 
-async def serve(settings: EnvstoreSettings) -> None:
-    async with aiohttp.ClientSession() as http, connected_bus(settings, SERVICE) as bus, open_storage(settings) as storage:
+async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        connected_bus(settings, SERVICE, telemetry) as bus,
+        open_storage(settings) as storage,
+    ):
         solver = Solver(
             cache_directory=settings.cache_root,
             host_platform=host_platform(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -12,7 +11,9 @@ from conda_lock.lockfile import parse_conda_lock_file
 
 from envstore.common.demo_channel import FIVE_PACKAGE_SOLUTION, FIVE_PACKAGE_SPEC, UNSATISFIABLE_SPEC
 from envstore.common.settings import host_platform
+from envstore.common.events import BuildSubmitted
 from tests.api_client import ApiClient, environment_yaml
+from tests.stream_reader import stream_events
 
 
 def channel_packages(channel_url: str) -> dict[str, dict]:
@@ -121,29 +122,27 @@ async def test_a_retried_submission_with_an_idempotency_key_is_the_same_build(ap
 
 
 async def test_bad_yaml_is_refused_and_publishes_nothing(api: ApiClient, stack) -> None:
-    before = await last_sequence(stack)
     status, body = await api.request(
-        "POST", "/api/v1/specification/", json={"specification": "name: [unclosed", "namespace": "pipeline"}
+        "POST", "/api/v1/specification/", json={"specification": "name: [unclosed", "namespace": "refused-yaml"}
     )
     assert status == 400
     assert body == {"status": "error", "message": "Unable to parse. Invalid YAML"}
-    assert await last_sequence(stack) == before
+    assert await submissions_to(stack, "refused-yaml") == []
 
 
 async def test_disallowed_channel_is_refused_and_publishes_nothing(api: ApiClient, stack) -> None:
-    before = await last_sequence(stack)
     status, body = await api.request(
         "POST",
         "/api/v1/specification/",
         json={
             "specification": environment_yaml("elsewhere", ["tinyjson"], channels=["conda-forge"]),
-            "namespace": "pipeline",
+            "namespace": "refused-channel",
         },
     )
     assert status == 400
     assert body["status"] == "error"
     assert "https://conda.anaconda.org/conda-forge" in body["message"] and "not allowed" in body["message"]
-    assert await last_sequence(stack) == before
+    assert await submissions_to(stack, "refused-channel") == []
 
 
 async def test_invalid_dependency_gets_a_message_naming_it(api: ApiClient) -> None:
@@ -175,24 +174,9 @@ async def test_missing_build_is_404_and_namespaces_are_listed(api: ApiClient) ->
     assert body["count"] == len(body["data"])
 
 
-async def last_sequence(stack) -> int:
-    import nats
-
-    connection = await nats.connect(stack.nats.url)
-    try:
-        info = await connection.jetstream().stream_info("ENVSTORE")
-        return info.state.last_seq
-    finally:
-        await connection.close()
-
-
-async def wait_until(predicate, timeout_seconds: float = 30, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_seconds
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(interval)
+async def submissions_to(stack, namespace: str) -> list[BuildSubmitted]:  # type: ignore[no-untyped-def]
+    """Every build ever submitted to ``namespace``, read from the event stream itself."""
+    return [
+        event for _, event in await stream_events(stack.nats.url)
+        if isinstance(event, BuildSubmitted) and event.namespace == namespace
+    ]

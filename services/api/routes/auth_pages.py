@@ -7,6 +7,7 @@ import hmac
 import html
 
 from aiohttp import web
+from yarl import URL
 
 from envstore.api.authentication import AUTH_COOKIE
 from envstore.api.context import context_of, principal_of
@@ -16,10 +17,17 @@ from envstore.api.routes.specifications import read_json_object
 from envstore.common.permissions import ARN_PATTERN, KNOWN_ROLES, Principal
 from envstore.common.specification import NAME_PATTERN
 
-LOGIN_FORM = """<!doctype html><html><head><title>envstore login</title></head><body>
-<form method="post" action="{action}"><input name="username" placeholder="username">
-<input name="password" type="password" placeholder="password"><button>Sign in</button></form>
+LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>envstore: log in</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
+<style>body{{font-family:sans-serif;display:flex;justify-content:center;margin-top:12vh}}
+form{{display:flex;flex-direction:column;gap:.6em;width:18em}}input,button{{font-size:1em;padding:.4em}}
+.error{{color:#b00020}}</style></head><body>
+<form method="post" action="{action}"><h1>envstore</h1>{error}
+<input name="username" placeholder="username" autocomplete="username" aria-label="username" autofocus>
+<input name="password" type="password" placeholder="password" autocomplete="current-password" aria-label="password">
+<button>Sign in</button></form>
 </body></html>"""
+INVALID_CREDENTIALS = "Invalid authentication credentials"
 
 
 def _base_url(request: web.Request) -> str:
@@ -27,27 +35,55 @@ def _base_url(request: web.Request) -> str:
     return prefix + "/"
 
 
-async def login_form(request: web.Request) -> web.Response:
+def _next_url(request: web.Request) -> str:
+    """Where to go after logging in or out: ``next`` if it stays on this server (no open redirect)."""
+    wanted = request.query.get("next") or ""
+    try:
+        target = URL(wanted)
+    except ValueError:
+        return _base_url(request)
+    # Browsers read a backslash as "/": "/\host" would leave the server as "//host" does.
+    if wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted and not target.is_absolute():
+        return wanted
+    external = context_of(request).settings.api_external_url
+    own_origins = {request.url.origin()} | ({URL(external).origin()} if external else set())
+    if target.is_absolute() and target.origin() in own_origins:
+        return wanted
+    return _base_url(request)
+
+
+def _login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
     action = html.escape(str(request.rel_url), quote=True)
-    return web.Response(text=LOGIN_FORM.format(action=action), content_type="text/html")
+    error_html = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    return web.Response(text=LOGIN_FORM.format(action=action, error=error_html), content_type="text/html", status=status)
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return _login_page(request)
 
 
 async def login(request: web.Request) -> web.Response:
+    """JSON clients get conda-store's envelope; the HTML form (a browser) is sent on to ``next``."""
     context = context_of(request)
-    if request.content_type == "application/json":
-        body = await read_json_object(request)
-    else:
+    from_form = request.content_type != "application/json"
+    if from_form:
         body = dict(await request.post())
+    else:
+        body = await read_json_object(request)
     username = str(body.get("username") or "")
     password = str(body.get("password") or "")
     expected = context.settings.auth_password
-    if not username or not NAME_PATTERN.match(username):
-        raise ApiError(403, "Invalid authentication credentials")
+    valid = bool(username) and NAME_PATTERN.match(username) is not None
     if expected and not hmac.compare_digest(password.encode(), expected.encode()):
-        raise ApiError(403, "Invalid authentication credentials")
+        valid = False
+    if not valid:
+        if from_form:
+            return _login_page(request, INVALID_CREDENTIALS, status=403)
+        raise ApiError(403, INVALID_CREDENTIALS)
     expiration = context.tokens.default_expiration()
     token = context.tokens.issue(username, {"*/*": ["admin"]}, expiration)
-    response = ok({"redirect_url": request.query.get("next") or _base_url(request)})
+    next_url = _next_url(request)
+    response = web.Response(status=303, headers={"Location": next_url}) if from_form else ok({"redirect_url": next_url})
     response.set_cookie(
         AUTH_COOKIE,
         token,
@@ -61,7 +97,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    response = web.HTTPSeeOther(request.query.get("next") or _base_url(request))
+    response = web.HTTPSeeOther(_next_url(request))
     response.del_cookie(AUTH_COOKIE, path="/", domain=context_of(request).settings.auth_cookie_domain)
     raise response
 

@@ -9,7 +9,7 @@ import uuid
 from aiohttp import web
 
 from envstore.api.context import context_of, principal_of, require
-from envstore.api.envelopes import ApiError, ack, ok
+from envstore.api.envelopes import ApiError, ack, error_response, ok
 from envstore.api.pagination import page_of, page_response
 from envstore.api.read_model import BuildFilters
 from envstore.api.routes.paths import Routes
@@ -174,7 +174,10 @@ async def build_docker(request: web.Request) -> web.Response:
     row = await build_row_for(request, "environment::read")
     context = context_of(request)
     if await context.read_model.artifact(row["id"], ArtifactKind.DOCKER_MANIFEST) is None:
-        raise ApiError(400, f"Build {row['id']} doesn't have a docker manifest")
+        # Returned, not raised: conda-store's deprecation headers come with this answer too.
+        response = error_response(400, f"Build {row['id']} doesn't have a docker manifest")
+        response.headers.update(DOCKER_DEPRECATION)
+        return response
     registry = context.settings.registry_external_url or f"{context.settings.registry_host}:{context.settings.registry_port}"
     reference = f"{registry}/{row['namespace_name']}/{row['environment_name']}:{row['build_key']}"
     return web.Response(text=reference, content_type="text/plain", headers=DOCKER_DEPRECATION)

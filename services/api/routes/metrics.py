@@ -1,4 +1,5 @@
-"""``/metrics``: conda-store's ``conda_store_*`` lines plus envstore's own, Prometheus text."""
+"""``/metrics``: conda-store's ``conda_store_*`` lines plus envstore's own, Prometheus text: the
+read model's counts here, then the process's series (HTTP requests, every durable consumer's lag)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from aiohttp import web
 
 from envstore.api.context import context_of
 from envstore.api.routes.paths import Routes
+from envstore.common.http_telemetry import TELEMETRY
+from envstore.common.metrics import CONTENT_TYPE
 
 BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
 
@@ -34,7 +37,10 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE envstore_projection_lag_events gauge",
         f"envstore_projection_lag_events {max(0, last_sequence - context.projector.applied_sequence)}",
     ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    await context.bus.report_every_consumer_lag()
+    process_series = await request.app[TELEMETRY].metrics.render()
+    body = ("\n".join(lines) + "\n").encode() + process_series
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def register(routes: Routes) -> None:

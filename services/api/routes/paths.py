@@ -53,5 +53,15 @@ class Routes:
         self.described.append(RouteDescription(method, path, summary, query, body, responses))
 
 
+@web.middleware
+async def strip_slash_after_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """conda-store's CLI appends "/" to every URL, after the query string when there is one
+    (``/api/v1/build?status=COMPLETED/``, ``?page=2/``): drop it so the last value reads as sent."""
+    query = request.rel_url.raw_query_string
+    if query.endswith("/"):
+        request = request.clone(rel_url=f"{request.rel_url.raw_path}?{query[:-1]}")
+    return await handler(request)
+
+
 def path_parameters(path: str) -> list[str]:
     return [name.split(":")[0] for name in re.findall(r"{([^}]+)}", path)]

@@ -1,0 +1,62 @@
+"""The OCI media types an image is written with, and conda platforms as image platforms.
+
+(The registry keeps its own copy of the few types it negotiates; both follow the OCI image spec
+and Docker's image manifest v2, schema 2.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OCI_IMAGE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_IMAGE_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+# A base image's layers keep their compression; Docker's names become the OCI names of the same bytes.
+OCI_LAYER_TYPE = {
+    DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,
+    OCI_LAYER_GZIP: OCI_LAYER_GZIP,
+    OCI_LAYER_TAR: OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD: OCI_LAYER_ZSTD,
+}
+MANIFEST_TYPES = (OCI_IMAGE_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_IMAGE_INDEX, DOCKER_MANIFEST_LIST)
+
+
+@dataclass(frozen=True)
+class ImagePlatform:
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
+
+
+_OPERATING_SYSTEMS = {"linux": "linux", "osx": "darwin", "win": "windows"}
+_ARCHITECTURES = {
+    "64": ImagePlatform("", "amd64"),
+    "32": ImagePlatform("", "386"),
+    "aarch64": ImagePlatform("", "arm64", "v8"),
+    "arm64": ImagePlatform("", "arm64", "v8"),
+    "armv7l": ImagePlatform("", "arm", "v7"),
+    "armv6l": ImagePlatform("", "arm", "v6"),
+    "ppc64le": ImagePlatform("", "ppc64le"),
+    "s390x": ImagePlatform("", "s390x"),
+}
+
+
+def image_platform(subdir: str) -> ImagePlatform:
+    """``linux-64`` → linux/amd64, ``linux-aarch64`` → linux/arm64/v8, ``osx-arm64`` → darwin/arm64/v8 …"""
+    system, _, architecture = subdir.partition("-")
+    if system not in _OPERATING_SYSTEMS or architecture not in _ARCHITECTURES:
+        raise ValueError(f"conda platform {subdir!r} has no image platform; images are built for linux-*, osx-*, win-*")
+    known = _ARCHITECTURES[architecture]
+    return ImagePlatform(_OPERATING_SYSTEMS[system], known.architecture, known.variant)

@@ -1,0 +1,140 @@
+"""Where a conda-pack archive holds its build-time prefix, precomputed so that a POSIX shell can
+relocate the unpacked environment without python.
+
+conda-pack lists the files to rewrite in its ``bin/conda-unpack`` script (``_prefix_records``: path,
+placeholder, mode). This module finds every placeholder in those files, as ``conda-unpack`` would,
+and writes the rewrites as shell commands (helpers defined in ``installer_header.sh``):
+
+- text mode: the placeholder is replaced by the prefix at each offset (the file changes size);
+- binary mode: each NUL-terminated string that holds the placeholder is rewritten in place, the
+  prefix in place of each placeholder and NULs padding it to its old length, so the file keeps its
+  size and layout (what conda does; the prefix may not be longer than the placeholder).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+CONDA_UNPACK = "bin/conda-unpack"
+# Bytes that a shell printf format may carry as themselves; everything else is written as \ooo
+# (`-` too: a format that starts with it would read as an option).
+PRINTF_SAFE_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+=:,@")
+
+
+@dataclass(frozen=True)
+class TextRelocation:
+    path: str
+    placeholder_length: int
+    offsets: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PrefixString:
+    """A NUL-terminated string of a binary file that embeds the placeholder."""
+
+    start: int
+    length: int  # up to and including the terminating NUL
+    segments: tuple[bytes, ...]  # the bytes that follow each placeholder in the string
+
+
+@dataclass(frozen=True)
+class BinaryRelocation:
+    path: str
+    placeholder_length: int
+    strings: tuple[PrefixString, ...]
+
+
+@dataclass(frozen=True)
+class RelocationPlan:
+    text: tuple[TextRelocation, ...]
+    binary: tuple[BinaryRelocation, ...]
+
+    @property
+    def longest_prefix(self) -> int | None:
+        """The longest install prefix that fits in place of every binary placeholder (None: any)."""
+        return min((relocation.placeholder_length for relocation in self.binary), default=None)
+
+    def shell_commands(self) -> str:
+        lines = []
+        for text in self.text:
+            offsets = " ".join(str(offset) for offset in text.offsets)
+            lines.append(f"relocate_text {shlex.quote(text.path)} {text.placeholder_length} {offsets}")
+        for binary in self.binary:
+            for string in binary.strings:
+                segments = " ".join(printf_format(segment) for segment in string.segments)
+                lines.append(f"relocate_prefix_string {shlex.quote(binary.path)} {string.start} {string.length} {segments}")
+            lines.append(f"relocated_binary {shlex.quote(binary.path)}")
+        return "".join(f"{line}\n" for line in lines)
+
+
+def relocation_plan(archive: Path) -> RelocationPlan:
+    """Reads the conda-pack archive (blocking: run it in a thread)."""
+    with tarfile.open(archive, "r:gz") as tar:
+        records = conda_unpack_records(tar)
+        wanted: dict[str, tuple[str, str]] = {}
+        for path, placeholder, mode in records:
+            if path in wanted:
+                raise ValueError(f"conda-unpack rewrites {path} twice; cannot plan its relocation")
+            wanted[path] = (placeholder, mode)
+        text: list[TextRelocation] = []
+        binary: list[BinaryRelocation] = []
+        # In archive order, so that the gzip stream is only read forwards.
+        for member in tar.getmembers():
+            if member.name not in wanted or not member.isfile():
+                continue
+            placeholder, mode = wanted[member.name]
+            content = tar.extractfile(member).read()  # type: ignore[union-attr]
+            if mode == "text":
+                offsets = text_offsets(content, placeholder.encode())
+                if offsets:
+                    text.append(TextRelocation(member.name, len(placeholder.encode()), offsets))
+            elif mode == "binary":
+                strings = prefix_strings(content, placeholder.encode())
+                if strings:
+                    binary.append(BinaryRelocation(member.name, len(placeholder.encode()), strings))
+            else:
+                raise ValueError(f"conda-unpack record for {member.name} has unknown mode {mode!r}")
+    return RelocationPlan(tuple(text), tuple(binary))
+
+
+def conda_unpack_records(tar: tarfile.TarFile) -> list[tuple[str, str, str]]:
+    """The ``_prefix_records`` list that conda-pack wrote into ``bin/conda-unpack``."""
+    script = tar.extractfile(CONDA_UNPACK)
+    if script is None:
+        raise ValueError(f"the archive has no {CONDA_UNPACK}: it was not packed for relocation")
+    for statement in ast.parse(script.read()).body:
+        if (
+            isinstance(statement, ast.Assign)
+            and any(isinstance(target, ast.Name) and target.id == "_prefix_records" for target in statement.targets)
+        ):
+            return [tuple(record) for record in ast.literal_eval(statement.value)]
+    raise ValueError(f"{CONDA_UNPACK} has no _prefix_records list; is this conda-pack's script?")
+
+
+def text_offsets(content: bytes, placeholder: bytes) -> tuple[int, ...]:
+    """Where ``bytes.replace`` (conda's text relocation) would replace the placeholder."""
+    offsets = []
+    position = content.find(placeholder)
+    while position >= 0:
+        offsets.append(position)
+        position = content.find(placeholder, position + len(placeholder))
+    return tuple(offsets)
+
+
+def prefix_strings(content: bytes, placeholder: bytes) -> tuple[PrefixString, ...]:
+    """The strings conda's binary relocation rewrites: the placeholder, then anything up to a NUL."""
+    pattern = re.compile(re.escape(placeholder) + b"([^\0]*?)\0")
+    return tuple(
+        PrefixString(match.start(), len(match.group()), tuple(match.group()[:-1].split(placeholder)[1:]))
+        for match in pattern.finditer(content)
+    )
+
+
+def printf_format(data: bytes) -> str:
+    """A single-quoted shell word that, as a printf format, prints exactly ``data``."""
+    return "'" + "".join(chr(byte) if byte in PRINTF_SAFE_BYTES else f"\\{byte:03o}" for byte in data) + "'"

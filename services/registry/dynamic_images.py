@@ -1,0 +1,128 @@
+"""Dynamic images: pulling ``conda-store-dynamic/<spec>/<spec>/...`` builds that environment.
+
+Names map as in conda-store (``shared/conda-store-api.md`` §3.3): the environment is the tokens
+joined with ``-`` in URL order; its dependencies are the tokens sorted, with ``.gt.`` ``.ge.``
+``.lt.`` ``.le.`` ``.eq.`` read as ``>`` ``>=`` ``<`` ``<=`` ``==``. So
+``conda-store-dynamic/python.lt.3.10/numpy.gt.1.0`` is environment ``python.lt.3.10-numpy.gt.1.0``
+with ``numpy>1.0`` and ``python<3.10``, in namespace ``conda-store-dynamic``.
+
+Tokens may only use the environment-name characters (no ``::`` or ``[...]``, so no channel can be
+named), and the specification goes through the API's own validation and settings (default and
+allowed channels, required packages) before anything is published: nothing else reaches the solver.
+
+A missing environment is submitted once: concurrent pulls in this process share one submission,
+and the submission's ``Nats-Msg-Id`` is derived from the name, so registry replicas racing on the
+same name publish one build between them (JetStream drops the duplicates and answers with the
+first build's sequence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import msgspec
+import yaml
+
+from envstore.common.artifact_kinds import ArtifactKind
+from envstore.common.bus import EventBus
+from envstore.common.specification import NAME_PATTERN, NAME_RULE, SpecificationError
+from envstore.common.submission import SubmissionRequest, build_submission
+from envstore.registry.errors import RegistryError, name_invalid
+from envstore.registry.settings_overrides import SettingsOverrides
+from envstore.registry.tag_index import TagIndex
+
+log = logging.getLogger(__name__)
+
+DYNAMIC_NAMESPACE = "conda-store-dynamic"
+TOKEN_OPERATORS = ((".gt.", ">"), (".ge.", ">="), (".lt.", "<"), (".le.", "<="), (".eq.", "=="))
+# Build prefixes are <store>/<namespace>/<build key> and must stay under 255 characters.
+MAX_ENVIRONMENT_NAME = 128
+INDEX_WAIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DynamicImageName:
+    tokens: tuple[str, ...]
+
+    @property
+    def environment(self) -> str:
+        return "-".join(self.tokens)
+
+    @property
+    def dependencies(self) -> list[str]:
+        return [_as_match_spec(token) for token in sorted(self.tokens)]
+
+    def specification(self) -> str:
+        return yaml.safe_dump({"name": self.environment, "dependencies": self.dependencies}, sort_keys=False)
+
+
+def _as_match_spec(token: str) -> str:
+    for marker, operator in TOKEN_OPERATORS:
+        token = token.replace(marker, operator)
+    return token
+
+
+def parse_dynamic_name(url_name: str, tokens: list[str]) -> DynamicImageName:
+    for token in tokens:
+        if not NAME_PATTERN.match(token):
+            raise name_invalid(url_name, f"{token!r} may only contain {NAME_RULE}")
+    name = DynamicImageName(tuple(tokens))
+    if len(name.environment) > MAX_ENVIRONMENT_NAME:
+        raise name_invalid(url_name, f"a dynamic image names at most {MAX_ENVIRONMENT_NAME} characters of packages")
+    return name
+
+
+class DynamicImages:
+    def __init__(self, bus: EventBus, index: TagIndex, settings: SettingsOverrides) -> None:
+        self.bus = bus
+        self.index = index
+        self.settings = settings
+        self._submissions: dict[str, asyncio.Task[None]] = {}
+
+    def exists(self, name: DynamicImageName) -> bool:
+        return self.index.repository(DYNAMIC_NAMESPACE, name.environment) is not None
+
+    async def ensure_submitted(self, name: DynamicImageName) -> None:
+        """Submit the environment's build unless it exists; returns once the index has it."""
+        if self.exists(name):
+            return
+        environment = name.environment
+        submission = self._submissions.get(environment)
+        if submission is None:
+            submission = asyncio.create_task(self._submit(name), name=f"dynamic-image-{environment}")
+            self._submissions[environment] = submission
+            submission.add_done_callback(lambda _: self._submissions.pop(environment, None))
+        # Shielded: one puller hanging up must not cancel the submission the others wait for.
+        await asyncio.shield(submission)
+
+    async def _submit(self, name: DynamicImageName) -> None:
+        environment = name.environment
+        settings = self.settings.effective(DYNAMIC_NAMESPACE, environment)
+        request = SubmissionRequest(specification=name.specification(), namespace=DYNAMIC_NAMESPACE)
+        try:
+            event = build_submission(request, settings)
+        except SpecificationError as error:
+            raise name_invalid(f"{DYNAMIC_NAMESPACE}/{'/'.join(name.tokens)}", str(error)) from None
+        if ArtifactKind.DOCKER_MANIFEST not in event.artifacts:
+            event = msgspec.structs.replace(event, artifacts=[*event.artifacts, str(ArtifactKind.DOCKER_MANIFEST)])
+        # Deterministic: the same name (and specification, and generation of the environment
+        # after deletions) is one build however many replicas submit it.
+        generation = self.index.deletions(DYNAMIC_NAMESPACE, environment)
+        message_id = f"registry-dynamic:{DYNAMIC_NAMESPACE}/{environment}:{event.spec_sha256}:{generation}"
+        acknowledgement = await self.bus.publish(event, message_id=message_id)
+        log.info(
+            "dynamic image %s/%s: %s build %d for %s",
+            DYNAMIC_NAMESPACE,
+            environment,
+            "joined" if acknowledgement.duplicate else "submitted",
+            acknowledgement.seq,
+            name.dependencies,
+        )
+        if not await self.index.wait_until(
+            lambda: self.index.applied_sequence >= acknowledgement.seq, INDEX_WAIT_SECONDS
+        ):
+            raise RegistryError(
+                503, "UNAVAILABLE", f"build {acknowledgement.seq} was submitted but the registry's index lags; retry"
+            )

@@ -1,0 +1,76 @@
+"""Manifest media types and content negotiation.
+
+Images are stored as OCI manifests. A client that asks only for Docker's image manifest v2
+(schema 2) in ``Accept`` gets the same image as one: the same configuration and layer blobs,
+Docker's media type names, and so its own digest. The conversion is a pure function of the stored
+manifest, so both digests are stable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+
+# OCI layer type → Docker's name for the same bytes; zstd layers have none, such images stay OCI.
+DOCKER_LAYER_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar+gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.layer.v1.tar": "application/vnd.docker.image.rootfs.diff.tar",
+}
+
+
+def to_docker_v2(oci_manifest: dict[str, Any]) -> bytes | None:
+    """The Docker v2 schema 2 form of an OCI image manifest, or None if it has none."""
+    layers = []
+    for layer in oci_manifest.get("layers", []):
+        docker_type = DOCKER_LAYER_TYPES.get(layer.get("mediaType", ""))
+        if docker_type is None:
+            return None
+        layers.append({"mediaType": docker_type, "size": layer["size"], "digest": layer["digest"]})
+    config = oci_manifest["config"]
+    document = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": config["size"], "digest": config["digest"]},
+        "layers": layers,
+    }
+    return json.dumps(document, indent=3).encode()
+
+
+def accepted_types(accept_headers: list[str]) -> dict[str, float]:
+    """``Accept`` values (the header may repeat) → media type: quality. Empty if none was sent."""
+    accepted: dict[str, float] = {}
+    for header in accept_headers:
+        for item in header.split(","):
+            media_type, *parameters = (part.strip() for part in item.split(";"))
+            if not media_type:
+                continue
+            quality = 1.0
+            for parameter in parameters:
+                key, _, value = parameter.partition("=")
+                if key.strip() == "q":
+                    try:
+                        quality = float(value)
+                    except ValueError:
+                        quality = 0.0
+            accepted[media_type.lower()] = max(quality, accepted.get(media_type.lower(), 0.0))
+    return accepted
+
+
+def choose_manifest_type(accept_headers: list[str], convertible: bool) -> str | None:
+    """OCI (the stored form) unless the client prefers Docker v2 or accepts only it; None when
+    the client accepts neither."""
+    accepted = accepted_types(accept_headers)
+    if not accepted:
+        return OCI_MANIFEST
+    wildcard = max(accepted.get("*/*", 0.0), accepted.get("application/*", 0.0))
+    oci = accepted.get(OCI_MANIFEST, wildcard)
+    docker = accepted.get(DOCKER_MANIFEST, wildcard) if convertible else 0.0
+    if oci <= 0 and docker <= 0:
+        return None
+    return DOCKER_MANIFEST if docker > oci else OCI_MANIFEST

@@ -1,0 +1,272 @@
+"""The Docker Registry HTTP API v2, pull side (the OCI distribution spec's "pull" and
+"content discovery"): thin handlers over the index, the image store and authentication.
+
+    GET       /v2/                                  version check (401 + challenge without a valid token)
+    GET       /v2/_catalog?n=&last=                 repositories the caller may read
+    GET, HEAD /v2/<name>/manifests/<tag|digest>     Docker-Content-Digest, negotiated media type
+    GET, HEAD /v2/<name>/blobs/<digest>             Range requests; a redirect for S3 storage
+    GET       /v2/<name>/tags/list?n=&last=         lexical order, Link header for the next page
+    anything else                                   405 UNSUPPORTED (push), 404 for unknown paths
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from envstore.common.events import BlobRef
+from envstore.common.settings import EnvstoreSettings
+from envstore.common.storage import Storage, digest_hex
+from envstore.registry.auth import READ, Authenticator
+from envstore.registry.dynamic_images import DynamicImages
+from envstore.registry.errors import (
+    API_VERSION_HEADERS,
+    RegistryError,
+    blob_unknown,
+    digest_invalid,
+    manifest_unknown,
+    name_unknown,
+    pagination_invalid,
+    tag_invalid,
+    unsupported,
+)
+from envstore.registry.image_waits import ImageWaits
+from envstore.registry.images import ImageStore, ManifestDocument
+from envstore.registry.repository_names import RepositoryName, parse_repository_name
+from envstore.registry.tag_index import LATEST, TagIndex
+
+DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_TAG_LENGTH = 255
+BLOB_CONTENT_TYPE = "application/octet-stream"
+IMMUTABLE = "max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Everything the handlers use, opened and closed by ``app.serve``."""
+
+    settings: EnvstoreSettings
+    storage: Storage
+    index: TagIndex
+    images: ImageStore
+    authenticator: Authenticator
+    waits: ImageWaits
+    dynamic: DynamicImages
+
+
+REGISTRY = web.AppKey("registry", Registry)
+
+
+def _registry(request: web.Request) -> Registry:
+    return request.app[REGISTRY]
+
+
+def _readable_repository(request: web.Request) -> RepositoryName:
+    """The URL's repository, after checking that the caller may read it."""
+    registry = _registry(request)
+    name = parse_repository_name(request.match_info["name"])
+    caller = registry.authenticator.caller(request)
+    registry.authenticator.require(caller, name.arn, READ, name.text)
+    request["caller"] = caller
+    return name
+
+
+def _checked_digest(digest: str) -> str:
+    if not DIGEST.match(digest):
+        raise digest_invalid(digest)
+    if not SHA256_DIGEST.match(digest):
+        raise RegistryError(400, "DIGEST_INVALID", "only sha256 digests are served", {"digest": digest})
+    return digest
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+async def version_check(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    registry.authenticator.require_login(registry.authenticator.caller(request))
+    return web.json_response({})
+
+
+async def catalog(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    caller = registry.authenticator.caller(request)
+    names = [
+        repository.name
+        for repository in registry.index.repositories()
+        if repository.images() and caller.principal.is_allowed(repository.name, READ)
+    ]
+    page, link = _page(names, request, "/v2/_catalog")
+    return web.json_response({"repositories": page}, headers=link)
+
+
+async def manifest(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    name = _readable_repository(request)
+    reference = request.match_info["reference"]
+    if ":" in reference:
+        digest = _checked_digest(reference)
+        repository = registry.index.repository(name.namespace, name.environment)
+        if repository is None:
+            raise name_unknown(name.text)
+        document = await registry.images.manifest_by_digest(repository, digest)
+        if document is None:
+            raise manifest_unknown(name.text, reference)
+    else:
+        if len(reference) > MAX_TAG_LENGTH:
+            raise tag_invalid(name.text, reference)
+        if name.dynamic is not None and reference == LATEST and not registry.dynamic.exists(name.dynamic):
+            registry.authenticator.require(request["caller"], name.arn, "environment:create", name.text)
+            await registry.dynamic.ensure_submitted(name.dynamic)
+        build = await registry.waits.build_with_image(name, reference)
+        document = await registry.images.manifest(build, request.headers.getall("Accept", []), name.text, reference)
+    return _manifest_response(request, document)
+
+
+def _manifest_response(request: web.Request, document: ManifestDocument) -> web.Response:
+    headers = {
+        "Docker-Content-Digest": document.digest,
+        "ETag": f'"{document.digest}"',
+        "Content-Type": document.media_type,
+        "Content-Length": str(len(document.data)),
+    }
+    if request.method == "HEAD":
+        return web.Response(headers=headers)
+    return web.Response(body=document.data, headers=headers)
+
+
+async def blob(request: web.Request) -> web.StreamResponse:
+    registry = _registry(request)
+    name = _readable_repository(request)
+    digest = _checked_digest(request.match_info["digest"])
+    repository = registry.index.repository(name.namespace, name.environment)
+    if repository is None:
+        raise name_unknown(name.text)
+    size = await registry.images.blob_size(repository, digest)
+    if size is None:
+        raise blob_unknown(name.text, digest)
+    headers = {
+        "Docker-Content-Digest": digest,
+        "ETag": f'"{digest}"',
+        "Content-Type": BLOB_CONTENT_TYPE,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": IMMUTABLE,
+    }
+    if request.method == "HEAD":
+        return web.Response(headers={**headers, "Content-Length": str(size)})
+    path = registry.storage.local_path(digest)
+    if path is not None:
+        # sendfile(2), with Range and If-Range handled by aiohttp (which sets its own ETag).
+        return web.FileResponse(path, headers={k: v for k, v in headers.items() if k != "ETag"})
+    url = await registry.storage.download_url(
+        f"docker/blobs/{digest_hex(digest)}", BlobRef(digest=digest, size=size), content_type=BLOB_CONTENT_TYPE
+    )
+    if url is not None:
+        raise web.HTTPTemporaryRedirect(url, headers=headers)
+    return await _stream_blob(request, registry.storage, digest, size, headers)
+
+
+async def _stream_blob(
+    request: web.Request, storage: Storage, digest: str, size: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    start, end = 0, size
+    status = 200
+    if "Range" in request.headers:
+        byte_range = parse_byte_range(request.headers["Range"], size)
+        if byte_range is None:
+            raise RegistryError(
+                416, "BLOB_UNKNOWN", "requested range not satisfiable", {"size": size}, {"Content-Range": f"bytes */{size}"}
+            )
+        start, end = byte_range
+        status = 206
+        headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{size}"}
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start
+    await response.prepare(request)
+    async for chunk in storage.stream_blob(digest, start, end):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range → [start, end) within ``size``; None if not satisfiable."""
+    unit, _, spec = header.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        return None
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            return (max(size - length, 0), size) if length > 0 and size > 0 else None
+        start = int(first)
+        end = size if last == "" else min(int(last) + 1, size)
+    except ValueError:
+        return None
+    return (start, end) if start < end else None
+
+
+async def tags(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    name = _readable_repository(request)
+    repository = registry.index.repository(name.namespace, name.environment)
+    if repository is None:
+        raise name_unknown(name.text)
+    page, link = _page(repository.tags(), request, f"/v2/{name.text}/tags/list")
+    return web.json_response({"name": name.text, "tags": page}, headers=link)
+
+
+def _page(items: list[str], request: web.Request, path: str) -> tuple[list[str], dict[str, str]]:
+    """Lexically ordered items after ``last``, at most ``n``; a Link header when more follow."""
+    last = request.query.get("last")
+    if last:
+        items = [item for item in items if item > last]
+    if "n" not in request.query:
+        return items, {}
+    try:
+        size = int(request.query["n"])
+    except ValueError:
+        raise pagination_invalid("n must be a whole number") from None
+    if size < 0:
+        raise pagination_invalid("n must not be negative")
+    page = items[:size]
+    if len(items) > size and page:
+        return page, {"Link": f'<{path}?n={size}&last={page[-1]}>; rel="next"'}
+    return page, {}
+
+
+async def refuse(request: web.Request) -> web.Response:
+    if request.method in ("GET", "HEAD"):
+        raise RegistryError(404, "UNSUPPORTED", "no such registry endpoint", {"path": request.path})
+    raise unsupported(request.method)
+
+
+# --- wiring -------------------------------------------------------------------------------------
+
+
+@web.middleware
+async def registry_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    try:
+        return await handler(request)
+    except RegistryError as error:
+        return error.response(with_body=request.method != "HEAD")
+
+
+async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(API_VERSION_HEADERS)
+
+
+def add_routes(app: web.Application) -> None:
+    app.middlewares.append(registry_errors)
+    app.on_response_prepare.append(_api_version_header)
+    router = app.router
+    router.add_get("/v2/", version_check)
+    router.add_get("/v2", version_check)
+    router.add_get("/v2/_catalog", catalog)
+    router.add_get(r"/v2/{name:.+}/manifests/{reference}", manifest)
+    router.add_get(r"/v2/{name:.+}/blobs/{digest}", blob)
+    router.add_get(r"/v2/{name:.+}/tags/list", tags)
+    router.add_route("*", "/v2/{rest:.*}", refuse)
