@@ -106,7 +106,9 @@ def fuzz_every_operation(base_url: str, token: str, pinned: dict[str, str] | Non
     return fuzzer
 
 
-async def test_generated_requests_never_get_a_server_error(fuzz_stack: EmbeddedStack) -> None:
+async def test_generated_requests_never_get_a_server_error(
+    fuzz_stack: EmbeddedStack, existing_objects: dict[str, str]
+) -> None:
     fuzzer = await asyncio.to_thread(fuzz_every_operation, fuzz_stack.api_url, fuzz_stack.admin_token, None)
 
     assert fuzzer.requests_sent > 0

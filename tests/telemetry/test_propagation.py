@@ -114,7 +114,7 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
     assert process_again.parent.span_id == republish.context.span_id
     # The context rides as a W3C traceparent header, naming the publish span.
     header = TRACEPARENT.match(second_hop.headers["traceparent"])
-    assert header is not None
+    assert header is not None, second_hop.headers
     assert (int(header["trace"], 16), int(header["span"], 16)) == (trace_id, republish.context.span_id)
     # What the spans say about the message and the phase.
     assert process.name == f"process {NamespaceCreated.SUBJECT}"
