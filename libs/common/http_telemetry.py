@@ -49,7 +49,9 @@ def http_server_telemetry(telemetry: Telemetry) -> Middleware:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
-                telemetry.metrics.observe_http_request(request.method, route, status, time.perf_counter() - started)
+                telemetry.metrics.observe_http_request(
+                    request.method, route, status, time.perf_counter() - started
+                )
 
     return observe
 

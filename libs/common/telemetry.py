@@ -179,7 +179,9 @@ class Telemetry:
         return observed
 
     @contextlib.contextmanager
-    def projection_span(self, subject: str, sequence: int, headers: Mapping[str, str] | None) -> Iterator[Span]:
+    def projection_span(
+        self, subject: str, sequence: int, headers: Mapping[str, str] | None
+    ) -> Iterator[Span]:
         """The read model applying one event in one PostgreSQL transaction, in the trace of the
         event's publisher."""
         with self.tracer.start_as_current_span(

@@ -23,7 +23,8 @@ from envstore.launcher.nats_process import NatsServer
 from envstore.launcher.postgres_process import PostgresServer
 from envstore.launcher.s3_process import SeaweedS3Server
 
-SERVICES = ("api", "solver", "builder", "packager", "registry")
+# "api.webhooks" is the API's webhook delivering process (python -m envstore.api.webhooks).
+SERVICES = ("api", "solver", "builder", "packager", "registry", "api.webhooks")
 READY_TIMEOUT_SECONDS = 60.0
 
 

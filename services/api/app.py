@@ -20,6 +20,7 @@ from envstore.api.routes import (
     builds,
     catalog,
     environments,
+    events,
     metrics,
     namespaces,
     openapi,
@@ -28,6 +29,7 @@ from envstore.api.routes import (
     status,
     storage,
     ui,
+    webhooks,
 )
 from envstore.api.routes.paths import Routes, strip_slash_after_query
 from envstore.common import http_telemetry
@@ -87,6 +89,8 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         catalog,
         metrics,
         storage,
+        events,
+        webhooks,
         openapi,
         ui,
     ):

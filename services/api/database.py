@@ -8,6 +8,8 @@ from importlib import resources
 import asyncpg
 
 READ_MODEL_TABLES = (
+    "webhook_delivery_attempt",
+    "webhook",
     "setting_override",
     "build_package",
     "conda_package_build",

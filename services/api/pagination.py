@@ -16,12 +16,24 @@ MAX_PAGE_SIZE = 100
 END_CURSOR = base64.b64encode(b'{"last_id":null,"last_value":null}').decode()
 
 
+# The largest number a query parameter may carry: PostgreSQL's integer (ids, LIMIT, OFFSET pages).
+LARGEST_WHOLE_NUMBER = 2**31 - 1
+
+
+def is_whole_number(text: str, most_digits: int = len(str(LARGEST_WHOLE_NUMBER))) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses), and few enough
+    of them for ``int`` and the database."""
+    return text.isascii() and text.isdigit() and len(text) <= most_digits
+
+
 def whole_number(request: web.Request, name: str, default: int | None, minimum: int = 1) -> int | None:
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or int(text) < minimum:
-        raise ApiError(400, f"query parameter {name!r} must be a whole number >= {minimum}, got {text!r}")
+    if not is_whole_number(text) or not minimum <= int(text) <= LARGEST_WHOLE_NUMBER:
+        raise ApiError(
+            400, f"query parameter {name!r} must be a whole number from {minimum} to {LARGEST_WHOLE_NUMBER}, got {text!r}"
+        )
     return int(text)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from envstore.api.webhooks.projection import WEBHOOK_APPLIERS
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key
 from envstore.common.events import (
@@ -529,6 +530,7 @@ APPLIERS: dict[type[Event], Apply] = {
     BuildFailed: build_failed,
     EnvironmentCurrentBuildSet: environment_current_build_set,
     EnvironmentUpdated: environment_updated,
+    **WEBHOOK_APPLIERS,
 }
 
 

@@ -117,3 +117,42 @@ CREATE TABLE IF NOT EXISTS setting_override (
     scope text PRIMARY KEY,  -- '' (global), 'namespace' or 'namespace/environment'
     data jsonb NOT NULL
 );
+-- Webhooks (their secrets live only, encrypted, in the event stream) and their delivery log.
+CREATE TABLE IF NOT EXISTS webhook (
+    id bigint PRIMARY KEY,  -- the stream sequence of its webhook.registered event
+    url text NOT NULL,
+    namespace text,
+    environment text,
+    build_id bigint,
+    event_types jsonb NOT NULL,
+    description text NOT NULL,
+    registered_by text NOT NULL,
+    created_on timestamp NOT NULL,
+    updated_on timestamp,
+    secret_changed_on timestamp,
+    deleted_on timestamp,
+    last_event_id bigint,
+    last_attempt integer,
+    last_succeeded boolean,
+    last_status_code integer,
+    last_error text,
+    last_attempt_on timestamp,
+    delivered_count bigint NOT NULL DEFAULT 0,
+    failed_count bigint NOT NULL DEFAULT 0  -- events given up on
+);
+CREATE TABLE IF NOT EXISTS webhook_delivery_attempt (
+    sequence bigint PRIMARY KEY,  -- the stream sequence of its webhook.delivery_attempted event
+    webhook_id bigint NOT NULL,
+    event_id bigint NOT NULL,  -- the stream sequence of the event delivered
+    event_type text NOT NULL,
+    attempt integer NOT NULL,
+    succeeded boolean NOT NULL,
+    status_code integer,
+    error text NOT NULL,
+    duration_seconds double precision NOT NULL,
+    final boolean NOT NULL,
+    retry_in_seconds double precision,
+    attempted_on timestamp NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_webhook ON webhook_delivery_attempt(webhook_id, sequence);
+CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_event ON webhook_delivery_attempt(webhook_id, event_id);

@@ -40,20 +40,22 @@ class Caller:
 
 
 def presented_token(request: web.Request) -> tuple[bool, str | None]:
-    """(whether credentials were sent, the token in them)."""
+    """(whether credentials were sent, the token in them). Empty credentials (``Basic Og==``,
+    which anonymous clients such as skopeo send after a Basic challenge) are no credentials."""
     header = request.headers.get("Authorization", "").strip()
     if not header:
         return False, None
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() == "bearer":
-        return True, credential or None
+        return bool(credential), credential or None
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(credential, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return True, None
-        return True, decoded.partition(":")[2] or None
+        user, _, password = decoded.partition(":")
+        return bool(user or password), password or None
     return True, None
 
 

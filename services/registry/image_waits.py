@@ -65,12 +65,17 @@ class ImageWaits:
 
     async def _wait(self, build: BuildImage) -> None:
         self._watched[build.build_id] += 1
-        log.info("waiting up to %.0f s for the image of build %d (%s/%s)", self.wait_seconds, build.build_id, build.namespace, build.environment)
+        if self._watched[build.build_id] == 1:
+            log.info(
+                "waiting up to %.0f s for the image of build %d (%s/%s)",
+                self.wait_seconds, build.build_id, build.namespace, build.environment,
+            )
         try:
             settled = await self.index.wait_until(lambda: _settled(build), self.wait_seconds)
         finally:
             self._watched[build.build_id] -= 1
-            if not self._watched[build.build_id]:
+            last = not self._watched[build.build_id]
+            if last:
                 del self._watched[build.build_id]
         if not settled:
             raise manifest_unknown(
@@ -78,7 +83,8 @@ class ImageWaits:
                 str(build.build_id),
                 f"manifest unknown: build {build.build_id} is still running after {self.wait_seconds:.0f} s; pull again later",
             )
-        log.info("build %d settled: %s", build.build_id, "image ready" if build.has_image else build.status)
+        if last:
+            log.info("build %d settled: %s", build.build_id, "image ready" if build.has_image else build.status)
 
     @staticmethod
     def _no_image(name: str, tag: str, build: BuildImage, why: str) -> RegistryError:

@@ -171,14 +171,23 @@ class StalledChannel:
 
     def __init__(self) -> None:
         self.released = asyncio.Event()
-        self.requests = 0
+        self.paths: list[str] = []  # every request received
+        self.abandoned = 0  # requests whose client went away before an answer
         self.port = pick_free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}/stalled"
         self.runner: web.AppRunner | None = None
 
+    @property
+    def requests(self) -> int:
+        return len(self.paths)
+
     async def _answer(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        await self.released.wait()
+        self.paths.append(request.path)
+        try:
+            await self.released.wait()
+        except asyncio.CancelledError:
+            self.abandoned += 1
+            raise
         return web.Response(status=404, text="released")
 
     async def start(self) -> None:

@@ -42,7 +42,7 @@ def _blob(layout: Path, data: bytes) -> dict[str, Any]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def busybox_base_layout(layout: Path, tag: str = "base") -> str:
+def busybox_base_layout(layout: Path, tag: str = "base", architecture: str = "amd64") -> str:
     """An OCI layout holding one image: /bin/busybox (static) and its applets (/bin/sh …) as links.
 
     Returns the ``oci:<directory>:<tag>`` reference envstore's ``image_base`` setting takes.
@@ -67,7 +67,7 @@ def busybox_base_layout(layout: Path, tag: str = "base") -> str:
     uncompressed = tar_bytes.getvalue()
     layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_blob(layout, gzip.compress(uncompressed, mtime=0))}
     config = {
-        "architecture": "amd64",
+        "architecture": architecture,
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["/bin/sh"], "Labels": {"base": "busybox"}},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(uncompressed).hexdigest()]},

@@ -79,8 +79,8 @@ async def test_second_image_transfers_only_the_layers_it_lacks(
     second = _copy_sharing_blobs(
         registry.reference("team/five-and-maths"), tmp_path / "second", "maths", shared, admin_credentials
     )
-    five_manifest = json.loads((shared / _manifest_digest_of(tmp_path / "first", "five")).read_bytes())
-    maths_manifest = json.loads((shared / _manifest_digest_of(tmp_path / "second", "maths")).read_bytes())
+    five_manifest = json.loads((shared / "sha256" / _manifest_digest_of(tmp_path / "first", "five")).read_bytes())
+    maths_manifest = json.loads((shared / "sha256" / _manifest_digest_of(tmp_path / "second", "maths")).read_bytes())
     five_layers = {layer["digest"] for layer in five_manifest["layers"]}
     maths_layers = [layer["digest"] for layer in maths_manifest["layers"]]
     lacking = {digest for digest in maths_layers if digest not in five_layers}

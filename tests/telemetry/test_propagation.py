@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -28,11 +28,13 @@ from envstore.common.telemetry import Telemetry
 from envstore.common.trace_exporters import TelemetryConfigurationError, exporter_names, span_processors
 from envstore.launcher.nats_process import NatsServer
 
-TRACEPARENT = re.compile(r"^00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-01$")
+TRACEPARENT = re.compile(r"^00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}$")
 WAIT_SECONDS = 30.0
 
 
-async def finished_span(exporter: InMemorySpanExporter, matches: Callable[[ReadableSpan], bool]) -> ReadableSpan:
+async def finished_span(
+    exporter: InMemorySpanExporter, matches: Callable[[ReadableSpan], bool]
+) -> ReadableSpan:
     """The first finished span that ``matches``; spans end after the message is acked, so wait
     (bounded) for it rather than assume it has ended."""
     deadline = time.monotonic() + WAIT_SECONDS
@@ -40,7 +42,9 @@ async def finished_span(exporter: InMemorySpanExporter, matches: Callable[[Reada
         found = [span for span in exporter.get_finished_spans() if matches(span)]
         if found:
             return found[0]
-        assert time.monotonic() < deadline, f"no such span among {[s.name for s in exporter.get_finished_spans()]}"
+        assert time.monotonic() < deadline, (
+            f"no such span among {[s.name for s in exporter.get_finished_spans()]}"
+        )
         await asyncio.sleep(0.01)
 
 
@@ -53,7 +57,9 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 @contextlib.asynccontextmanager
-async def consuming(bus: EventBus, durable: str, subjects: list[str], handler) -> AsyncIterator[None]:  # type: ignore[no-untyped-def]
+async def consuming(
+    bus: EventBus, durable: str, subjects: list[str], handler: Callable[[Delivery], Awaitable[None]]
+) -> AsyncIterator[None]:
     task = asyncio.create_task(bus.consume(durable, subjects, handler, concurrency=1, ack_wait_seconds=10))
     try:
         yield
@@ -67,7 +73,10 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
     exported = {name: InMemorySpanExporter() for name in ("api", "solver", "builder")}
     telemetry = {name: Telemetry.with_exporter(name, exporter) for name, exporter in exported.items()}
     async with NatsServer(tmp_path / "nats") as server:
-        buses = {name: await EventBus.connect(server.url, "TRACES", name=name, telemetry=telemetry[name]) for name in telemetry}
+        buses = {
+            name: await EventBus.connect(server.url, "TRACES", name=name, telemetry=telemetry[name])
+            for name in telemetry
+        }
         try:
             await buses["api"].ensure_stream()
             updates: asyncio.Queue[Delivery] = asyncio.Queue()
@@ -83,10 +92,13 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
             async def builder_handles(delivery: Delivery) -> None:
                 updates.put_nowait(delivery)
 
-            async with consuming(buses["solver"], "solver", [NamespaceCreated.SUBJECT], solver_handles), consuming(
-                buses["builder"], "builder", [NamespaceUpdated.SUBJECT], builder_handles
+            async with (
+                consuming(buses["solver"], "solver", [NamespaceCreated.SUBJECT], solver_handles),
+                consuming(buses["builder"], "builder", [NamespaceUpdated.SUBJECT], builder_handles),
             ):
-                with telemetry["api"].tracer.start_as_current_span("POST /api/v1/namespace/{name}/") as request:
+                with telemetry["api"].tracer.start_as_current_span(
+                    "POST /api/v1/namespace/{name}/"
+                ) as request:
                     await buses["api"].publish(NamespaceCreated(namespace="traced"), "created:traced")
                 second_hop = await asyncio.wait_for(updates.get(), WAIT_SECONDS)
 
@@ -96,7 +108,9 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
                 republish = await finished_span(
                     exported["solver"], lambda span: span.name == f"publish {NamespaceUpdated.SUBJECT}"
                 )
-                process_again = await finished_span(exported["builder"], lambda span: span.kind is SpanKind.CONSUMER)
+                process_again = await finished_span(
+                    exported["builder"], lambda span: span.kind is SpanKind.CONSUMER
+                )
                 solver_metrics = await telemetry["solver"].metrics.render()
         finally:
             for bus in buses.values():
@@ -124,9 +138,15 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
     assert process.resource.attributes["service.name"] == "solver"
 
     series = samples(solver_metrics.decode())
-    handled = ("envstore_events_handled_total", frozenset({("durable", "solver"), ("subject", NamespaceCreated.SUBJECT), ("outcome", "ok")}))
+    handled = (
+        "envstore_events_handled_total",
+        frozenset({("durable", "solver"), ("subject", NamespaceCreated.SUBJECT), ("outcome", "ok")}),
+    )
     assert series[handled] == 1
-    phase_count = ("envstore_phase_duration_seconds_count", frozenset({("service", "solver"), ("phase", "solve"), ("outcome", "ok")}))
+    phase_count = (
+        "envstore_phase_duration_seconds_count",
+        frozenset({("service", "solver"), ("phase", "solve"), ("outcome", "ok")}),
+    )
     assert series[phase_count] == 1
     assert series[("envstore_consumer_pending_messages", frozenset({("durable", "solver")}))] == 0
 
@@ -148,7 +168,10 @@ async def test_a_failing_phase_marks_its_span_and_counts_as_failed(tmp_path: Pat
     assert phase.status.status_code is StatusCode.ERROR
     assert "disk full" in phase.status.description
     series = samples((await telemetry.metrics.render()).decode())
-    failed = ("envstore_phase_duration_seconds_count", frozenset({("service", "builder"), ("phase", "install"), ("outcome", "failed")}))
+    failed = (
+        "envstore_phase_duration_seconds_count",
+        frozenset({("service", "builder"), ("phase", "install"), ("outcome", "failed")}),
+    )
     assert series[failed] == 1
 
 
@@ -164,7 +187,7 @@ async def test_http_server_spans_continue_the_callers_trace_and_label_by_route()
 
     app = web.Application()
     http_telemetry.install(app, telemetry)
-    app.router.add_get("/v2/{name}/manifests/{reference}", manifest)
+    app.router.add_get("/v2/{name:.+}/manifests/{reference}", manifest)
     app.router.add_get("/broken", broken)
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     async with TestServer(app) as server, aiohttp.ClientSession() as http:
@@ -190,7 +213,14 @@ async def test_http_server_spans_continue_the_callers_trace_and_label_by_route()
     series = samples((await telemetry.metrics.render()).decode())
     request_count = (
         "envstore_http_requests_total",
-        frozenset({("service", "registry"), ("method", "GET"), ("route", "/v2/{name}/manifests/{reference}"), ("status", "404")}),
+        frozenset(
+            {
+                ("service", "registry"),
+                ("method", "GET"),
+                ("route", "/v2/{name}/manifests/{reference}"),
+                ("status", "404"),
+            }
+        ),
     )
     assert series[request_count] == 1
     # The registry exports its bytes-served counter from the start.
@@ -208,3 +238,50 @@ def test_the_exporter_follows_the_standard_variables(tmp_path: Path) -> None:
         span_processors("solver", ["envstore-jsonl"], "http/protobuf", None)
     with pytest.raises(TelemetryConfigurationError, match="OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"):
         span_processors("solver", ["otlp"], "grpc", None)
+
+
+async def test_spans_go_over_otlp_http_to_the_endpoint_of_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    received: list[ExportTraceServiceRequest] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(await request.read())
+        received.append(export)
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
+
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", collect)
+    async with TestServer(collector) as server:
+        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+        monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", str(server.make_url("")).rstrip("/"))
+        telemetry = Telemetry.from_settings("builder")
+        with telemetry.phase("builder", "install", build_id=11):
+            pass
+        # The exporter posts from its own thread (blocking HTTP): flush it off the event loop.
+        await asyncio.to_thread(telemetry.shutdown)
+
+    exported = [
+        (resource.resource, span)
+        for request in received
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert [span.name for _, span in exported] == ["install"]
+    resource, span = exported[0]
+    assert {"key": "service.name", "value": "builder"} in [
+        {"key": attribute.key, "value": attribute.value.string_value} for attribute in resource.attributes
+    ]
+    assert {attribute.key: attribute.value.int_value for attribute in span.attributes}[
+        "envstore.build_id"
+    ] == 11

@@ -47,7 +47,7 @@ def _next_url(request: web.Request) -> str:
         return wanted
     external = context_of(request).settings.api_external_url
     own_origins = {request.url.origin()} | ({URL(external).origin()} if external else set())
-    if target.is_absolute() and target.origin() in own_origins:
+    if target.scheme in ("http", "https") and target.host and target.origin() in own_origins:
         return wanted
     return _base_url(request)
 

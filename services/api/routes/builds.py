@@ -10,7 +10,7 @@ from aiohttp import web
 
 from envstore.api.context import context_of, principal_of, require
 from envstore.api.envelopes import ApiError, ack, error_response, ok
-from envstore.api.pagination import page_of, page_response
+from envstore.api.pagination import is_whole_number, page_of, page_response, whole_number
 from envstore.api.read_model import BuildFilters
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.storage import storage_url
@@ -39,7 +39,7 @@ async def redirect_to_artifact(request: web.Request, build_id: int, kind: Artifa
 
 def build_id_from(request: web.Request) -> int:
     text = request.match_info["build_id"]
-    if not text.isdigit() or len(text) > 18:
+    if not is_whole_number(text, most_digits=18):
         raise ApiError(404, BUILD_MISSING)
     return int(text)
 
@@ -60,13 +60,10 @@ async def list_builds(request: web.Request) -> web.Response:
     artifact = request.query.get("artifact")
     if artifact is not None and artifact not in ArtifactKind.__members__:
         raise ApiError(400, f"artifact must be one of {[kind.value for kind in ArtifactKind]}")
-    environment_id = request.query.get("environment_id")
-    if environment_id is not None and not environment_id.isdigit():
-        raise ApiError(400, "environment_id must be a whole number")
     filters = BuildFilters(
         status=status,
         artifact=artifact,
-        environment_id=int(environment_id) if environment_id else None,
+        environment_id=whole_number(request, "environment_id", None, minimum=0),
         name=request.query.get("name"),
         namespace=request.query.get("namespace"),
         packages=tuple(request.query.getall("packages", [])),

@@ -145,7 +145,7 @@ async def delete_environment(request: web.Request) -> web.Response:
     context = context_of(request)
     row = await context.read_model.environment_row(namespace, name)
     if row is None:
-        raise ApiError(404, ENVIRONMENT_MISSING)
+        raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
     builds = [
         DoomedBuild(build_id=build["id"], namespace=namespace, build_key=build["build_key"])
         for build in await context.read_model.builds_of_environment(row["id"])
@@ -173,6 +173,6 @@ def register(routes: Routes) -> None:
         body={"type": "object", "properties": {"build_id": {"type": "integer"}, "description": {"type": "string"}}},
         responses=(200, 400, 403),
     )
-    routes.add("DELETE", "/api/v1/environment/{namespace}/{name}/", delete_environment, "Delete an environment and its builds", responses=(200, 403, 404))
+    routes.add("DELETE", "/api/v1/environment/{namespace}/{name}/", delete_environment, "Delete an environment and its builds", responses=(200, 400, 403))
     for suffix in ("lockfile/", "conda-lock.yml", "conda-lock.yaml"):
         routes.add("GET", f"/api/v1/environment/{{namespace}}/{{name}}/{suffix}", environment_lockfile, "The current build's conda-lock lockfile", responses=(307, 403, 404))

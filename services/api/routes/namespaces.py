@@ -8,8 +8,8 @@ import uuid
 from aiohttp import web
 
 from envstore.api.context import context_of, principal_of, require
-from envstore.api.envelopes import ApiError, ack, ok
-from envstore.api.pagination import page_of, page_response
+from envstore.api.envelopes import ApiError, ack, dumps, ok
+from envstore.api.pagination import page_of
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
 from envstore.common.events import (
@@ -32,8 +32,11 @@ def _message_id(kind: str) -> str:
 async def list_namespaces(request: web.Request) -> web.Response:
     page = page_of(request)
     rows, count = await context_of(request).read_model.namespaces(principal_of(request), page)
-    response = page_response([{"id": row["id"], "name": row["name"]} for row in rows], page, count)
-    return response
+    # conda-store drops default values from this one page, so unlike the others it has no "message".
+    data = [{"id": row["id"], "name": row["name"]} for row in rows]
+    return web.json_response(
+        {"status": "ok", "data": data, "page": page.page, "size": page.size, "count": count}, dumps=dumps
+    )
 
 
 async def _existing_namespace(request: web.Request, *permissions: str):  # type: ignore[no-untyped-def]
@@ -52,7 +55,7 @@ async def get_namespace(request: web.Request) -> web.Response:
 
 async def create_namespace(request: web.Request) -> web.Response:
     name = request.match_info["namespace"]
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):  # not match(): its "$" would let a trailing newline in
         raise ApiError(400, f"namespace name {name!r} may only contain {NAME_RULE}")
     require(request, name, "namespace::create", message="Unauthorized to create namespace")
     context = context_of(request)

@@ -14,8 +14,8 @@ from envstore.api.envelopes import ApiError, dumps, ok
 from envstore.api.routes.paths import Routes
 from envstore.common.channels import channel_url
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
-from envstore.common.specification import SpecificationError
-from envstore.common.submission import SubmissionRequest, build_submission
+from envstore.common.specification import SpecificationError, load_environment_specification, parse_specification_text
+from envstore.common.submission import SubmissionRequest, build_submission, check_name_or_error
 
 REMOTE_SOLVE_TIMEOUT_SECONDS = 120
 
@@ -39,6 +39,16 @@ def _text_field(body: dict, name: str, default: str = "") -> str:
     return value
 
 
+def _target(submission: SubmissionRequest) -> tuple[str, str]:
+    """The namespace and environment a submission is for, read before the settings in force
+    there are known (so nothing is validated against the deployment's settings alone)."""
+    check_name_or_error(submission.namespace, "namespace")
+    document = parse_specification_text(submission.specification)
+    if submission.is_lockfile:
+        return submission.namespace, check_name_or_error(submission.environment_name, "environment_name")
+    return submission.namespace, load_environment_specification(document).name
+
+
 async def create_specification(request: web.Request) -> web.Response:
     context = context_of(request)
     principal = principal_of(request)
@@ -55,20 +65,22 @@ async def create_specification(request: web.Request) -> web.Response:
         environment_name=_text_field(body, "environment_name"),
         environment_description=_text_field(body, "environment_description"),
     )
+    # As conda-store: parse errors before permissions, then validation against the settings in
+    # force for this namespace and environment (which may allow what the deployment does not).
     try:
-        # Parse first (conda-store answers parse errors before permissions), then validate
-        # against the settings in force for this namespace and environment.
-        draft = build_submission(submission, context.settings)
-        settings = await context.effective_settings(draft.namespace, draft.environment)
-        event = build_submission(submission, settings) if settings is not context.settings else draft
+        namespace, environment = _target(submission)
     except SpecificationError as error:
         raise ApiError(400, str(error)) from None
-    if not principal.is_allowed(f"{event.namespace}/{event.environment}", "environment:create"):
+    if not principal.is_allowed(f"{namespace}/{environment}", "environment:create"):
         raise ApiError(403, "Unauthorized to create environment in this namespace")
-    if await context.read_model.namespace(event.namespace) is None and not principal.is_allowed(
-        event.namespace, "namespace::create"
+    if await context.read_model.namespace(namespace) is None and not principal.is_allowed(
+        namespace, "namespace::create"
     ):
         raise ApiError(403, "Unauthorized to create namespace")
+    try:
+        event = build_submission(submission, await context.effective_settings(namespace, environment))
+    except SpecificationError as error:
+        raise ApiError(400, str(error)) from None
     message_id = request.headers.get("Idempotency-Key") or f"submit:{uuid.uuid4()}"
     build_id = await context.publish_and_wait(event, f"submit:{message_id}" if "Idempotency-Key" in request.headers else message_id)
     return ok({"build_id": build_id})

@@ -20,7 +20,9 @@ class EventEnvelope(msgspec.Struct, frozen=True):
     event: msgspec.Raw  # the event's JSON exactly as published
 
 
-def envelope_json(sequence: int, event_type: str, subject: str, occurred_at: float, scope: EventScope, payload: bytes) -> bytes:
+def envelope_json(
+    sequence: int, event_type: str, subject: str, occurred_at: float, scope: EventScope, payload: bytes
+) -> bytes:
     """One line of compact JSON (no newlines, so it fits one SSE ``data:`` field)."""
     if b"\n" in payload or b"\r" in payload:
         # Published pretty-printed by some other producer: make it one line.

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 from envstore.api.subscriptions.event_filter import EventFilter
 from envstore.api.webhooks.secret_box import SecretBox, SecretUnreadable
-from envstore.common.events import Event, WebhookDeleted, WebhookRegistered, WebhookUpdated
+from envstore.common.events import (
+    Event,
+    WebhookDeleted,
+    WebhookRegistered,
+    WebhookUpdated,
+)
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,7 @@ class WebhookRegistry:
                 if event.encrypted_secret is not None
                 else (current.secret, current.secret_problem)
             )
-            self.live[event.webhook_id] = Webhook(
-                event.webhook_id, event.url, self._filter(event), secret, problem
-            )
+            self.live[event.webhook_id] = Webhook(event.webhook_id, event.url, self._filter(event), secret, problem)
         elif isinstance(event, WebhookDeleted):
             self.live.pop(event.webhook_id, None)
             self.deleted.add(event.webhook_id)

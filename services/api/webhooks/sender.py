@@ -92,7 +92,11 @@ class WebhookSender:
         }
         try:
             async with self._session.post(post.url, data=post.body, headers=headers, allow_redirects=False) as response:
-                excerpt = "" if response.status < 300 else (await response.content.read(ERROR_EXCERPT_CHARACTERS)).decode(errors="replace")
+                excerpt = (
+                    ""
+                    if response.status < 300
+                    else (await response.content.read(ERROR_EXCERPT_CHARACTERS)).decode(errors="replace")
+                )
         except TimeoutError:
             return PostOutcome(False, None, f"timed out after {self.timeout.total:g} s", time.monotonic() - started)
         except (aiohttp.ClientError, OSError) as error:

@@ -28,6 +28,9 @@ def signature_is_valid(
     secret: str, timestamp_header: str, signature_header: str, body: bytes, now: float, tolerance_seconds: float = 300
 ) -> bool:
     """What a receiver does: the signature matches and the timestamp is recent."""
-    if not timestamp_header.isdigit() or abs(now - int(timestamp_header)) > tolerance_seconds:
+    if (
+        not (timestamp_header.isascii() and timestamp_header.isdigit())
+        or abs(now - int(timestamp_header)) > tolerance_seconds
+    ):
         return False
     return hmac.compare_digest(signature(secret, int(timestamp_header), body), signature_header)

@@ -135,7 +135,9 @@ class TargetGuard:
             raise TargetRefused(f"the webhook URL {url!r} names no host")
         if parts.username is not None or parts.password is not None:
             raise TargetRefused("the webhook URL must not carry credentials; the receiver checks the signature instead")
-        return Target(url.strip(), scheme, parts.hostname.lower().rstrip("."), port or (443 if scheme == "https" else 80))
+        return Target(
+            url.strip(), scheme, parts.hostname.lower().rstrip("."), port or (443 if scheme == "https" else 80)
+        )
 
     def _name_is_allowed(self, host: str) -> bool:
         return any(host == pattern or fnmatch.fnmatchcase(host, pattern) for pattern in self.allowed_names)
@@ -169,7 +171,7 @@ class TargetGuard:
             return target
         try:
             answers = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
+        except (OSError, UnicodeError, ValueError):
             raise TargetRefused(f"the webhook host {target.host!r} does not resolve; check the URL") from None
         for *_, socket_address in answers:
             self.check_address(target.host, ipaddress.ip_address(socket_address[0].partition("%")[0]), target.port)
@@ -187,7 +189,9 @@ class GuardedResolver(AbstractResolver):
         self.guard = guard
         self._resolver = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._resolver.resolve(host, port, family)
         for result in results:
             try:

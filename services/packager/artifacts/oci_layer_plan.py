@@ -3,7 +3,8 @@ largest ones alone and the small ones grouped.
 
 Grouping is deterministic and stable: a small package's group is chosen by a hash of its name
 (not by its position in a list), so adding or removing one small package changes one group layer,
-not all of them; the big packages, whose layers are worth sharing between images, stay alone.
+not all of them; the big packages, whose layers are worth sharing between images, stay alone. (A
+new package bigger than the smallest one kept alone takes its place, which then joins a group.)
 """
 
 from __future__ import annotations

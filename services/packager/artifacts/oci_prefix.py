@@ -70,7 +70,7 @@ async def stage_environment(
         [record_from_locked_package(package) for package in packages],
         target_prefix=staging,
         cache_dir=package_cache,
-        platform=rattler.Platform(platform),
+        platform=rattler.Subdir(platform),
         alternative_target_prefix=image_prefix,
         execute_link_scripts=False,
         show_progress=False,

@@ -1,0 +1,3 @@
+from envstore.api.webhooks.service import main
+
+main()
