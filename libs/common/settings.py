@@ -75,7 +75,12 @@ class EnvstoreSettings(BaseSettings):
     pypi_required_packages: CommaList = Field(default_factory=list)
     pypi_included_packages: CommaList = Field(default_factory=list)
     build_artifacts: CommaList = Field(
-        default_factory=lambda: [ArtifactKind.LOCKFILE, ArtifactKind.YAML, ArtifactKind.LOGS]
+        default_factory=lambda: [
+            ArtifactKind.LOCKFILE,
+            ArtifactKind.YAML,
+            ArtifactKind.CONDA_PACK,
+            ArtifactKind.CONSTRUCTOR_INSTALLER,
+        ]
     )
     build_key_version: int = 2
 

@@ -23,12 +23,15 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from envstore.common.artifact_keys import artifact_key
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.storage import Storage
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
 from envstore.packager.artifacts.oci_base_image import BaseImage, load_base_image
 from envstore.packager.artifacts.oci_environment_layer import environment_entries, environment_variables
@@ -96,12 +99,15 @@ async def produce(inputs: BuildInputs) -> Produced:
     )
     staged_at = time.perf_counter()
     groups = plan_layers(staged.packages, options.layer_budget - len(base.layers) - 1)
-    package_layers = await _package_layers(staged, groups, inputs, scratch)
-    environment_layer = await store_layer(
-        await asyncio.to_thread(environment_entries, staged, inputs.build.environment, variables),
-        storage,
-        scratch / "layers",
-    )
+    # Deflating runs on every core, also within one big layer (zlib releases the GIL).
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="layer-gzip") as compressors:
+        package_layers = await _package_layers(staged, groups, storage, scratch, compressors)
+        environment_layer = await store_layer(
+            await asyncio.to_thread(environment_entries, staged, inputs.build.environment, variables),
+            storage,
+            scratch / "layers",
+            compressors,
+        )
     layers = [*base.layers, *package_layers, environment_layer]
     history = [*base.history, *(_history(f"conda packages {', '.join(p.label for p in group)}") for group in groups)]
     history.append(_history(f"environment {inputs.build.namespace}/{inputs.build.environment}: conda-meta, activation"))
@@ -131,15 +137,15 @@ async def produce(inputs: BuildInputs) -> Produced:
 
 
 async def _package_layers(
-    staged: StagedEnvironment, groups: list[LayerGroup], inputs: BuildInputs, scratch: Any
+    staged: StagedEnvironment, groups: list[LayerGroup], storage: Storage, scratch: Path, compressors: Executor
 ) -> list[StoredLayer]:
-    # Tarring, hashing and compressing run in threads (zlib and hashlib release the GIL).
+    # Tarring and hashing run in threads too, a few layers at a time.
     concurrency = asyncio.Semaphore(os.cpu_count() or 2)
 
     async def one(group: LayerGroup) -> StoredLayer:
         async with concurrency:
             entries = await asyncio.to_thread(staged.entries_of, group)
-            return await store_layer(entries, inputs.storage, scratch / "layers")
+            return await store_layer(entries, storage, scratch / "layers", compressors)
 
     return list(await asyncio.gather(*(one(group) for group in groups)))
 

@@ -3,8 +3,9 @@
 A layer's bytes depend only on its entries: sorted by path, every parent directory present, owner
 0:0 without names, modes normalized (0755 for directories and executables, 0644 for other files),
 the mtime the caller gives (a package's files keep the mtime of its archive, generated files get
-``FIXED_MTIME``), PAX format, gzip without a file name and with mtime 0. So one package gives the
-same uncompressed layer, the same ``diff_id``, in every image and every rebuild.
+``FIXED_MTIME``), PAX format, gzip without a file name and with mtime 0 (``oci_gzip``, on every
+core). So one package gives the same uncompressed layer, the same ``diff_id``, in every image and
+every rebuild.
 
 The compressed digest also depends on the zlib that compressed it. To keep a single digest per
 content whichever packager (and zlib build) met it first, the first compressed blob of every
@@ -23,19 +24,20 @@ import hashlib
 import io
 import os
 import tarfile
-import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from envstore.common.storage import Storage
+from envstore.packager.artifacts.oci_gzip import GzipWriter
 from envstore.packager.artifacts.oci_media_types import OCI_LAYER_GZIP
 
 FIXED_MTIME = 0
 COMPRESSION_LEVEL = 6
 LAYER_MEMO_PREFIX = "docker/layers/"
-READ_CHUNK = 1024 * 1024
+WRITE_BUFFER = 1024 * 1024
 
 
 class EntryKind(enum.Enum):
@@ -99,16 +101,11 @@ def complete(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
 
 
 class _LayerSink(io.RawIOBase):
-    """Where tarfile writes: hashes the tar (diff_id) and, when given a target, gzips it into the
-    target while hashing the compressed bytes (digest)."""
+    """Where tarfile writes: hashes the tar (diff_id) and, given a gzip writer, compresses it."""
 
-    def __init__(self, target: BinaryIO | None = None) -> None:
+    def __init__(self, gzip: GzipWriter | None = None) -> None:
         self.tar_hash = hashlib.sha256()
-        self.target = target
-        self.gzip_hash = hashlib.sha256()
-        self.compressed_size = 0
-        # wbits 31: a gzip wrapper with no file name and mtime 0, as reproducible layers need.
-        self.compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, 31) if target else None
+        self.gzip = gzip
 
     def writable(self) -> bool:
         return True
@@ -116,20 +113,13 @@ class _LayerSink(io.RawIOBase):
     def write(self, data: Any) -> int:
         data = bytes(data)
         self.tar_hash.update(data)
-        if self.compressor is not None:
-            self._emit(self.compressor.compress(data))
+        if self.gzip is not None:
+            self.gzip.write(data)
         return len(data)
 
     def finish(self) -> None:
-        if self.compressor is not None:
-            self._emit(self.compressor.flush())
-
-    def _emit(self, compressed: bytes) -> None:
-        if compressed:
-            assert self.target is not None
-            self.gzip_hash.update(compressed)
-            self.compressed_size += len(compressed)
-            self.target.write(compressed)
+        if self.gzip is not None:
+            self.gzip.close()
 
 
 def _tar_info(entry: LayerEntry) -> tarfile.TarInfo:
@@ -149,7 +139,9 @@ def _tar_info(entry: LayerEntry) -> tarfile.TarInfo:
 
 
 def _write_tar(entries: Sequence[LayerEntry], sink: _LayerSink) -> None:
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+    # The buffer size changes how often the sink is called, not the bytes (padding is per record).
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=WRITE_BUFFER) as archive:  # type: ignore[call-overload]
+        archive.copybufsize = WRITE_BUFFER
         for entry in entries:
             info = _tar_info(entry)
             if entry.kind is not EntryKind.FILE:
@@ -172,13 +164,14 @@ def diff_id_of(entries: Sequence[LayerEntry]) -> str:
     return "sha256:" + sink.tar_hash.hexdigest()
 
 
-def write_compressed(entries: Sequence[LayerEntry], target: Path) -> StoredLayer:
+def write_compressed(entries: Sequence[LayerEntry], target: Path, executor: Executor | None = None) -> StoredLayer:
     with open(target, "wb") as output:
-        sink = _LayerSink(output)
+        gzip = GzipWriter(output, COMPRESSION_LEVEL, executor)
+        sink = _LayerSink(gzip)
         _write_tar(entries, sink)
     return StoredLayer(
-        digest="sha256:" + sink.gzip_hash.hexdigest(),
-        size=sink.compressed_size,
+        digest="sha256:" + gzip.digest.hexdigest(),
+        size=gzip.compressed_size,
         diff_id="sha256:" + sink.tar_hash.hexdigest(),
     )
 
@@ -187,8 +180,11 @@ def memo_key(diff_id: str) -> str:
     return LAYER_MEMO_PREFIX + diff_id.removeprefix("sha256:")
 
 
-async def store_layer(entries: Sequence[LayerEntry], storage: Storage, scratch: Path) -> StoredLayer:
-    """The layer of ``entries`` in storage: the blob already made for this content, or a new one."""
+async def store_layer(
+    entries: Sequence[LayerEntry], storage: Storage, scratch: Path, executor: Executor | None = None
+) -> StoredLayer:
+    """The layer of ``entries`` in storage: the blob already made for this content, or a new one
+    (compressed in ``executor``'s threads when given)."""
     entries = complete(entries)
     diff_id = await asyncio.to_thread(diff_id_of, entries)
     known = await storage.resolve(memo_key(diff_id))
@@ -197,7 +193,7 @@ async def store_layer(entries: Sequence[LayerEntry], storage: Storage, scratch: 
     scratch.mkdir(parents=True, exist_ok=True)
     target = scratch / f"layer-{diff_id.removeprefix('sha256:')}.tar.gz"
     try:
-        written = await asyncio.to_thread(write_compressed, entries, target)
+        written = await asyncio.to_thread(write_compressed, entries, target, executor)
         if written.diff_id != diff_id:
             raise RuntimeError(
                 f"a layer's files changed while it was written ({diff_id} then {written.diff_id}); "
