@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # understood by every Prometheus version
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # understood by every Prometheus version
 SCRAPE_HOOK_TIMEOUT_SECONDS = 5.0
 # Phases range from a cached solve (milliseconds) to a large install or image (many minutes).
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

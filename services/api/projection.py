@@ -164,7 +164,12 @@ async def namespace_deleted(connection: asyncpg.Connection, event: NamespaceDele
 async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted, sequence: int) -> None:
     namespace_id = await _ensure_namespace(connection, event.namespace, event.occurred_at)
     environment_id = await connection.fetchval(
-        """UPDATE environment SET description = COALESCE($3, description), deleted_on = NULL
+        # Made again after a delete, the environment starts afresh: no description or current
+        # build left over from the deleted one (the right-hand sides read the old row).
+        """UPDATE environment SET
+               description = CASE WHEN deleted_on IS NULL THEN COALESCE($3, description) ELSE $3 END,
+               current_build_id = CASE WHEN deleted_on IS NULL THEN current_build_id END,
+               deleted_on = NULL
            WHERE namespace_id = $1 AND name = $2 RETURNING id""",
         namespace_id,
         event.environment,

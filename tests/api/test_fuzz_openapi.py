@@ -29,7 +29,11 @@ ENVIRONMENT = "target"
 @pytest.fixture(scope="module")
 async def fuzz_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: str):  # type: ignore[no-untyped-def]
     # A stack of its own: the fuzzer, as admin, changes global settings and deletes namespaces.
-    settings = {"ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url, "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url}
+    settings = {
+        "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
+        "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
+        "ENVSTORE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",  # so that a webhook can exist (it is never answered)
+    }
     async with EmbeddedStack(tmp_path_factory.mktemp("fuzz-stack"), settings=settings) as running:
         yield running
 
@@ -42,7 +46,15 @@ async def existing_objects(fuzz_stack: EmbeddedStack) -> dict[str, str]:
         build_id = await admin.submit(environment_yaml(ENVIRONMENT, ["hello 2.1.*"]), namespace=NAMESPACE)
         build = await admin.wait_for_build(build_id)
         assert build["status"] == "COMPLETED", build["status_info"]
-    return {"build_id": str(build_id), "namespace": NAMESPACE, "name": ENVIRONMENT, "environment": ENVIRONMENT}
+        status, webhook = await admin.request("POST", "/api/v1/webhook/", json={"url": "http://127.0.0.1:9/"})
+        assert status == 200, webhook
+    return {
+        "build_id": str(build_id),
+        "namespace": NAMESPACE,
+        "name": ENVIRONMENT,
+        "environment": ENVIRONMENT,
+        "webhook_id": str(webhook["data"]["id"]),
+    }
 
 
 @dataclass

@@ -397,7 +397,8 @@ async def test_cancel_before_the_worker_starts(
         await bench_user.request("PUT", f"/api/v1/build/{build_id}/cancel/")
 
     async def all_canceled() -> bool:
-        return all((await build_of(bench_user, build_id))["status"] == "CANCELED" for build_id in [*blockers, queued])
+        builds = [await build_of(bench_user, build_id) for build_id in [*blockers, queued]]
+        return all(build["status"] == "CANCELED" for build in builds)
 
     await wait_until(all_canceled, "every build CANCELED")
     assert not any(path.startswith("/stalled/third/") for path in stalled_channel.paths)

@@ -1,7 +1,7 @@
 """``deploy/`` holds together without Docker: the compose file runs every service of the embedded
 stack from the one image, Prometheus scrapes each of them where it serves ``/metrics``, Grafana is
-provisioned with the data sources its dashboard uses, and the image installs every file the
-services load. (Whether the dashboard's series exist is checked against running services in
+provisioned with the data sources its dashboard uses, and the image installs every package and
+data file. (Whether the dashboard's series exist is checked against running services in
 ``test_build_telemetry``.)"""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_grafana_is_provisioned_with_the_data_sources_and_the_dashboard(compose:
     assert grafana_mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
 
 
-def test_the_image_installs_every_file_the_services_load() -> None:
+def test_the_image_installs_every_package_and_data_file() -> None:
     """The Dockerfile runs ``pip install .`` (not editable): every package and every data file
     under ``libs/`` and ``services/`` must be declared in pyproject.toml, or the image lacks it."""
     setuptools = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]

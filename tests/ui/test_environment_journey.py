@@ -82,6 +82,7 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         await page.get_by_text(SHARED, exact=True).click()  # accordions start collapsed
         await expect(page.get_by_role("link", name="tools")).to_be_visible()
         await expect(page.get_by_text(USER, exact=True)).to_be_visible()
+        await page.wait_for_timeout(800)  # MUI's Collapse animation
         await watched.snap("namespaces-and-environments")
 
         # --- create an environment in the user's namespace ----------------------------------
@@ -119,7 +120,7 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         pinned = await open_artifact(watched, "Show yml file", "artifact-yaml")
         assert f"name: {ENVIRONMENT}" in pinned and "hello=" in pinned
         log = await open_artifact(watched, f"Show Conda environment {first_build} log", "artifact-log")
-        assert log.strip(), "empty build log"
+        assert "solve" in log and "install" in log, log
         image = await open_artifact(watched, "Show Docker image", "artifact-docker-image")
         assert re.fullmatch(rf"\S+/{USER}/{ENVIRONMENT}:\S+", image.strip()), image
         async with page.expect_download() as downloading:
@@ -145,13 +146,20 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         assert body["data"]["current_build_id"] == second_build
 
         # --- roll back: make the first build the active one again ---------------------------
+        # Coming back later: the UI keeps the environment it loaded, whose current build was the
+        # first until the second completed; a fresh load shows the server's current build.
+        await page.reload()
+        builds = page.get_by_role("combobox").filter(has_text=re.compile(r" - Active$"))
+        await expect(builds).to_be_visible()
         await page.get_by_role("button", name="Edit", exact=True).click()
         await expect(page.get_by_text("Change active environment version:")).to_be_visible()
-        await page.locator('[aria-haspopup="listbox"]').click()
+        await builds.click()
         options = page.get_by_role("option")
-        await expect(options.filter(has_text=re.compile("- Active$"))).to_have_count(1)
+        await expect(options).to_have_count(2)
+        await expect(options.last).to_be_visible()
+        await page.wait_for_timeout(400)  # the menu fades in
         await watched.snap("rollback-choose-build")
-        await options.filter(has_text=re.compile("- Available$")).click()
+        await options.filter(has_text=re.compile(r" - Available$")).click()
         async with page.expect_response(
             lambda r: r.request.method == "PUT" and f"/api/v1/environment/{USER}/{ENVIRONMENT}/" in r.url
         ) as switched:
@@ -161,12 +169,15 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         assert body["data"]["current_build_id"] == first_build
         await page.get_by_role("button", name="Cancel", exact=True).click()
         await expect(page.get_by_text("tinyjson", exact=True)).to_have_count(0)
+        await expect(page.get_by_text(f"Show Conda environment {first_build} log")).to_be_visible()
+        await page.get_by_text("Environment Metadata").scroll_into_view_if_needed()
+        await expect(builds).to_be_visible()
         await watched.snap("rolled-back")
 
         # --- delete ----------------------------------------------------------------------------------
         await page.get_by_role("button", name="Edit", exact=True).click()
         await page.get_by_text("Delete environment").click()
-        await expect(page.get_by_text("Delete Environment")).to_be_visible()
+        await expect(page.get_by_role("heading", name="Delete Environment")).to_be_visible()
         await watched.snap("delete-confirm")
         async with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
             await page.get_by_role("button", name="Delete", exact=True).click()
