@@ -26,7 +26,11 @@ import aiohttp
 import rattler.index
 
 from envstore.common.demo_channel import make_channel
-from envstore.common.demo_channel.catalogue import ArchiveFormat, PackageDefinition, PackageFile
+from envstore.common.demo_channel.catalogue import (
+    ArchiveFormat,
+    PackageDefinition,
+    PackageFile,
+)
 from envstore.common.demo_channel.package_writer import write_package
 from envstore.launcher.stack import EmbeddedStack
 

@@ -19,12 +19,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent --loglevel=error "@conda-store/conda-store-ui@$VERSION" >/dev/null)
 tarball=$(ls "$work"/*.tgz)
-actual=sha512-$(python3 -c 'import base64, hashlib, sys; print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tarball")
+# npm's "integrity" form: sha512- and the base64 of the digest (python3: always there, unlike openssl).
+actual=sha512-$(python3 -c 'import base64, hashlib, sys
+print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tarball")
 if [ "$actual" != "$INTEGRITY" ]; then
     echo "fetch-ui: $tarball has integrity $actual, expected $INTEGRITY" >&2
     exit 1
 fi
-tar -xzf "$tarball" -C "$work" package/LICENSE package/dist/main.js package/dist/main.css package/dist/main.js.LICENSE.txt
+tar -xzf "$tarball" -C "$work" \
+    package/LICENSE package/dist/main.js package/dist/main.css package/dist/main.js.LICENSE.txt
 
 staged="$TARGET.partial"
 rm -rf "$staged"

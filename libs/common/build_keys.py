@@ -41,4 +41,4 @@ def build_id_from_key(key: str) -> int | None:
 
 
 def _as_int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None

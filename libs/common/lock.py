@@ -68,6 +68,13 @@ def _noarch_text(noarch: Any) -> str | None:
     return None
 
 
+def channel_of_url(url: str, subdir: str) -> str:
+    """``https://host/conda-forge/linux-64/x.conda`` → ``https://host/conda-forge`` (conda-lock
+    files name only the package URL; rattler needs the channel)."""
+    base, _, _ = url.rpartition("/")
+    return base.removesuffix(f"/{subdir}") if base.endswith(f"/{subdir}") else base.rpartition("/")[0]
+
+
 def locked_package_from_record(record: Any) -> LockedPackage:
     """A rattler ``RepoDataRecord`` → LockedPackage."""
     return LockedPackage(
@@ -85,7 +92,7 @@ def locked_package_from_record(record: Any) -> LockedPackage:
         license=record.license,
         timestamp=int(record.timestamp.timestamp() * 1000) if record.timestamp else None,
         url=str(record.url),
-        channel=str(record.channel or ""),
+        channel=str(record.channel or channel_of_url(str(record.url), str(record.subdir))),
         file_name=record.file_name,
     )
 

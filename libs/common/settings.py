@@ -80,6 +80,7 @@ class EnvstoreSettings(BaseSettings):
             ArtifactKind.YAML,
             ArtifactKind.CONDA_PACK,
             ArtifactKind.CONSTRUCTOR_INSTALLER,
+            ArtifactKind.DOCKER_MANIFEST,
         ]
     )
     build_key_version: int = 2
@@ -101,6 +102,12 @@ class EnvstoreSettings(BaseSettings):
     registry_host: str = "127.0.0.1"
     registry_port: int = 5000
     registry_external_url: str | None = None  # host[:port] users pull from; default host:port
+    registry_image_wait_seconds: float = 600.0  # a pull waits this long for a running build
+    # --- OCI images (DOCKER_MANIFEST) ---
+    image_prefix: str = "/opt/conda"
+    image_base: str = ""  # scratch; or oci:<dir>[:<tag>], a layout directory, or docker://<ref>
+    image_layer_budget: int = 100  # base image layers included
+    image_build_id_label: bool = False  # a build-id label makes every rebuild a new digest
     admin_token: str | None = None
     # --- authentication (conda-store's AuthenticationBackend / RBACAuthorizationBackend) ---
     auth_secret: str | None = None  # HS256 key; unset: generated once into <data_dir>/auth-secret

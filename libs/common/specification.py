@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9\-+_@$&?^~.=]+$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9\-+_@$&?^~.=]+\Z")  # \Z: no trailing newline
 NAME_RULE = "letters, digits and the characters - + _ @ $ & ? ^ ~ . ="
 PIP_OPTIONS = ("--index-url", "--extra-index-url", "--trusted-host")
 
@@ -18,8 +18,20 @@ class SpecificationError(ValueError):
     """The specification cannot be used; the message says why, for the user."""
 
 
+# They match the pattern, but as directory names they would put a namespace's or an
+# environment's files in its parent directory.
+RESERVED_NAMES = frozenset({".", ".."})
+
+
+def is_valid_name(value: str) -> bool:
+    # fullmatch, not match: match's "$" also matches before a trailing newline.
+    return NAME_PATTERN.fullmatch(value) is not None and value not in RESERVED_NAMES
+
+
 def check_name(value: str, what: str = "name") -> str:
-    if not NAME_PATTERN.match(value):
+    if value in RESERVED_NAMES:
+        raise ValueError(f"{what} {value!r} is not allowed: '.' and '..' are not names")
+    if not is_valid_name(value):
         raise ValueError(f"{what} {value!r} may only contain {NAME_RULE}")
     return value
 

@@ -13,6 +13,7 @@ from envstore.api import database
 from envstore.api.authentication import authenticate
 from envstore.api.context import CONTEXT, SETTINGS, ApiContext
 from envstore.api.envelopes import api_errors
+from envstore.api.nul_characters import refuse_nul_in_url
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
 from envstore.api.routes import (
@@ -71,7 +72,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[strip_slash_after_query, api_errors, authenticate],
+        middlewares=[strip_slash_after_query, refuse_nul_in_url, api_errors, authenticate],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings

@@ -64,14 +64,21 @@ def encode_cursor(last_id: int | None, last_value: dict[str, Any] | None) -> str
 def decode_cursor(text: str | None) -> tuple[int | None, dict[str, Any] | None]:
     if not text:
         return None, None
+    not_ours = ApiError(400, "cursor is not one this server issued; start again without it")
     try:
         document = json.loads(base64.b64decode(text, validate=True))
         last_id = document["last_id"]
         last_value = document["last_value"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise ApiError(400, "cursor is not one this server issued; start again without it") from None
-    if last_id is not None and not isinstance(last_id, int):
-        raise ApiError(400, "cursor is not one this server issued; start again without it")
-    if last_value is not None and not isinstance(last_value, dict):
-        raise ApiError(400, "cursor is not one this server issued; start again without it")
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
+        raise not_ours from None
+    # What encode_cursor writes: a row id, and the row's sort values (names: text without NUL).
+    if last_id is not None and (
+        not isinstance(last_id, int) or isinstance(last_id, bool) or not 0 <= last_id <= LARGEST_WHOLE_NUMBER
+    ):
+        raise not_ours
+    if last_value is not None and (
+        not isinstance(last_value, dict)
+        or not all(isinstance(value, str) and "\x00" not in value for value in last_value.values())
+    ):
+        raise not_ours
     return last_id, last_value

@@ -393,13 +393,20 @@ class ReadModel:
             for row in rows
         ], count
 
-    async def channels(self, page: Page) -> tuple[list[dict[str, Any]], int]:
-        order = "DESC" if page.descending else "ASC"
-        count = await self.pool.fetchval("SELECT count(*) FROM conda_channel")
-        rows = await self.pool.fetch(
-            f"SELECT * FROM conda_channel ORDER BY name {order}, id {order} LIMIT {page.size} OFFSET {page.offset}"
-        )
-        return [{"id": row["id"], "name": row["name"], "last_update": row["last_update"]} for row in rows], count
+    async def channels(self, page: Page, indexed_channels: list[str]) -> tuple[list[dict[str, Any]], int]:
+        """Channels builds used, plus the configured indexed channels (listed even before any
+        build used them; those get ids after the stored ones, in the configured order)."""
+        rows = await self.pool.fetch("SELECT id, name, last_update FROM conda_channel ORDER BY id")
+        channels = [{"id": row["id"], "name": row["name"], "last_update": row["last_update"]} for row in rows]
+        known = {channel["name"] for channel in channels}
+        next_id = max((channel["id"] for channel in channels), default=0) + 1
+        for url in indexed_channels:
+            if url not in known:
+                known.add(url)
+                channels.append({"id": next_id, "name": url, "last_update": None})
+                next_id += 1
+        channels.sort(key=lambda channel: (channel["name"], channel["id"]), reverse=page.descending)
+        return channels[page.offset : page.offset + page.size], len(channels)
 
     async def channel_ids(self) -> dict[str, int]:
         return {row["name"]: row["id"] for row in await self.pool.fetch("SELECT id, name FROM conda_channel")}

@@ -13,7 +13,6 @@ dynamic images included).
 from __future__ import annotations
 
 import logging
-import os
 
 from aiohttp import web
 
@@ -45,24 +44,15 @@ def create_app(registry: Registry, telemetry: Telemetry | None = None) -> web.Ap
     return app
 
 
-def image_wait_seconds(settings: EnvstoreSettings) -> float:
-    value = getattr(settings, "registry_image_wait_seconds", None)
-    if value is None:
-        # Until the settings model declares the key, read it as it would: ENVSTORE_<KEY>.
-        value = os.environ.get("ENVSTORE_REGISTRY_IMAGE_WAIT_SECONDS", DEFAULT_IMAGE_WAIT_SECONDS)
-    return float(value)
-
-
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
     async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
         index = TagIndex()
         role_mappings = RoleMappings()
         overrides = SettingsOverrides(settings)
         follower = StreamFollower(bus, index, [role_mappings, overrides])
-        waits = ImageWaits(index, image_wait_seconds(settings))
+        waits = ImageWaits(index, settings.registry_image_wait_seconds)
         await follower.start()
         registry = Registry(
-            settings=settings,
             storage=storage,
             index=index,
             images=ImageStore(storage),

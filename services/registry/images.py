@@ -18,11 +18,17 @@ from typing import Any
 
 from envstore.common.storage import Storage
 from envstore.registry.errors import manifest_unknown
-from envstore.registry.media_types import DOCKER_MANIFEST, OCI_MANIFEST, choose_manifest_type, to_docker_v2
+from envstore.registry.media_types import (
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    choose_manifest_type,
+    to_docker_v2,
+)
 from envstore.registry.tag_index import BuildImage, Repository
 
 log = logging.getLogger(__name__)
 CACHED_MANIFESTS = 2048
+CACHED_REPOSITORIES = 1024
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class ImageStore:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._images: OrderedDict[str, _StoredImage] = OrderedDict()
-        self._contents: dict[tuple[str, str], _RepositoryContents] = {}
+        self._contents: OrderedDict[tuple[str, str], _RepositoryContents] = OrderedDict()
 
     async def manifest(self, build: BuildImage, accept_headers: list[str], name: str, tag: str) -> ManifestDocument:
         """The build's image in the form the client accepts (``Accept``)."""
@@ -66,7 +72,7 @@ class ImageStore:
         if chosen == DOCKER_MANIFEST and image.docker is not None:
             return image.docker
         raise manifest_unknown(
-            name, tag, f"the image is an OCI image manifest (or Docker's v2 schema 2); Accept allows neither"
+            name, tag, "the image is an OCI image manifest (or Docker's v2 schema 2); Accept allows neither"
         )
 
     async def manifest_by_digest(self, repository: Repository, digest: str) -> ManifestDocument | None:
@@ -79,6 +85,7 @@ class ImageStore:
         key = (repository.namespace, repository.environment)
         contents = self._contents.get(key)
         if contents is not None and contents.version == repository.version:
+            self._contents.move_to_end(key)
             return contents
         version = repository.version
         contents = _RepositoryContents(version)
@@ -92,6 +99,8 @@ class ImageStore:
                     contents.blobs[descriptor["digest"]] = int(descriptor.get("size", 0))
         if repository.version == version:
             self._contents[key] = contents
+            while len(self._contents) > CACHED_REPOSITORIES:
+                self._contents.popitem(last=False)
         return contents
 
     async def _image(self, build: BuildImage) -> _StoredImage | None:

@@ -6,7 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from envstore.common.specification import NAME_PATTERN, NAME_RULE
-from envstore.registry.dynamic_images import DYNAMIC_NAMESPACE, DynamicImageName, parse_dynamic_name
+from envstore.registry.dynamic_images import (
+    DYNAMIC_NAMESPACE,
+    DynamicImageName,
+    parse_dynamic_name,
+)
 from envstore.registry.errors import name_invalid, name_unknown
 
 

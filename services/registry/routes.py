@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from aiohttp import web
 
 from envstore.common.events import BlobRef
-from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, digest_hex
 from envstore.registry.auth import READ, Authenticator
 from envstore.registry.dynamic_images import DynamicImages
@@ -48,7 +48,6 @@ IMMUTABLE = "max-age=31536000, immutable"
 class Registry:
     """Everything the handlers use, opened and closed by ``app.serve``."""
 
-    settings: EnvstoreSettings
     storage: Storage
     index: TagIndex
     images: ImageStore
@@ -119,7 +118,10 @@ async def manifest(request: web.Request) -> web.Response:
         if len(reference) > MAX_TAG_LENGTH:
             raise tag_invalid(name.text, reference)
         if name.dynamic is not None and reference == LATEST and not registry.dynamic.exists(name.dynamic):
+            # Pulling a new dynamic image submits a build: the API's permissions for a submission.
             registry.authenticator.require(request["caller"], name.arn, "environment:create", name.text)
+            if not registry.index.namespace_exists(name.namespace):
+                registry.authenticator.require(request["caller"], name.namespace, "namespace::create", name.text)
             await registry.dynamic.ensure_submitted(name.dynamic)
         build = await registry.waits.build_with_image(name, reference)
         document = await registry.images.manifest(build, request.headers.getall("Accept", []), name.text, reference)
@@ -178,7 +180,7 @@ async def _stream_blob(
         byte_range = parse_byte_range(request.headers["Range"], size)
         if byte_range is None:
             raise RegistryError(
-                416, "BLOB_UNKNOWN", "requested range not satisfiable", {"size": size}, {"Content-Range": f"bytes */{size}"}
+                416, "RANGE_INVALID", "requested range not satisfiable", {"size": size}, {"Content-Range": f"bytes */{size}"}
             )
         start, end = byte_range
         status = 206
@@ -234,7 +236,8 @@ def _page(items: list[str], request: web.Request, path: str) -> tuple[list[str],
         raise pagination_invalid("n must not be negative")
     page = items[:size]
     if len(items) > size and page:
-        return page, {"Link": f'<{path}?n={size}&last={page[-1]}>; rel="next"'}
+        # Names and build keys may hold '&', '?', '=' or '+': quote them in the next page's URL.
+        return page, {"Link": f'<{quote(path)}?n={size}&last={quote(page[-1], safe="")}>; rel="next"'}
     return page, {}
 
 

@@ -61,6 +61,7 @@ class StreamFollower:
             for model in self.others:
                 model.apply(event, sequence)
             self.index.apply(event, sequence)
+        raise RuntimeError("the subscription to the event stream ended; the registry's index would go stale")
 
     async def stop(self) -> None:
         if self.task is not None:

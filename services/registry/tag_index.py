@@ -5,7 +5,7 @@ stream after a restart.
 Tags, as conda-store names them: ``latest`` (the environment's current build), a build key, or a
 build id. The current build follows the API's rules: the first build of a new environment at
 once, then every build that completes, and any build named by ``environment.current_build_set``
-(rollback). A deleted build (requested or done, unless its image is kept) has no tags; a deleted
+(rollback); an environment created again after its deletion starts as a new one. A deleted build (requested or done, unless its image is kept) has no tags; a deleted
 environment or namespace has no repository until a build brings it back.
 
 ``apply`` is synchronous and called in stream order by the follower; code that needs a state not
@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key
@@ -89,7 +90,7 @@ class Repository:
         """The build a tag names (its image may not exist yet)."""
         if tag == LATEST:
             build_id = self.current_build_id
-        elif tag.isdigit():
+        elif tag.isascii() and tag.isdigit():
             build_id = int(tag)
         else:
             build_id = self.by_key.get(tag)
@@ -195,7 +196,10 @@ class TagIndex:
         repository = self._repositories.get(key)
         if repository is None:
             repository = self._repositories[key] = Repository(event.namespace, event.environment)
-        repository.deleted = False
+        if repository.deleted:
+            # Created again after a deletion: it starts as a new environment does.
+            repository.deleted = False
+            repository.current_build_id = None
         build = BuildImage(
             build_id=sequence,
             namespace=event.namespace,
@@ -286,7 +290,7 @@ class TagIndex:
             build.deleted = True
         repository.version += 1
 
-    _HANDLERS: dict[type, Callable[[TagIndex, Event, int], None]] = {
+    _HANDLERS: ClassVar[dict[type, Callable[[TagIndex, Event, int], None]]] = {
         BuildSubmitted: _build_submitted,
         ArtifactReady: _artifact_ready,
         ArtifactFailed: _artifact_failed,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ WORLD_ENVIRONMENTS = (
     ("namespace1", "name3", "greeting-data"),
     ("namespace2", "name4", "compresslite"),
 )
+# conda-store's default build_artifacts (LOGS always comes too), stated so the world stays the
+# same if envstore's defaults change.
+WORLD_ARTIFACTS = ("LOCKFILE", "YAML", "CONDA_PACK", "CONSTRUCTOR_INSTALLER")
 # A service-account token from settings (conda-store's predefined_tokens).
 PREDEFINED_TOKEN = "predefined-namespace1-viewer-token"
 PREDEFINED_TOKEN_CLAIMS = {"primary_namespace": "namespace1", "role_bindings": {"namespace1/*": ["viewer"]}}
@@ -43,11 +47,17 @@ USERNAME = "username"  # conda-store's tests log in as username/password
 PASSWORD = "password"
 
 
+def fresh(prefix: str) -> str:
+    """A name no other test uses (tests on the workbench share one stack)."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
 def stack_settings(channel_url: str, **extra: str) -> dict[str, str]:
     return {
         "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
-        "ENVSTORE_CONDA_INDEXED_CHANNELS": channel_url,
+        # Webhooks registered by these tests point at loopback (never at a real host).
+        "ENVSTORE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         **extra,
     }
 
@@ -75,7 +85,13 @@ class World:
 async def world(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[World]:
     directory = tmp_path_factory.mktemp("world")
     async with running_stack(
-        directory, channel_url, ENVSTORE_PREDEFINED_TOKENS=json.dumps({PREDEFINED_TOKEN: PREDEFINED_TOKEN_CLAIMS})
+        directory,
+        channel_url,
+        ENVSTORE_PREDEFINED_TOKENS=json.dumps({PREDEFINED_TOKEN: PREDEFINED_TOKEN_CLAIMS}),
+        ENVSTORE_BUILD_ARTIFACTS=",".join(WORLD_ARTIFACTS),
+        # conda-store's fixture world indexes no channel: its channels and packages are the
+        # builds' own (cases 33, 34).
+        ENVSTORE_CONDA_INDEXED_CHANNELS="",
     ) as stack, ApiClient(stack.api_url, token=stack.admin_token) as admin:
         builds = {}
         for namespace, name, package in WORLD_ENVIRONMENTS:
@@ -83,7 +99,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> A
         for name, build_id in builds.items():
             build = await admin.wait_for_build(build_id)
             assert build["status"] == "COMPLETED", (name, build["status_info"])
-            await admin.wait_for_artifacts(build_id, {"LOGS", "LOCKFILE", "YAML"})
+            await admin.wait_for_artifacts(build_id, {"LOGS", *WORLD_ARTIFACTS})
         environment_ids, namespace_ids = {}, {}
         for namespace, name, _ in WORLD_ENVIRONMENTS:
             status, body = await admin.get(f"/api/v1/environment/{namespace}/{name}/")
@@ -176,10 +192,6 @@ class StalledChannel:
         self.port = pick_free_port("127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port}/stalled"
         self.runner: web.AppRunner | None = None
-
-    @property
-    def requests(self) -> int:
-        return len(self.paths)
 
     async def _answer(self, request: web.Request) -> web.Response:
         self.paths.append(request.path)

@@ -48,6 +48,8 @@ async def test_list_builds_filters_and_order(user: ApiClient, world: World) -> N
         ({"status": "COMPLETED"}, list(ids.values())),
         ({"status": "QUEUED"}, []),
         ({"artifact": "YAML"}, list(ids.values())),
+        ({"artifact": "CONDA_PACK"}, list(ids.values())),
+        ({"artifact": "DOCKER_MANIFEST"}, []),
         ({"environment_id": str(world.environment_ids["name2"])}, [ids["name2"]]),
         ({"name": "name3"}, [ids["name3"]]),
         ({"namespace": "default"}, [ids["name1"], ids["name2"]]),
@@ -88,7 +90,7 @@ async def test_api_get_build_one_auth(user: ApiClient, world: World) -> None:
     assert build["size"] > 0
     assert build["scheduled_on"] <= build["started_on"] <= build["ended_on"]
     kinds = {artifact["artifact_type"] for artifact in build["build_artifacts"]}
-    assert {"LOGS", "LOCKFILE", "YAML"} <= kinds
+    assert kinds == {"LOGS", "LOCKFILE", "YAML", "CONDA_PACK", "CONSTRUCTOR_INSTALLER"}
 
 
 async def test_build_key_and_storage_keys(user: ApiClient, world: World) -> None:
@@ -226,21 +228,26 @@ async def test_lockfile_routes(anonymous: ApiClient, user: ApiClient, world: Wor
     assert (status, body) == (404, {"status": "error", "message": "environment does not exist"})
 
 
-async def test_archive_installer_and_docker_of_a_build_without_them(user: ApiClient, world: World) -> None:
-    """World builds have no conda-pack archive, installer or image (not in ``build_artifacts``).
-    §7 fix, don't mimic: the archive of a missing build is 404 (conda-store: 500)."""
+async def test_archive_installer_and_docker(user: ApiClient, world: World) -> None:
+    """The conda-pack archive and the installer redirect to storage; no image was asked for, so
+    ``docker/`` is conda-store's 400. §7 fix, don't mimic: the archive of a missing build is 404
+    (conda-store: 500)."""
     build_id = world.builds["name1"]
-    status, body = await user.get(f"/api/v1/build/{build_id}/installer/")
-    assert (status, body) == (400, {"status": "error", "message": f"Build {build_id} doesn't have an installer"})
-    status, body = await user.get(f"/api/v1/build/{build_id}/archive/")
-    assert status == 404 and body["status"] == "error"
+    for route, head in (("archive/", b"\x1f\x8b"), ("installer/", b"#!")):
+        async with user.session.get(f"/api/v1/build/{build_id}/{route}", allow_redirects=False) as response:
+            assert response.status == 307, route
+            location = response.headers["Location"]
+        async with user.session.get(location) as response:
+            assert response.status == 200, route
+            assert (await response.content.read(2)) == head, route
+    status, body = await user.get(f"/api/v1/build/{build_id}/docker/")
+    assert (status, body) == (400, {"status": "error", "message": f"Build {build_id} doesn't have a docker manifest"})
     status, body = await user.get("/api/v1/build/987654321/archive/")
     assert (status, body) == (404, {"status": "error", "message": "build id does not exist"})
 
 
 async def test_api_list_conda_channels_unauth(anonymous: ApiClient, world: World) -> None:
-    """Case 33: the only channel used (conda-store's fixture: conda-forge; here the test channel,
-    which is also the indexed channel)."""
+    """Case 33: the only channel used (conda-store's fixture: conda-forge; here the test channel)."""
     status, body = await anonymous.get("/api/v1/channel")
     assert status == 200
     assert {channel["name"] for channel in body["data"]} == {world.channel_url}

@@ -11,11 +11,10 @@ real package still builds.
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
-from tests.api.conftest import USERNAME, World, mint
+from tests.api.conftest import USERNAME, World, fresh, mint
 from tests.api_client import ApiClient, environment_yaml
 
 ENVIRONMENT_KEYS = {"id", "namespace", "name", "current_build_id", "current_build", "description"}
@@ -264,7 +263,7 @@ async def test_update_environment_build_unauth(anonymous: ApiClient, world: Worl
 
 async def test_update_environment_build_auth(bench_user: ApiClient, bench_admin: ApiClient) -> None:
     """Case 46 (skipped upstream): switch an environment back to an earlier completed build."""
-    namespace = f"namespace2-{uuid.uuid4().hex[:6]}"
+    namespace = fresh("namespace2")
     first = await bench_admin.wait_for_build(await bench_admin.submit(environment_yaml("name4", ["tinyjson"]), namespace))
     second = await bench_admin.wait_for_build(await bench_admin.submit(environment_yaml("name4", ["textutils"]), namespace))
     assert first["status"] == second["status"] == "COMPLETED"
@@ -278,7 +277,7 @@ async def test_update_environment_build_auth(bench_user: ApiClient, bench_admin:
 
 async def test_update_environment_errors(bench_user: ApiClient, bench_admin: ApiClient) -> None:
     """§1.4's messages for a build switch that cannot be done, and the description update."""
-    namespace = f"updates-{uuid.uuid4().hex[:6]}"
+    namespace = fresh("updates")
     good = await bench_admin.wait_for_build(await bench_admin.submit(environment_yaml("target", ["tinyjson"]), namespace))
     failed = await bench_admin.wait_for_build(
         await bench_admin.submit(environment_yaml("target", ["conflict-low", "conflict-high"]), namespace)
@@ -317,7 +316,7 @@ async def test_delete_environment_unauth(anonymous: ApiClient) -> None:
 async def test_delete_environment_auth(bench_user: ApiClient) -> None:
     """Case 48 (skipped upstream): submit, then delete at once (its build may still be running).
     A missing environment is conda-store's 400 with its message."""
-    namespace = f"namespace1-{uuid.uuid4().hex[:6]}"
+    namespace = fresh("namespace1")
     status, body = await bench_user.request(
         "POST", "/api/v1/specification", json={"namespace": namespace, "specification": json.dumps({"name": "name3"})}
     )

@@ -5,14 +5,10 @@ the §6.1 world; anything that changes state runs on the workbench, in namespace
 
 from __future__ import annotations
 
-import uuid
 
-from tests.api.conftest import World
+from tests.api.conftest import World, fresh
 from tests.api_client import ApiClient, environment_yaml
 
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def test_api_list_namespace_unauth(anonymous: ApiClient) -> None:

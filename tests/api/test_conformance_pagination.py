@@ -7,6 +7,9 @@ builds stay QUEUED instead of spending the machine's two cores while the rest of
 
 Names repeat across namespaces and are not in id order, so every sort key is exercised: the i-th
 environment is ``env-<(37·i) mod 50>`` in namespace ``default``, ``page-b`` or ``page-a`` (i mod 3).
+
+Since no build of this stack ever ran, it also shows §6.2's channel list of a live server: the
+indexed channels (conda-store's defaults here), whether or not a build used them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tests.api_client import ApiClient, environment_yaml
 COUNT = 150
 NAMESPACES = ("default", "page-b", "page-a")
 END_CURSOR = "eyJsYXN0X2lkIjpudWxsLCJsYXN0X3ZhbHVlIjpudWxsfQ=="
+INDEXED_CHANNELS = ("main", "conda-forge", "https://repo.anaconda.com/pkgs/main")  # conda-store's default
 
 
 def placement(index: int) -> tuple[str, str]:
@@ -33,7 +37,9 @@ def placement(index: int) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 async def crowded(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[EmbeddedStack]:
-    async with running_stack(tmp_path_factory.mktemp("crowded"), channel_url) as stack:
+    async with running_stack(
+        tmp_path_factory.mktemp("crowded"), channel_url, ENVSTORE_CONDA_INDEXED_CHANNELS=",".join(INDEXED_CHANNELS)
+    ) as stack:
         await stack.stop_service("solver")
         async with ApiClient(stack.api_url, token=stack.admin_token) as admin:
             slots = asyncio.Semaphore(16)
@@ -195,3 +201,17 @@ async def test_v1_build_and_namespace_pages(crowded_user: ApiClient) -> None:
     status, body = await crowded_user.get("/api/v1/namespace/?size=2&page=2&order=desc")
     assert [namespace["name"] for namespace in body["data"]] == ["default"]
     assert (body["count"], body["size"]) == (3, 2)
+
+
+async def test_channels_are_the_indexed_channels(crowded: EmbeddedStack) -> None:
+    """§6.2 (and §1.8): ``GET /channel/`` lists ``conda_indexed_channels``, as full URLs, before
+    any build has used them."""
+    async with ApiClient(crowded.api_url) as anonymous:
+        status, body = await anonymous.get("/api/v1/channel/")
+    assert status == 200
+    assert sorted(channel["name"] for channel in body["data"]) == [
+        "https://conda.anaconda.org/conda-forge",
+        "https://conda.anaconda.org/main",
+        "https://repo.anaconda.com/pkgs/main",
+    ]
+    assert all(isinstance(channel["id"], int) for channel in body["data"])

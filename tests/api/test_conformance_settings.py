@@ -9,12 +9,12 @@ packages stand in (a global value is put back afterwards: later workbench builds
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from envstore.launcher.stack import EmbeddedStack
+from tests.api.conftest import fresh
 from tests.api_client import ApiClient, environment_yaml
 
 LEVELS = ["/api/v1/setting/", "/api/v1/setting/namespace1/", "/api/v1/setting/namespace1/name1/"]
@@ -136,7 +136,7 @@ async def test_put_global_settings_auth_in_namespace_environment(bench_user: Api
 
 async def test_effective_settings_follow_the_levels(bench_user: ApiClient) -> None:
     """§1.9: namespace overrides global, environment overrides namespace, lists are replaced."""
-    namespace = f"levels-{uuid.uuid4().hex[:6]}"
+    namespace = fresh("levels")
     global_packages = (await bench_user.get("/api/v1/setting/"))[1]["data"]["conda_default_packages"]
     await bench_user.request("PUT", f"/api/v1/setting/{namespace}/", json={"conda_default_packages": ["tinyjson"]})
     await bench_user.request("PUT", f"/api/v1/setting/{namespace}/env/", json={"conda_default_packages": ["textutils"]})
@@ -153,7 +153,7 @@ async def test_effective_settings_follow_the_levels(bench_user: ApiClient) -> No
 async def test_namespace_settings_shape_real_submissions(bench_user: ApiClient, bench_admin: ApiClient) -> None:
     """Settings are not just stored: included packages are added to the builds of the namespace,
     required packages are enforced, default packages fill an empty specification."""
-    namespace = f"shaped-{uuid.uuid4().hex[:6]}"
+    namespace = fresh("shaped")
     status, _ = await bench_user.request(
         "PUT",
         f"/api/v1/setting/{namespace}/",
@@ -174,7 +174,7 @@ async def test_namespace_settings_shape_real_submissions(bench_user: ApiClient, 
     assert body["status"] == "error" and "tinyjson" in body["message"]
 
     # The required-package check does not apply to the other namespace's submissions.
-    elsewhere = f"unshaped-{uuid.uuid4().hex[:6]}"
+    elsewhere = fresh("unshaped")
     status, body = await bench_user.request(
         "POST", "/api/v1/specification/", json={"namespace": elsewhere, "specification": json.dumps({"name": "plain"})}
     )

@@ -181,13 +181,8 @@ async def test_predefined_token_is_accepted_as_bearer_basic_and_cookie(world: Wo
 
 async def test_invalid_or_expired_token_is_anonymous_not_401(world: World) -> None:
     """§0.5: bad credentials do not error; the caller is anonymous (403 on protected routes)."""
-    async with ApiClient(world.url) as admin:
-        status, body = await admin.request(
-            "POST",
-            "/api/v1/token/",
-            json={"expiration": "2001-01-01T00:00:00Z"},
-            headers={"Authorization": f"Bearer {world.stack.admin_token}"},
-        )
+    async with ApiClient(world.url, token=world.stack.admin_token) as admin:
+        status, body = await admin.request("POST", "/api/v1/token/", json={"expiration": "2001-01-01T00:00:00Z"})
         assert status == 200
         expired = body["data"]["token"]
     # Right claims, signed with another key.

@@ -113,11 +113,13 @@ def generation_modes(operation: APIOperation) -> tuple[GenerationMode, ...]:
 def fuzz_every_operation(base_url: str, token: str, pinned: dict[str, str] | None) -> Fuzzer:
     fuzzer = Fuzzer(base_url, token)
     for operation in fuzzer.operations():
-        names = [parameter.name for parameter in operation.iter_parameters() if parameter.location.value == "path"]
         if pinned is None:
             fuzzer.fuzz(operation)
-        elif names:
-            fuzzer.fuzz(operation, {name: pinned[name] for name in names})
+            continue
+        names = [parameter.name for parameter in operation.iter_parameters() if parameter.location.value == "path"]
+        known = {name: pinned[name] for name in names if name in pinned}
+        if known:
+            fuzzer.fuzz(operation, known)
     return fuzzer
 
 

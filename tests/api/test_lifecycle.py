@@ -16,20 +16,18 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
+from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.stack import EmbeddedStack
-from tests.api.conftest import StalledChannel, wait_until
+from tests.api.conftest import StalledChannel, fresh, wait_until
 from tests.api_client import ApiClient, environment_yaml
 
 CANCEL_REASON = "build {build_id} marked as CANCELED due to being canceled from the REST API"
 
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
 def build_key_of(build: dict) -> str:
@@ -306,6 +304,9 @@ async def test_lockfile_round_trip(workbench: EmbeddedStack, bench_admin: ApiCli
     is a new build with the identical lockfile, installed without a solve."""
     namespace = fresh("lockfile")
     original = await completed(bench_admin, environment_yaml("from-yaml", ["hello 2.1.*", "tinyjson"]), namespace)
+    # §6.2's page size on a build's packages (hello, libhello, greeting-data and tinyjson).
+    status, body = await bench_user.get(f"/api/v1/build/{original['id']}/packages/", params={"size": "3"})
+    assert (status, len(body["data"]), body["size"], body["count"]) == (200, 3, 3, 4)
     status, lockfile = await bench_user.get(f"/api/v1/build/{original['id']}/lockfile/")
     assert status == 200
     lockfile = yaml.safe_load(lockfile) if isinstance(lockfile, str) else lockfile
@@ -406,13 +407,20 @@ async def test_cancel_before_the_worker_starts(
     assert CANCEL_REASON.format(build_id=queued) in logs
 
 
-def test_environment_directories_live_under_the_data_directory(workbench: EmbeddedStack) -> None:
-    """Case 59 (``default_conda_store_dir``) checks conda-store's default state directory; envstore's
-    is its data directory: prefixes under ``<data dir>/envs/<namespace>/<build key>`` and the
-    ``envs/<name>`` links next to them."""
-    environments = workbench.data_directory / "envs"
-    assert environments.is_dir()
-    links = [path for path in environments.glob("*/envs/*") if path.is_symlink()]
-    assert links, "no environment links"
-    for link in links:
-        assert Path(os.path.realpath(link)).parent == link.parent.parent
+async def test_default_conda_store_dir(
+    workbench: EmbeddedStack, bench_admin: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 59 checks conda-store's default state directory (a platform path, not an API). envstore
+    keeps its state in its data directory, by default ``./envstore-data``: prefixes in
+    ``<data dir>/envs/<namespace>/<build key>``, with the ``envs/<name>`` links beside them."""
+    for variable in [name for name in os.environ if name.startswith("ENVSTORE_")]:
+        monkeypatch.delenv(variable)
+    defaults = EnvstoreSettings()
+    assert defaults.environments_root == (Path("envstore-data") / "envs").resolve()
+    assert defaults.storage_root == (Path("envstore-data") / "storage").resolve()
+
+    namespace = fresh("statedir")
+    build = await completed(bench_admin, environment_yaml("placed", ["tinyjson"]), namespace)
+    prefix = prefix_of(workbench, namespace, build)
+    assert prefix.is_dir()
+    assert environment_link(workbench, namespace, "placed").resolve() == prefix.resolve()

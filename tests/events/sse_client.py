@@ -49,6 +49,15 @@ class EventStream:
             name, _, value = line.partition(":")
             fields[name] = value.removeprefix(" ")
 
+    async def next_keepalive(self) -> None:
+        """Wait for the next keep-alive comment (the stream is open and quiet)."""
+        while True:
+            raw = await self.response.content.readline()
+            if not raw:
+                raise ConnectionError("the server ended the stream")
+            if raw.startswith(b": keep-alive"):
+                return
+
     async def read_until(
         self, last: Callable[[ServerSentEvent], bool], timeout_seconds: float = 60
     ) -> list[ServerSentEvent]:

@@ -4,6 +4,11 @@ only what the caller may read."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import nats
+
 from envstore.common.events import build_id_of
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
@@ -153,3 +158,29 @@ async def test_without_event_stream_accept_a_bounded_json_page_is_answered(
 
     history = await build_history(subscription_stack, build_id, last_event_id)
     assert [(event["id"], event["type"]) for event in collected] == history
+
+
+async def test_a_client_that_hangs_up_leaves_no_subscription_behind(
+    subscription_stack: EmbeddedStack, admin: ApiClient
+) -> None:
+    build_id = await admin.submit(environment_yaml("left", ["hello"]), namespace="hangups")
+    assert (await admin.wait_for_build(build_id))["status"] == "COMPLETED"
+    connection = await nats.connect(subscription_stack.nats.url)
+    jetstream = connection.jetstream()
+    try:
+        # A live client first, so the API's shared tail of the stream exists before counting.
+        async with live_events(subscription_stack.api_url, subscription_stack.admin_token) as stream:
+            await stream.next_keepalive()
+        baseline = (await jetstream.stream_info("ENVSTORE")).state.consumer_count
+        for _ in range(3):
+            # Replaying history from the first event: each client has a subscription of its own.
+            async with live_events(
+                subscription_stack.api_url, subscription_stack.admin_token, resume_after=0, build_id=build_id
+            ) as stream:
+                await stream.next_event()
+        deadline = time.monotonic() + 30
+        while (await jetstream.stream_info("ENVSTORE")).state.consumer_count > baseline:
+            assert time.monotonic() < deadline, "the hung-up clients' subscriptions are still there"
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()

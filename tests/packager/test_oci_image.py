@@ -25,9 +25,13 @@ from typing import Any
 import pytest
 import rattler
 
-from envstore.common.demo_channel import BUILD_TIMESTAMP_SECONDS, FIVE_PACKAGE_SPEC, PREFIX_PLACEHOLDER
-from envstore.common.events import BuildBuilt, BuildRef, BuildSubmitted
 from envstore.common.build_keys import build_key
+from envstore.common.demo_channel import (
+    BUILD_TIMESTAMP_SECONDS,
+    FIVE_PACKAGE_SPEC,
+    PREFIX_PLACEHOLDER,
+)
+from envstore.common.events import BuildBuilt, BuildRef, BuildSubmitted
 from envstore.common.hashing import specification_sha256
 from envstore.common.lock import Lock, LockedPackage, locked_package_from_record
 from envstore.common.settings import EnvstoreSettings, host_platform
@@ -38,7 +42,13 @@ from envstore.packager.artifacts.oci_base_image import BaseImageError
 from envstore.packager.artifacts.oci_gzip import CHUNK_BYTES, GzipWriter
 from envstore.packager.artifacts.oci_layer_plan import plan_layers
 from envstore.packager.artifacts.oci_prefix import PackageFiles
-from tests.registry.oci_tools import busybox_base_layout, export_layout, run, run_in_rootfs, unpack
+from tests.registry.oci_tools import (
+    busybox_base_layout,
+    export_layout,
+    run,
+    run_in_rootfs,
+    unpack,
+)
 
 NAMESPACE = "images"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -28,13 +28,6 @@ def run(command: list[str | Path], timeout: float = 120, **options: Any) -> str:
     return completed.stdout
 
 
-def failure(command: list[str | Path], timeout: float = 120) -> str:
-    """The standard error of a command that must fail."""
-    completed = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=timeout)
-    assert completed.returncode != 0, f"{command} succeeded:\n{completed.stdout}"
-    return completed.stderr
-
-
 def _blob(layout: Path, data: bytes) -> dict[str, Any]:
     digest = hashlib.sha256(data).hexdigest()
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)

@@ -8,19 +8,31 @@ import hashlib
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from envstore.common.demo_channel import FIVE_PACKAGE_SPEC, PREFIX_PLACEHOLDER
+from envstore.common.storage import LocalStorage
 from envstore.launcher.stack import EmbeddedStack
+from envstore.packager.artifacts.oci_base_image import load_base_image
+from envstore.packager.artifacts.oci_media_types import image_platform
 from tests.api_client import ApiClient
 from tests.registry.conftest import auth, built_image
-from tests.registry.oci_tools import Registry, run, run_in_rootfs, skopeo_copy, skopeo_inspect, unpack
+from tests.registry.oci_tools import (
+    Registry,
+    run,
+    run_in_rootfs,
+    skopeo_copy,
+    skopeo_inspect,
+    unpack,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+REGISTRIES_CONF_D = Path("/etc/containers/registries.conf.d")
 BLOB_REQUEST = re.compile(r"GET https?://[^ ]+/blobs/(sha256:[0-9a-f]{64})")
 
 
@@ -191,3 +203,36 @@ async def test_anonymous_pull_follows_the_unauthenticated_role_bindings(
     refused = skopeo_copy(registry.reference("team/five"), f"oci:{tmp_path / 'private'}:five")
     assert refused.returncode != 0
     assert "authentication required" in refused.stderr
+
+
+@pytest.fixture
+def insecure_registry(registry: Registry) -> Iterator[None]:
+    """Declares the test registry (plain HTTP on loopback) insecure, the way containers tools
+    (skopeo, podman) are told so: a drop-in file of registries.conf, removed afterwards."""
+    drop_in = REGISTRIES_CONF_D / f"envstore-tests-{registry.host.replace(':', '-')}.conf"
+    drop_in.parent.mkdir(parents=True, exist_ok=True)
+    drop_in.write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
+    try:
+        yield
+    finally:
+        drop_in.unlink(missing_ok=True)
+
+
+async def test_an_envstore_image_as_the_base_of_another_image(
+    registry_api: ApiClient, registry: Registry, insecure_registry: None, tmp_path: Path
+) -> None:
+    """``image_base = docker://…``: skopeo copies the base from a registry, here envstore's own."""
+    await built_image(registry_api, "default", "base-for-others", ["tinyjson"])
+    storage = LocalStorage(tmp_path / "storage")
+
+    base = await load_base_image(
+        registry.reference("default/base-for-others"), image_platform("linux-64"), storage, tmp_path / "cache"
+    )
+    assert len(base.layers) == 1 + 1 + 1  # busybox, tinyjson, the environment layer
+    assert base.container_config["Labels"]["org.envstore.environment"] == "base-for-others"
+    assert all([await storage.has_blob(layer.digest) for layer in base.layers])
+    # Read once per cache directory: a second load needs no registry.
+    again = await load_base_image(
+        registry.reference("default/base-for-others"), image_platform("linux-64"), storage, tmp_path / "cache"
+    )
+    assert again.layers == base.layers

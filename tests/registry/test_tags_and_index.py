@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 
 from envstore.common.bus import EventBus
-from envstore.common.demo_channel import FIVE_PACKAGE_SPEC
 from envstore.common.events import BuildDeleted, EnvironmentCurrentBuildSet
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient

@@ -89,10 +89,18 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         new = page.locator(f'a[href="/ui/{USER}/new-environment"]')
         assert await new.get_attribute("aria-disabled") == "false"
         await new.click()
-        await page.get_by_label("Environment name").fill(ENVIRONMENT)
         await page.get_by_text("+ Add Package").click()
         await page.get_by_label("Enter package").fill("hello")
         await page.get_by_role("option", name="hello", exact=True).click()  # from /api/v1/package/
+        # A refused request shows the server's message (the error envelope's "message").
+        watched.expect_status(r"/api/v1/specification/$", 400)
+        await page.get_by_label("Environment name").fill("no spaces")
+        await page.wait_for_timeout(400)  # the name field is debounced
+        await page.get_by_role("button", name="Create", exact=True).click()
+        await expect(page.get_by_role("alert")).to_contain_text("environment name 'no spaces' may only contain")
+        await watched.snap("create-refused")
+        await page.get_by_label("Environment name").fill(ENVIRONMENT)
+        await page.wait_for_timeout(400)
         await watched.snap("create-form")
         async with page.expect_response(lambda r: r.url.endswith("/api/v1/specification/")) as created:
             await page.get_by_role("button", name="Create", exact=True).click()
@@ -151,6 +159,12 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         await page.reload()
         builds = page.get_by_role("combobox").filter(has_text=re.compile(r" - Active$"))
         await expect(builds).to_be_visible()
+        await expect(page.get_by_text("tinyjson", exact=True).last).to_be_visible()
+        for namespace in (USER, SHARED):
+            await page.get_by_text(namespace, exact=True).click()
+        await expect(page.get_by_role("link", name=ENVIRONMENT)).to_be_visible()
+        await page.wait_for_timeout(800)  # MUI's Collapse animation
+        await watched.snap("environment-with-two-builds")  # docs/ui-environment.png
         await page.get_by_role("button", name="Edit", exact=True).click()
         await expect(page.get_by_text("Change active environment version:")).to_be_visible()
         await builds.click()

@@ -107,7 +107,8 @@ async def test_the_login_form_sends_a_browser_on_to_next_on_this_server(stack: E
             async with http.post("/login/", params={"next": wanted}, data=form, allow_redirects=False) as response:
                 assert response.headers.get("Location") == expected, (wanted, response.status, await response.text())
     async with aiohttp.ClientSession(stack.api_url) as http:
-        async with http.post("/login/?next=/ui/", data={**form, "password": "wrong"}, allow_redirects=False) as response:
+        wrong = {**form, "password": "wrong"}
+        async with http.post("/login/?next=/ui/", data=wrong, allow_redirects=False) as response:
             assert response.status == 403
             assert response.content_type == "text/html"
             assert "Invalid authentication credentials" in await response.text()

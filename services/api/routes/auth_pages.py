@@ -15,7 +15,7 @@ from envstore.api.envelopes import ApiError, ok
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
 from envstore.common.permissions import ARN_PATTERN, KNOWN_ROLES, Principal
-from envstore.common.specification import NAME_PATTERN
+from envstore.common.specification import is_valid_name
 
 LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>envstore: log in</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
@@ -55,7 +55,8 @@ def _next_url(request: web.Request) -> str:
 def _login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
     action = html.escape(str(request.rel_url), quote=True)
     error_html = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    return web.Response(text=LOGIN_FORM.format(action=action, error=error_html), content_type="text/html", status=status)
+    page = LOGIN_FORM.format(action=action, error=error_html)
+    return web.Response(text=page, content_type="text/html", status=status)
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -73,7 +74,7 @@ async def login(request: web.Request) -> web.Response:
     username = str(body.get("username") or "")
     password = str(body.get("password") or "")
     expected = context.settings.auth_password
-    valid = bool(username) and NAME_PATTERN.match(username) is not None
+    valid = is_valid_name(username)
     if expected and not hmac.compare_digest(password.encode(), expected.encode()):
         valid = False
     if not valid:
@@ -108,7 +109,10 @@ def _requested_expiration(body: dict) -> datetime.datetime | None:
     if value in (None, ""):
         return None
     if isinstance(value, (int, float)):
-        return datetime.datetime.fromtimestamp(value, datetime.UTC)
+        try:
+            return datetime.datetime.fromtimestamp(value, datetime.UTC)
+        except (OverflowError, OSError, ValueError):  # NaN, or past the years datetime can hold
+            raise ApiError(400, f"expiration {value!r} is not a unix time in years 1 to 9999") from None
     if isinstance(value, str):
         try:
             parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -146,7 +150,7 @@ async def create_token(request: web.Request) -> web.Response:
     caller_expiration = caller.expiration or context.tokens.default_expiration()
     expiration = _requested_expiration(body) or caller_expiration
     primary_namespace = str(body.get("primary_namespace") or caller.primary_namespace)
-    if not NAME_PATTERN.match(primary_namespace):
+    if not is_valid_name(primary_namespace):
         raise ApiError(400, f"primary_namespace {primary_namespace!r} is not a valid namespace name")
     requested = _requested_bindings(body)
     bindings = requested if requested is not None else caller.role_bindings or caller.effective_bindings()

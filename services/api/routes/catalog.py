@@ -7,11 +7,15 @@ from aiohttp import web
 from envstore.api.context import context_of
 from envstore.api.pagination import page_of, page_response
 from envstore.api.routes.paths import Routes
+from envstore.common.channels import channel_url
 
 
 async def list_channels(request: web.Request) -> web.Response:
     page = page_of(request)
-    rows, count = await context_of(request).read_model.channels(page)
+    context = context_of(request)
+    settings = context.settings
+    indexed = [channel_url(channel, settings.conda_channel_alias) for channel in settings.conda_indexed_channels]
+    rows, count = await context.read_model.channels(page, indexed)
     return page_response(rows, page, count)
 
 

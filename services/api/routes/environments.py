@@ -116,7 +116,8 @@ async def update_environment(request: web.Request) -> web.Response:
     if build_id is not None:
         if not isinstance(build_id, int) or isinstance(build_id, bool):
             raise ApiError(400, "build_id must be a whole number")
-        build = await context.read_model.build_row(build_id)
+        # Past PostgreSQL's bigint no build can exist (and the query would fail).
+        build = await context.read_model.build_row(build_id) if 0 < build_id < 2**63 else None
         if build is None:
             raise ApiError(400, f"build id={build_id} does not exist")
         if build["status"] != "COMPLETED" or build["deleted_on"] is not None:

@@ -21,6 +21,7 @@ from envstore.api.subscriptions.live_stream import LiveStreams
 from envstore.api.subscriptions.readable_events import ReadableEvents
 from envstore.api.subscriptions.selection import EventSelection
 from envstore.api.subscriptions.settings import SubscriptionSettings
+from envstore.api.subscriptions.stream_item import StreamItems
 
 LIVE_STREAMS = web.AppKey("live_streams", LiveStreams)
 EVENT_STREAM = "text/event-stream"
@@ -52,13 +53,13 @@ def _last_event_id(request: web.Request) -> int | None:
     return int(text)
 
 
-async def _check_filter_is_readable(selection: EventSelection) -> None:
+async def _check_filter_is_readable(items: StreamItems, selection: EventSelection) -> None:
     """A filter naming what the caller may not read is refused outright (rather than answering
     nothing forever)."""
     event_filter = selection.event_filter
     scope = EventScope(event_filter.namespace, event_filter.environment if event_filter.namespace else None)
     if event_filter.build_id is not None:
-        location = await selection.scopes.build_location(event_filter.build_id)
+        location = await items.scopes.build_location(event_filter.build_id)
         if location is None:
             raise ApiError(404, "build id does not exist")
         scope = EventScope(*location)
@@ -68,17 +69,19 @@ async def _check_filter_is_readable(selection: EventSelection) -> None:
 
 async def get_events(request: web.Request) -> web.StreamResponse:
     bus = context_of(request).bus
-    selection = EventSelection(bus, ReadableEvents(principal_of(request)), _filter_of(request))
+    live_streams = request.app[LIVE_STREAMS]
+    items = live_streams.tail(bus).items
+    selection = EventSelection(ReadableEvents(principal_of(request)), _filter_of(request))
     last_event_id = _last_event_id(request)
     live = EVENT_STREAM in request.headers.get("Accept", "")
     size = whole_number(request, "size", MAX_PAGE_SIZE) or MAX_PAGE_SIZE
-    await _check_filter_is_readable(selection)
+    await _check_filter_is_readable(items, selection)
     if not live:
-        page = await event_page(selection, (last_event_id or 0) + 1, min(size, MAX_PAGE_SIZE), PAGE_SCAN_LIMIT)
+        page = await event_page(items, selection, (last_event_id or 0) + 1, min(size, MAX_PAGE_SIZE), PAGE_SCAN_LIMIT)
         return web.Response(body=page.json(), content_type="application/json")
     # Live: exactly after the last event the client saw, or from now.
     start = last_event_id + 1 if last_event_id is not None else await bus.last_sequence() + 1
-    return await request.app[LIVE_STREAMS].serve(request, selection, start)
+    return await live_streams.serve(request, bus, selection, start)
 
 
 def register(routes: Routes) -> None:

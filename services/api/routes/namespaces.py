@@ -20,7 +20,7 @@ from envstore.common.events import (
     NamespaceUpdated,
 )
 from envstore.common.permissions import ARN_PATTERN, KNOWN_ROLES, stored_role
-from envstore.common.specification import NAME_PATTERN, NAME_RULE
+from envstore.common.specification import check_name
 
 NAMESPACE_MISSING = "namespace does not exist"
 
@@ -55,8 +55,10 @@ async def get_namespace(request: web.Request) -> web.Response:
 
 async def create_namespace(request: web.Request) -> web.Response:
     name = request.match_info["namespace"]
-    if not NAME_PATTERN.fullmatch(name):  # not match(): its "$" would let a trailing newline in
-        raise ApiError(400, f"namespace name {name!r} may only contain {NAME_RULE}")
+    try:
+        check_name(name, "namespace name")
+    except ValueError as error:
+        raise ApiError(400, str(error)) from None
     require(request, name, "namespace::create", message="Unauthorized to create namespace")
     context = context_of(request)
     if await context.read_model.namespace(name) is not None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from envstore.api.context import context_of, principal_of
 from envstore.api.envelopes import ApiError, dumps, ok
+from envstore.api.nul_characters import contains_nul
 from envstore.api.routes.paths import Routes
 from envstore.common.channels import channel_url
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
@@ -23,10 +24,19 @@ REMOTE_SOLVE_TIMEOUT_SECONDS = 120
 async def read_json_object(request: web.Request) -> dict:
     try:
         body = await request.json()
+    except web.HTTPRequestEntityTooLarge:
+        limit = context_of(request).settings.max_request_bytes
+        raise ApiError(
+            413, f"the request body is larger than {limit} bytes, the most this server accepts (max_request_bytes)"
+        ) from None
+    except RecursionError:
+        raise ApiError(400, "the request body's JSON is nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "the request body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    if contains_nul(body):
+        raise ApiError(400, "the request body holds a NUL character (\\u0000), which envstore cannot store; remove it")
     return body
 
 

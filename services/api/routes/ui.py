@@ -63,7 +63,9 @@ class UserInterface:
 def register(routes: Routes) -> None:
     ui = UserInterface(UiSettings(), routes.prefix)
     if ui.settings.missing_files():
-        log.warning("conda-store's UI files are not in %s: /ui/ answers 503 (run scripts/fetch-ui.sh)", ui.settings.ui_directory)
+        log.warning(
+            "conda-store's UI files are not in %s: /ui/ answers 503 (run scripts/fetch-ui.sh)", ui.settings.ui_directory
+        )
     router = routes.app.router
     router.add_get(f"{ui.prefix}/ui", ui.to_ui)
     router.add_get(f"{ui.prefix}/ui/{{client_route:.*}}", ui.page)

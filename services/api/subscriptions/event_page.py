@@ -9,6 +9,7 @@ import contextlib
 from dataclasses import dataclass
 
 from envstore.api.subscriptions.selection import EventSelection
+from envstore.api.subscriptions.stream_item import StreamItems
 from envstore.common.events import STREAM_SUBJECTS
 
 MESSAGE_WAIT_SECONDS = 5.0
@@ -27,13 +28,15 @@ class EventPage:
         )
 
 
-async def event_page(selection: EventSelection, start_sequence: int, size: int, scan_limit: int) -> EventPage:
-    end = await selection.bus.last_sequence()
+async def event_page(
+    items: StreamItems, selection: EventSelection, start_sequence: int, size: int, scan_limit: int
+) -> EventPage:
+    end = await items.bus.last_sequence()
     if start_sequence > end:
         return EventPage([], start_sequence - 1)
     # Every subject: the sequences from start to end then arrive without gaps (events are never
     # deleted), so the page knows when it has reached the end.
-    subscription = await selection.bus.replay(start_sequence, STREAM_SUBJECTS)
+    subscription = await items.bus.replay(start_sequence, STREAM_SUBJECTS)
     envelopes: list[bytes] = []
     scanned_to = start_sequence - 1
     try:
@@ -42,9 +45,9 @@ async def event_page(selection: EventSelection, start_sequence: int, size: int, 
                 break
             message = await subscription.next_msg(timeout=MESSAGE_WAIT_SECONDS)
             scanned_to = message.metadata.sequence.stream
-            envelope = await selection.envelope_for(message)
-            if envelope is not None:
-                envelopes.append(envelope)
+            item = await items.item_for(message)
+            if item is not None and selection.accepts(item):
+                envelopes.append(item.envelope)
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()

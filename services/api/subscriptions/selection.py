@@ -1,44 +1,18 @@
-"""One subscriber's view of the stream: which messages it gets (its filter, and what it may read),
-each as its JSON envelope."""
+"""One subscriber's choice of events: its filter, and what it may read."""
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
-import msgspec
-from nats.aio.msg import Msg
-
-from envstore.api.subscriptions.envelope import envelope_json
-from envstore.api.subscriptions.event_filter import EventFilter, event_type_name
-from envstore.api.subscriptions.event_scope import EventScopes
+from envstore.api.subscriptions.event_filter import EventFilter
 from envstore.api.subscriptions.readable_events import ReadableEvents
-from envstore.common.bus import EventBus
-from envstore.common.events import UnknownEvent
-
-log = logging.getLogger(__name__)
+from envstore.api.subscriptions.stream_item import StreamItem
 
 
+@dataclass(frozen=True)
 class EventSelection:
-    def __init__(self, bus: EventBus, readable: ReadableEvents, event_filter: EventFilter) -> None:
-        self.bus = bus
-        self.scopes = EventScopes(bus)
-        self.readable = readable
-        self.event_filter = event_filter
+    readable: ReadableEvents
+    event_filter: EventFilter
 
-    async def envelope_for(self, message: Msg) -> bytes | None:
-        """The envelope of one stream message, or None if this subscriber does not get it."""
-        sequence = message.metadata.sequence.stream
-        try:
-            event = self.bus.codec.decode(message.subject, message.data)
-        except UnknownEvent:
-            return None
-        except msgspec.DecodeError:
-            log.warning("event #%s on %s cannot be decoded; not sent", sequence, message.subject)
-            return None
-        event_type = event_type_name(type(event))
-        if not self.event_filter.accepts_type(event_type):
-            return None
-        scope = await self.scopes.scope_of(event, sequence)
-        if not self.event_filter.accepts(event_type, scope) or not self.readable.may_read(event, scope):
-            return None
-        return envelope_json(sequence, event_type, message.subject, event.occurred_at, scope, message.data)
+    def accepts(self, item: StreamItem) -> bool:
+        return self.event_filter.accepts(item.event_type, item.scope) and self.readable.may_read(item.event, item.scope)

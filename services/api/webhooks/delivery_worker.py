@@ -5,7 +5,10 @@ with a delay) until it succeeds or attempts run out.
 
 The message is acknowledged only after the attempt's outcome is published, so a delivering process
 killed mid-POST loses nothing: JetStream hands the event out again after ``ack_wait``. A receiver
-may then see an event twice; ``X-Envstore-Event-Id`` tells it so."""
+may then see an event twice; ``X-Envstore-Event-Id`` tells it so.
+
+The consumer also reads the webhooks' changes and deletions, in stream order with the events: each
+event is first sent as the webhook was when it happened (a retry, as it is now)."""
 
 from __future__ import annotations
 
@@ -19,21 +22,18 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from envstore.api.subscriptions.envelope import envelope_json
-from envstore.api.subscriptions.event_filter import (
-    SUBSCRIBABLE_SUBJECTS,
-    event_type_name,
-)
-from envstore.api.subscriptions.event_scope import EventScopes
+from envstore.api.subscriptions.event_filter import SUBSCRIBABLE_SUBJECTS
 from envstore.api.subscriptions.settings import SubscriptionSettings
+from envstore.api.subscriptions.stream_item import StreamItems
 from envstore.api.webhooks.registry import Webhook, WebhookRegistry
 from envstore.api.webhooks.sender import Post, PostOutcome, WebhookSender
 from envstore.common.bus import EventBus
-from envstore.common.events import UnknownEvent, WebhookDeliveryAttempted
+from envstore.common.events import UnknownEvent, WebhookDeleted, WebhookDeliveryAttempted, WebhookUpdated
 
 log = logging.getLogger(__name__)
 
 FETCH_WAIT_SECONDS = 5.0
+WEBHOOK_CHANGES = (WebhookUpdated.SUBJECT, WebhookDeleted.SUBJECT)
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def consumer_name(webhook_id: int) -> str:
 def consumer_config(webhook_id: int, policy: DeliveryPolicy) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=consumer_name(webhook_id),
-        # Every subject but the webhooks' own (an attempt must not cause attempts).
-        filter_subjects=list(SUBSCRIBABLE_SUBJECTS),
+        # The events (not the webhooks' own: an attempt must not cause attempts), and the changes.
+        filter_subjects=[*SUBSCRIBABLE_SUBJECTS, *WEBHOOK_CHANGES],
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=webhook_id + 1,
         ack_policy=AckPolicy.EXPLICIT,
@@ -92,14 +92,14 @@ class WebhookDeliveryWorker:
         registry: WebhookRegistry,
         bus: EventBus,
         sender: WebhookSender,
-        scopes: EventScopes,
+        items: StreamItems,
         policy: DeliveryPolicy,
     ) -> None:
         self.webhook_id = webhook_id
         self.registry = registry
         self.bus = bus
         self.sender = sender
-        self.scopes = scopes
+        self.items = items
         self.policy = policy
 
     async def ensure_consumer(self) -> None:
@@ -132,7 +132,13 @@ class WebhookDeliveryWorker:
                     await asyncio.sleep(0.5)
                     continue
                 for message in messages:
-                    task = asyncio.create_task(self._deliver(message))
+                    if message.subject in WEBHOOK_CHANGES:
+                        await self._apply_change(message)
+                        slots.release()
+                        continue
+                    # The webhook as it is now, before any later change is read.
+                    webhook = self.registry.live.get(self.webhook_id)
+                    task = asyncio.create_task(self._deliver(message, webhook))
                     running.add(task)
                     task.add_done_callback(running.discard)
                     task.add_done_callback(lambda _task: slots.release())
@@ -143,9 +149,16 @@ class WebhookDeliveryWorker:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
-    async def _deliver(self, message: Msg) -> None:
+    async def _apply_change(self, message: Msg) -> None:
         try:
-            await self._deliver_once(message)
+            self.registry.apply(self.bus.codec.decode(message.subject, message.data), message.metadata.sequence.stream)
+        except (UnknownEvent, msgspec.DecodeError):
+            log.warning("webhook change #%s cannot be read; skipped", message.metadata.sequence.stream)
+        await message.ack()
+
+    async def _deliver(self, message: Msg, webhook: Webhook | None) -> None:
+        try:
+            await self._deliver_once(message, webhook)
         except asyncio.CancelledError:
             # Stopping: hand the event back at once rather than after ack_wait.
             with contextlib.suppress(Exception):
@@ -159,28 +172,17 @@ class WebhookDeliveryWorker:
             with contextlib.suppress(Exception):
                 await message.nak(delay=self.policy.retry_delay(attempt))
 
-    async def _deliver_once(self, message: Msg) -> None:
+    async def _deliver_once(self, message: Msg, webhook: Webhook | None) -> None:
         sequence = message.metadata.sequence.stream
         attempt = message.metadata.num_delivered
-        webhook = self.registry.live.get(self.webhook_id)
-        if webhook is None:  # deleted meanwhile
+        if webhook is None:  # deleted
             await message.ack()
             return
-        try:
-            event = self.bus.codec.decode(message.subject, message.data)
-        except (UnknownEvent, msgspec.DecodeError):
+        item = await self.items.item_for(message)
+        if item is None or not webhook.event_filter.accepts(item.event_type, item.scope):
             await message.ack()
             return
-        event_type = event_type_name(type(event))
-        if not webhook.event_filter.accepts_type(event_type):
-            await message.ack()
-            return
-        scope = await self.scopes.scope_of(event, sequence)
-        if not webhook.event_filter.accepts(event_type, scope):
-            await message.ack()
-            return
-        body = envelope_json(sequence, event_type, message.subject, event.occurred_at, scope, message.data)
-        post = Post(webhook.id, webhook.url, webhook.secret or "", sequence, event_type, attempt, body)
+        post = Post(webhook.id, webhook.url, webhook.secret or "", sequence, item.event_type, attempt, item.envelope)
         outcome = await self._attempt(webhook, post, message)
         final = outcome.succeeded or attempt >= self.policy.max_attempts
         retry_in = None if final else self.policy.retry_delay(attempt)
@@ -188,7 +190,7 @@ class WebhookDeliveryWorker:
             WebhookDeliveryAttempted(
                 webhook_id=webhook.id,
                 event_id=sequence,
-                event_type=event_type,
+                event_type=item.event_type,
                 attempt=attempt,
                 succeeded=outcome.succeeded,
                 status_code=outcome.status_code,

@@ -19,6 +19,15 @@ from envstore.common.events import (
 )
 
 
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: an event carrying one must not stop the projection."""
+    return value.replace("\x00", "") if value is not None else None
+
+
+def _types(event_types: list[str]) -> str:
+    return json.dumps([_text(name) for name in event_types])
+
+
 def utc(timestamp: float) -> datetime.datetime:
     """Naive UTC, as every time in the read model."""
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
@@ -30,13 +39,13 @@ async def webhook_registered(connection: asyncpg.Connection, event: WebhookRegis
                                 registered_by, created_on)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING""",
         sequence,
-        event.url,
-        event.namespace,
-        event.environment,
+        _text(event.url),
+        _text(event.namespace),
+        _text(event.environment),
         event.build_id,
-        json.dumps(event.event_types),
-        event.description,
-        event.registered_by,
+        _types(event.event_types),
+        _text(event.description),
+        _text(event.registered_by),
         utc(event.occurred_at),
     )
 
@@ -48,12 +57,12 @@ async def webhook_updated(connection: asyncpg.Connection, event: WebhookUpdated,
                               secret_changed_on = CASE WHEN $9 THEN $8 ELSE secret_changed_on END
            WHERE id = $1 AND deleted_on IS NULL""",
         event.webhook_id,
-        event.url,
-        event.namespace,
-        event.environment,
+        _text(event.url),
+        _text(event.namespace),
+        _text(event.environment),
         event.build_id,
-        json.dumps(event.event_types),
-        event.description,
+        _types(event.event_types),
+        _text(event.description),
         utc(event.occurred_at),
         event.encrypted_secret is not None,
     )
@@ -79,11 +88,11 @@ async def webhook_delivery_attempted(
         sequence,
         event.webhook_id,
         event.event_id,
-        event.event_type,
+        _text(event.event_type),
         event.attempt,
         event.succeeded,
         event.status_code,
-        event.error,
+        _text(event.error),
         event.duration_seconds,
         event.final,
         event.retry_in_seconds,
@@ -100,7 +109,7 @@ async def webhook_delivery_attempted(
         event.attempt,
         event.succeeded,
         event.status_code,
-        event.error,
+        _text(event.error),
         attempted_on,
         event.final,
     )

@@ -1,4 +1,8 @@
-"""The webhooks the delivering process knows, as the stream's lifecycle events define them."""
+"""The webhooks the delivering process knows, as the stream's lifecycle events define them.
+
+Two readers apply lifecycle events here: the supervisor (every webhook's, in stream order) and
+each webhook's delivery worker (its own changes, in order with its events, so a change applies
+from exactly the next event on). Each event is applied once; an older one never undoes a newer."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class WebhookRegistry:
         self.secret_box = secret_box
         self.live: dict[int, Webhook] = {}
         self.deleted: set[int] = set()
+        self._applied: dict[int, int] = {}  # webhook id → sequence of its last lifecycle event applied
 
     def _secret(self, encrypted: str) -> tuple[str | None, str]:
         try:
@@ -41,13 +46,15 @@ class WebhookRegistry:
         return EventFilter(event.namespace, event.environment, event.build_id, frozenset(event.event_types))
 
     def apply(self, event: Event, sequence: int) -> None:
+        webhook_id = sequence if isinstance(event, WebhookRegistered) else getattr(event, "webhook_id", None)
+        if webhook_id is None or sequence <= self._applied.get(webhook_id, 0) or webhook_id in self.deleted:
+            return
+        self._applied[webhook_id] = sequence
         if isinstance(event, WebhookRegistered):
-            if sequence in self.deleted:
-                return
             secret, problem = self._secret(event.encrypted_secret)
-            self.live[sequence] = Webhook(sequence, event.url, self._filter(event), secret, problem)
+            self.live[webhook_id] = Webhook(webhook_id, event.url, self._filter(event), secret, problem)
         elif isinstance(event, WebhookUpdated):
-            current = self.live.get(event.webhook_id)
+            current = self.live.get(webhook_id)
             if current is None:
                 return
             secret, problem = (
@@ -55,7 +62,7 @@ class WebhookRegistry:
                 if event.encrypted_secret is not None
                 else (current.secret, current.secret_problem)
             )
-            self.live[event.webhook_id] = Webhook(event.webhook_id, event.url, self._filter(event), secret, problem)
+            self.live[webhook_id] = Webhook(webhook_id, event.url, self._filter(event), secret, problem)
         elif isinstance(event, WebhookDeleted):
-            self.live.pop(event.webhook_id, None)
-            self.deleted.add(event.webhook_id)
+            self.live.pop(webhook_id, None)
+            self.deleted.add(webhook_id)

@@ -46,9 +46,14 @@ class PostOutcome:
     duration_seconds: float
 
 
+def _printable(text: str) -> str:
+    """What a receiver or the network said, safe to store and show (no control characters)."""
+    return "".join(character if character >= " " or character in "\t\n" else "?" for character in text)
+
+
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
-    return f"{type(error).__name__}: {text}"[:ERROR_EXCERPT_CHARACTERS]
+    return _printable(f"{type(error).__name__}: {text}"[:ERROR_EXCERPT_CHARACTERS])
 
 
 class WebhookSender:
@@ -105,4 +110,4 @@ class WebhookSender:
         if 200 <= response.status < 300:
             return PostOutcome(True, response.status, "", elapsed)
         reason = f"HTTP {response.status} {response.reason or ''}".strip()
-        return PostOutcome(False, response.status, f"{reason}: {excerpt}" if excerpt else reason, elapsed)
+        return PostOutcome(False, response.status, _printable(f"{reason}: {excerpt}" if excerpt else reason), elapsed)

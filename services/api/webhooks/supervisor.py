@@ -11,7 +11,7 @@ import logging
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from envstore.api.subscriptions.event_scope import EventScopes
+from envstore.api.subscriptions.stream_item import StreamItems
 from envstore.api.webhooks.delivery_worker import (
     DeliveryPolicy,
     WebhookDeliveryWorker,
@@ -33,7 +33,7 @@ class DeliverySupervisor:
         self.registry = registry
         self.sender = sender
         self.policy = policy
-        self.scopes = EventScopes(bus)
+        self.items = StreamItems(bus)
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._removed: set[int] = set()
 
@@ -77,7 +77,7 @@ class DeliverySupervisor:
             self._removed.add(webhook_id)
 
     async def _deliver_while_live(self, webhook_id: int) -> None:
-        worker = WebhookDeliveryWorker(webhook_id, self.registry, self.bus, self.sender, self.scopes, self.policy)
+        worker = WebhookDeliveryWorker(webhook_id, self.registry, self.bus, self.sender, self.items, self.policy)
         while webhook_id in self.registry.live:
             try:
                 await worker.ensure_consumer()

@@ -25,7 +25,11 @@ from typing import Any
 
 from envstore.common.storage import Storage
 from envstore.packager.artifacts.oci_layers import StoredLayer
-from envstore.packager.artifacts.oci_media_types import INDEX_TYPES, OCI_LAYER_TYPE, ImagePlatform
+from envstore.packager.artifacts.oci_media_types import (
+    INDEX_TYPES,
+    OCI_LAYER_TYPE,
+    ImagePlatform,
+)
 
 REFERENCE_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 
@@ -140,9 +144,9 @@ def _for_platform(index: dict[str, Any], platform: ImagePlatform, reference: str
     for descriptor in index.get("manifests") or []:
         described = descriptor.get("platform") or {}
         offered.append(f"{described.get('os')}/{described.get('architecture')}")
-        if (described.get("os"), described.get("architecture")) == (platform.os, platform.architecture):
-            if platform.variant is None or described.get("variant") in (None, platform.variant):
-                return descriptor
+        same = (described.get("os"), described.get("architecture")) == (platform.os, platform.architecture)
+        if same and (platform.variant is None or described.get("variant") in (None, platform.variant)):
+            return descriptor
     raise BaseImageError(f"base image {reference} has no {platform} image; it has {offered}")
 
 

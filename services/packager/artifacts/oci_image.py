@@ -34,7 +34,10 @@ from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
 from envstore.packager.artifacts.oci_base_image import BaseImage, load_base_image
-from envstore.packager.artifacts.oci_environment_layer import environment_entries, environment_variables
+from envstore.packager.artifacts.oci_environment_layer import (
+    environment_entries,
+    environment_variables,
+)
 from envstore.packager.artifacts.oci_layer_plan import LayerGroup, plan_layers
 from envstore.packager.artifacts.oci_layers import StoredLayer, store_layer
 from envstore.packager.artifacts.oci_media_types import (
@@ -62,23 +65,14 @@ class ImageOptions:
     @classmethod
     def from_settings(cls, settings: EnvstoreSettings) -> ImageOptions:
         options = cls(
-            prefix=str(_setting(settings, "image_prefix", cls.prefix)).rstrip("/"),
-            base=str(_setting(settings, "image_base", cls.base)),
-            layer_budget=int(_setting(settings, "image_layer_budget", cls.layer_budget)),
-            build_id_label=str(_setting(settings, "image_build_id_label", cls.build_id_label)).lower()
-            in ("1", "true", "yes", "on"),
+            prefix=settings.image_prefix.rstrip("/"),
+            base=settings.image_base,
+            layer_budget=settings.image_layer_budget,
+            build_id_label=settings.image_build_id_label,
         )
         if not options.prefix.startswith("/") or options.prefix == "":
             raise ValueError(f"image_prefix must be an absolute path like /opt/conda, not {options.prefix!r}")
         return options
-
-
-def _setting(settings: EnvstoreSettings, name: str, default: Any) -> Any:
-    value = getattr(settings, name, None)
-    if value is None:
-        # Until the settings model declares the image keys, read them as it would: ENVSTORE_<KEY>.
-        value = os.environ.get(f"ENVSTORE_{name.upper()}")
-    return default if value is None else value
 
 
 async def produce(inputs: BuildInputs) -> Produced:

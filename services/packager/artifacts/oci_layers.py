@@ -13,7 +13,7 @@ diff_id is remembered under the storage name ``docker/layers/<diff_id hex>`` and
 that already exists is tarred once more to compute its diff_id (cheap: hashing, no compression),
 then neither compressed nor written again.
 
-Everything here is blocking (file reads, hashing, compression) and runs in a worker thread.
+The blocking parts (file reads, hashing, compression) run in worker threads.
 """
 
 from __future__ import annotations
