@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+# OCI tools: skopeo reads docker:// base images (and tests pull as users do); umoci and a static
+# busybox are what the image tests unpack and run with.
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 if ((${#missing[@]})); then
     echo "installing Debian packages: ${missing[*]}"
     apt-get update -qq
