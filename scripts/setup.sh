@@ -12,6 +12,9 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# The web UI: npm fetches conda-store's built UI; the browser tests drive Debian's Chromium.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
     echo "installing Debian packages: ${missing[*]}"
     apt-get update -qq
@@ -22,3 +25,4 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+bash scripts/fetch-ui.sh
