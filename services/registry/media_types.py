@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+from envstore.common.oci_media_types import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LAYER_TAR,
+    DOCKER_MANIFEST,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_TAR,
+)
+from envstore.common.oci_media_types import OCI_IMAGE_MANIFEST as OCI_MANIFEST
 
 # OCI layer type → Docker's name for the same bytes; zstd layers have none, such images stay OCI.
-DOCKER_LAYER_TYPES = {
-    "application/vnd.oci.image.layer.v1.tar+gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.oci.image.layer.v1.tar": "application/vnd.docker.image.rootfs.diff.tar",
-}
+DOCKER_LAYER_TYPES = {OCI_LAYER_GZIP: DOCKER_LAYER_GZIP, OCI_LAYER_TAR: DOCKER_LAYER_TAR}
 
 
 def to_docker_v2(oci_manifest: dict[str, Any]) -> bytes | None:

@@ -1,23 +1,21 @@
-"""The OCI media types an image is written with, and conda platforms as image platforms.
-
-(The registry keeps its own copy of the few types it negotiates; both follow the OCI image spec
-and Docker's image manifest v2, schema 2.)
-"""
+"""How the packager uses the OCI media types (names in ``envstore.common.oci_media_types``), and
+conda platforms as image platforms."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-OCI_IMAGE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_IMAGE_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+from envstore.common.oci_media_types import (  # noqa: F401 - re-exported for the packager
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_IMAGE_CONFIG,
+    OCI_IMAGE_INDEX,
+    OCI_IMAGE_MANIFEST,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD,
+)
 
 # A base image's layers keep their compression; Docker's names become the OCI names of the same bytes.
 OCI_LAYER_TYPE = {
