@@ -108,6 +108,7 @@ async def run_phase(
         sent = time.perf_counter()
         acknowledgement = await bus.publish(event, message_id=f"bench:{label}:{index}:{time.time_ns()}")
         publish_times[acknowledgement.seq] = sent
+    publishing_seconds = time.perf_counter() - started
     deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
     while not all(seq in arrivals.times for arrivals in receivers for seq in publish_times):
         if time.monotonic() > deadline:
@@ -115,7 +116,7 @@ async def run_phase(
         await asyncio.sleep(0.01)
     sse = [arrivals.times[seq] - publish_times[seq] for arrivals in sse_arrivals for seq in publish_times]
     webhook = [webhook_arrivals.times[seq] - publish_times[seq] for seq in publish_times]
-    pace = f"{rate:g} events/s" if rate > 0 else "burst"
+    pace = f"{rate:g} events/s" if rate > 0 else f"burst (published at {events / publishing_seconds:.0f} events/s)"
     print(f"\n{label}: {events} events, {pace}, {len(sse_arrivals)} SSE subscribers + 1 webhook")
     print(summary("publish -> every SSE subscriber", sse))
     print(summary("publish -> webhook receiver", webhook))

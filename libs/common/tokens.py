@@ -68,8 +68,11 @@ class TokenAuthority:
 
     def principal_for(self, token: str | None) -> Principal:
         settings = self.settings
-        # Bytes: compare_digest refuses str with non-ASCII characters, which anyone can send.
-        if token and settings.admin_token and hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        if token is not None and not token.isascii():
+            # Tokens are ASCII (JWTs, URL-safe strings). Anything else, which anyone can send, is no
+            # credential; compare_digest and the JWT decoder would raise on it.
+            token = None
+        if token and settings.admin_token and hmac.compare_digest(token, settings.admin_token):
             return self._authenticated(settings.default_namespace, {"*/*": ["admin"]}, None, service=True)
         if token and token in settings.predefined_tokens:
             claims = settings.predefined_tokens[token]

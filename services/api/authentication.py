@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 from aiohttp import web
 
@@ -24,7 +23,7 @@ def presented_token(request: web.Request) -> str | None:
     if scheme.lower() == "basic" and credential:
         try:
             decoded = base64.b64decode(credential.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
             return None
         return decoded.partition(":")[2] or None
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 from aiohttp import web
 
 from envstore.api.envelopes import ApiError
@@ -30,7 +31,14 @@ class ApiContext:
     async def publish_and_wait(self, event: Event, message_id: str) -> int:
         """Publish a command's event; answer once the read model shows it (bounded wait; after
         that the event is still accepted and will appear)."""
-        acknowledgement = await self.bus.publish(event, message_id)
+        try:
+            acknowledgement = await self.bus.publish(event, message_id)
+        except nats.errors.MaxPayloadError:
+            raise ApiError(
+                413,
+                f"the request is too large to record: as an event it is over the event log's limit of "
+                f"{self.bus.client.max_payload} bytes; send a smaller specification",
+            ) from None
         await self.projector.wait_for(acknowledgement.seq, self.settings.projection_wait_seconds)
         return acknowledgement.seq
 

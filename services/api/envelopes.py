@@ -49,3 +49,10 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except ApiError as error:
         return error_response(error.status, error.message)
+    except web.HTTPRequestEntityTooLarge:
+        # aiohttp's own answer is plain text and does not say where the limit comes from.
+        return error_response(
+            413,
+            f"the request body is larger than {request.client_max_size} bytes, the most this server accepts "
+            "(setting max_request_bytes, ENVSTORE_MAX_REQUEST_BYTES)",
+        )

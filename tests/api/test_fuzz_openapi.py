@@ -8,6 +8,7 @@ generates fresh examples on every run, so over many runs the search goes wider."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,8 +21,9 @@ from schemathesis import APIOperation, GenerationMode
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
 
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 20
 REQUEST_TIMEOUT_SECONDS = 60  # a guard against a hung server, not a measurement
+READ_MODEL_TIMEOUT_SECONDS = 60  # the same kind of guard
 NAMESPACE = "fuzzed"
 ENVIRONMENT = "target"
 
@@ -73,32 +75,35 @@ class Fuzzer:
 
     def fuzz(self, operation: APIOperation, path_parameters: dict[str, str] | None = None) -> None:
         for mode in generation_modes(operation):
-            strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+            self.send_examples(operation, mode, path_parameters)
 
-            @settings(
-                max_examples=EXAMPLES_PER_OPERATION,
-                deadline=None,
-                database=None,
-                phases=[Phase.explicit, Phase.generate],
-                suppress_health_check=list(HealthCheck),
+    def send_examples(
+        self, operation: APIOperation, mode: GenerationMode, path_parameters: dict[str, str] | None
+    ) -> None:
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
+        def send(case: schemathesis.Case) -> None:
+            response = case.call(
+                base_url=self.base_url,
+                session=self.session,
+                headers={"Authorization": f"Bearer {self.token}"},
+                allow_redirects=False,
+                timeout=REQUEST_TIMEOUT_SECONDS,
             )
-            @given(strategy)
-            def send(case: schemathesis.Case) -> None:
-                response = case.call(
-                    base_url=self.base_url,
-                    session=self.session,
-                    headers={"Authorization": f"Bearer {self.token}"},
-                    allow_redirects=False,
-                    timeout=REQUEST_TIMEOUT_SECONDS,
+            self.requests_sent += 1
+            if response.status_code >= 500:
+                self.server_errors.append(
+                    f"{operation.label} ({mode.value}) -> {response.status_code} {response.text[:200]!r}\n"
+                    f"    {case.as_curl_command()}"
                 )
-                self.requests_sent += 1
-                if response.status_code >= 500:
-                    self.server_errors.append(
-                        f"{operation.label} ({mode.value}) -> {response.status_code} {response.text[:200]!r}\n"
-                        f"    {case.as_curl_command()}"
-                    )
 
-            send()
+        send()
 
 
 def generation_modes(operation: APIOperation) -> tuple[GenerationMode, ...]:
@@ -123,6 +128,20 @@ def fuzz_every_operation(base_url: str, token: str, pinned: dict[str, str] | Non
     return fuzzer
 
 
+async def read_model_follows(stack: EmbeddedStack, name: str) -> bool:
+    """No request left an event the projector cannot apply: a new namespace still shows up."""
+    async with ApiClient(stack.api_url, token=stack.admin_token) as admin:
+        status, body = await admin.request("POST", f"/api/v1/namespace/{name}/")
+        assert status == 200, body
+        deadline = time.monotonic() + READ_MODEL_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            status, _ = await admin.get(f"/api/v1/namespace/{name}/")
+            if status == 200:
+                return True
+            await asyncio.sleep(0.1)
+    return False
+
+
 async def test_generated_requests_never_get_a_server_error(
     fuzz_stack: EmbeddedStack, existing_objects: dict[str, str]
 ) -> None:
@@ -130,6 +149,7 @@ async def test_generated_requests_never_get_a_server_error(
 
     assert fuzzer.requests_sent > 0
     assert not fuzzer.server_errors, "\n".join(fuzzer.server_errors)
+    assert await read_model_follows(fuzz_stack, "after-generated-paths"), "the projector stopped"
 
 
 async def test_generated_requests_on_existing_objects_never_get_a_server_error(
@@ -141,3 +161,4 @@ async def test_generated_requests_on_existing_objects_never_get_a_server_error(
 
     assert fuzzer.requests_sent > 0
     assert not fuzzer.server_errors, "\n".join(fuzzer.server_errors)
+    assert await read_model_follows(fuzz_stack, "after-existing-objects"), "the projector stopped"

@@ -24,11 +24,6 @@ REMOTE_SOLVE_TIMEOUT_SECONDS = 120
 async def read_json_object(request: web.Request) -> dict:
     try:
         body = await request.json()
-    except web.HTTPRequestEntityTooLarge:
-        limit = context_of(request).settings.max_request_bytes
-        raise ApiError(
-            413, f"the request body is larger than {limit} bytes, the most this server accepts (max_request_bytes)"
-        ) from None
     except RecursionError:
         raise ApiError(400, "the request body's JSON is nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -103,11 +103,10 @@ class WebhookTarget:
 
 async def _validated_target(request: web.Request, fields: dict[str, Any]) -> WebhookTarget:
     try:
-        target = await _administration(request).guard.check(fields["url"])
         event_filter = EventFilter.of(
             fields["namespace"], fields["environment"], fields["build_id"], fields["event_types"]
         )
-    except (TargetRefused, FilterError) as error:
+    except FilterError as error:
         raise ApiError(400, str(error)) from None
     namespace, environment = event_filter.namespace, event_filter.environment
     if event_filter.build_id is not None:
@@ -118,7 +117,12 @@ async def _validated_target(request: web.Request, fields: dict[str, Any]) -> Web
         if namespace not in (None, build["namespace_name"]) or environment not in (None, build["environment_name"]):
             raise ApiError(400, f"build {event_filter.build_id} is not in {_scope_arn(namespace, environment)}")
         namespace, environment = build["namespace_name"], build["environment_name"]
+    # Permission before the URL: only those who may manage the webhook learn where a host resolves.
     _require_manage(request, namespace, environment)
+    try:
+        target = await _administration(request).guard.check(fields["url"])
+    except TargetRefused as error:
+        raise ApiError(400, str(error)) from None
     return WebhookTarget(target.url, namespace, environment, event_filter.build_id, sorted(event_filter.event_types))
 
 

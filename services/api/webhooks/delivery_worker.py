@@ -7,8 +7,9 @@ The message is acknowledged only after the attempt's outcome is published, so a 
 killed mid-POST loses nothing: JetStream hands the event out again after ``ack_wait``. A receiver
 may then see an event twice; ``X-Envstore-Event-Id`` tells it so.
 
-The consumer also reads the webhooks' changes and deletions, in stream order with the events: each
-event is first sent as the webhook was when it happened (a retry, as it is now)."""
+The consumer also reads the webhooks' changes and deletions, in stream order with the events, so
+an event is first sent as the webhook was when it happened (its filters, URL and secret); a retry
+goes as the webhook is now, and a deleted webhook gets nothing more."""
 
 from __future__ import annotations
 
@@ -136,9 +137,7 @@ class WebhookDeliveryWorker:
                         await self._apply_change(message)
                         slots.release()
                         continue
-                    # The webhook as it is now, before any later change is read.
-                    webhook = self.registry.live.get(self.webhook_id)
-                    task = asyncio.create_task(self._deliver(message, webhook))
+                    task = asyncio.create_task(self._deliver(message, self._webhook_for(message)))
                     running.add(task)
                     task.add_done_callback(running.discard)
                     task.add_done_callback(lambda _task: slots.release())
@@ -148,6 +147,12 @@ class WebhookDeliveryWorker:
             await asyncio.gather(*running, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    def _webhook_for(self, message: Msg) -> Webhook | None:
+        current = self.registry.live.get(self.webhook_id)
+        if current is None or message.metadata.num_delivered > 1:
+            return current
+        return self.registry.as_of(self.webhook_id, message.metadata.sequence.stream)
 
     async def _apply_change(self, message: Msg) -> None:
         try:

@@ -1,8 +1,9 @@
 """The webhooks the delivering process knows, as the stream's lifecycle events define them.
 
 Two readers apply lifecycle events here: the supervisor (every webhook's, in stream order) and
-each webhook's delivery worker (its own changes, in order with its events, so a change applies
-from exactly the next event on). Each event is applied once; an older one never undoes a newer."""
+each webhook's delivery worker (the changes, in stream order with its events, so the versions
+before an event are known when the event is sent). Each is applied once; an older one never undoes
+a newer. Every version is kept, so an event is sent as the webhook was when it happened."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class WebhookRegistry:
         self.live: dict[int, Webhook] = {}
         self.deleted: set[int] = set()
         self._applied: dict[int, int] = {}  # webhook id → sequence of its last lifecycle event applied
+        self._versions: dict[int, list[tuple[int, Webhook]]] = {}  # webhook id → (sequence, version)
 
     def _secret(self, encrypted: str) -> tuple[str | None, str]:
         try:
@@ -52,7 +54,7 @@ class WebhookRegistry:
         self._applied[webhook_id] = sequence
         if isinstance(event, WebhookRegistered):
             secret, problem = self._secret(event.encrypted_secret)
-            self.live[webhook_id] = Webhook(webhook_id, event.url, self._filter(event), secret, problem)
+            self._set(webhook_id, sequence, Webhook(webhook_id, event.url, self._filter(event), secret, problem))
         elif isinstance(event, WebhookUpdated):
             current = self.live.get(webhook_id)
             if current is None:
@@ -62,7 +64,20 @@ class WebhookRegistry:
                 if event.encrypted_secret is not None
                 else (current.secret, current.secret_problem)
             )
-            self.live[webhook_id] = Webhook(webhook_id, event.url, self._filter(event), secret, problem)
+            self._set(webhook_id, sequence, Webhook(webhook_id, event.url, self._filter(event), secret, problem))
         elif isinstance(event, WebhookDeleted):
             self.live.pop(webhook_id, None)
             self.deleted.add(webhook_id)
+
+    def _set(self, webhook_id: int, sequence: int, webhook: Webhook) -> None:
+        self.live[webhook_id] = webhook
+        self._versions.setdefault(webhook_id, []).append((sequence, webhook))
+
+    def as_of(self, webhook_id: int, sequence: int) -> Webhook | None:
+        """The webhook as it was just before the event at ``sequence``."""
+        chosen = None
+        for version_sequence, webhook in self._versions.get(webhook_id, []):
+            if version_sequence >= sequence:
+                break
+            chosen = webhook
+        return chosen

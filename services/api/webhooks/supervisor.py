@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 
+import msgspec
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -47,11 +48,11 @@ class DeliverySupervisor:
         )
         try:
             async for message in subscription.messages:
+                sequence = message.metadata.sequence.stream
                 try:
-                    event = self.bus.codec.decode(message.subject, message.data)
-                except UnknownEvent:
-                    continue
-                self.registry.apply(event, message.metadata.sequence.stream)
+                    self.registry.apply(self.bus.codec.decode(message.subject, message.data), sequence)
+                except (UnknownEvent, msgspec.DecodeError):
+                    log.warning("webhook lifecycle event #%s cannot be read; skipped", sequence)
                 if message.metadata.num_pending == 0:  # caught up with the lifecycle
                     await self.reconcile()
         finally:
