@@ -116,6 +116,20 @@ class ReadModel:
         )
         return [dict(row) for row in rows]
 
+    async def role_mappings_by_namespace(self, rows: list[asyncpg.Record]) -> dict[int, list[dict[str, Any]]]:
+        """The role mappings of every namespace of a page of environments, in one query (a query
+        per row made the CLI's 10,000-environment listing take seconds)."""
+        mappings: dict[int, list[dict[str, Any]]] = {row["ns_id"]: [] for row in rows}
+        for mapping in await self.pool.fetch(
+            """SELECT namespace_id, id, entity, role FROM namespace_role_mapping
+               WHERE namespace_id = ANY($1::integer[]) ORDER BY id""",
+            list(mappings),
+        ):
+            mappings[mapping["namespace_id"]].append(
+                {"id": mapping["id"], "entity": mapping["entity"], "role": mapping["role"]}
+            )
+        return mappings
+
     async def namespaces(self, principal: Principal, page: Page) -> tuple[list[asyncpg.Record], int]:
         sql = SqlFilter()
         sql.add("n.deleted_on IS NULL")
@@ -225,7 +239,8 @@ class ReadModel:
             + f" LIMIT {page.size} OFFSET {page.offset}",
             *sql.parameters,
         )
-        return [environment_document(row, await self.role_mappings(row["ns_id"])) for row in rows], count
+        mappings = await self.role_mappings_by_namespace(rows)
+        return [environment_document(row, mappings[row["ns_id"]]) for row in rows], count
 
     async def environments_after(
         self,
@@ -256,7 +271,8 @@ class ReadModel:
             + f" LIMIT {limit}",
             *sql.parameters,
         )
-        documents = [environment_document(row, await self.role_mappings(row["ns_id"]), False) for row in rows]
+        mappings = await self.role_mappings_by_namespace(rows)
+        documents = [environment_document(row, mappings[row["ns_id"]], False) for row in rows]
         last = None
         if rows:
             row = rows[-1]
