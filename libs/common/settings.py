@@ -130,6 +130,32 @@ class EnvstoreSettings(BaseSettings):
     projection_wait_seconds: float = 5.0
     solve_cache_entries: int = 512
 
+    # --- live event stream (GET /api/v1/events/) ---
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+
+    # --- webhooks ---
+    # Host names ("hooks.internal", "*.corp.example"), addresses or networks ("10.1.0.0/16") that
+    # webhooks may target although they are loopback, private or link-local (refused otherwise).
+    webhook_allowed_hosts: CommaList = Field(default_factory=list)
+    webhook_only_allowed_hosts: bool = False  # True: only the hosts of webhook_allowed_hosts
+    # Encrypts webhook secrets inside the event stream; unset: generated once into
+    # <data_dir>/webhook-secret-key, shared by the API and the delivering process.
+    webhook_secret_key: SecretStr | None = None
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_base_seconds: float = Field(default=2.0, gt=0)  # doubles after each failure
+    webhook_retry_max_seconds: float = Field(default=600.0, gt=0)
+    webhook_ack_wait_seconds: float = Field(default=30.0, gt=0)  # a dead deliverer's POST is retried after this
+    webhook_max_in_flight: int = Field(default=16, ge=1)  # concurrent POSTs per webhook
+
+    # --- conda-store's web UI ---
+    ui_directory: Path | None = None  # the UI's built files; default: the API's static folder
+    ui_auth_method: Literal["cookie", "token"] = "cookie"
+    # Token mode puts this token into every page served: only where everyone who can open the
+    # UI may act with it (a single-user or kiosk set-up).
+    ui_auth_token: SecretStr | None = None
+    ui_style: Literal["green-accent", "grayscale"] = "green-accent"
+
     # --- artifact storage back end: a local directory (storage_directory) or S3 ---
     storage_backend: Literal["local", "s3"] = "local"
     s3_endpoint_url: str | None = None  # unset: AWS's endpoint for s3_region
@@ -155,6 +181,7 @@ class EnvstoreSettings(BaseSettings):
         "pypi_required_packages",
         "pypi_included_packages",
         "build_artifacts",
+        "webhook_allowed_hosts",
         mode="before",
     )(_split_list)
 

@@ -7,32 +7,23 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Literal
 
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from envstore.common.settings import EnvstoreSettings
 
 # scripts/fetch-ui.sh puts the pinned release here; it is not part of the repository.
 DEFAULT_UI_DIRECTORY = Path(__file__).resolve().parent / "static" / "conda-store-ui"
 UI_FILES = ("main.js", "main.css", "LICENSE", "main.js.LICENSE.txt", "VERSION")
 
 
-class UiSettings(BaseSettings):
-    """``ENVSTORE_UI_*``. Token mode puts ``ui_auth_token`` into every page served: use it only
-    where everyone who can open the UI may act with that token (a single-user or kiosk set-up)."""
-
-    model_config = SettingsConfigDict(env_prefix="ENVSTORE_", extra="ignore")
-
-    ui_directory: Path = DEFAULT_UI_DIRECTORY
-    ui_auth_method: Literal["cookie", "token"] = "cookie"
-    ui_auth_token: SecretStr | None = None
-    ui_style: Literal["green-accent", "grayscale"] = "green-accent"
-
-    def missing_files(self) -> list[str]:
-        return [name for name in ("main.js", "main.css") if not (self.ui_directory / name).is_file()]
+def ui_directory(settings: EnvstoreSettings) -> Path:
+    return settings.ui_directory or DEFAULT_UI_DIRECTORY
 
 
-def shell_config(ui: UiSettings, base_url: str, url_prefix: str) -> dict[str, str]:
+def missing_ui_files(settings: EnvstoreSettings) -> list[str]:
+    return [name for name in ("main.js", "main.css") if not (ui_directory(settings) / name).is_file()]
+
+
+def shell_config(ui: EnvstoreSettings, base_url: str, url_prefix: str) -> dict[str, str]:
     """``window.condaStoreConfig``: ``base_url`` is the absolute URL of the API root (the UI
     joins its API paths onto it; login/logout must be absolute or the UI prefixes them again)."""
     token = ui.ui_auth_token.get_secret_value() if ui.ui_auth_token else ""

@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from envstore.api.ui_shell import UiSettings
+from envstore.api.ui_shell import missing_ui_files, ui_directory
+from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient
@@ -28,11 +29,11 @@ PASSWORD = "password"  # the password backend's default (ENVSTORE_AUTH_PASSWORD)
 @pytest.fixture(scope="session")
 def ui_files() -> Path:
     """The pinned conda-store-ui release, fetched by scripts/fetch-ui.sh (setup runs it too)."""
-    settings = UiSettings()
-    if settings.missing_files():
+    settings = EnvstoreSettings()
+    if missing_ui_files(settings):
         subprocess.run(["bash", str(REPOSITORY / "scripts" / "fetch-ui.sh")], check=True)
-    assert not settings.missing_files(), f"conda-store-ui files missing in {settings.ui_directory}"
-    return settings.ui_directory
+    assert not missing_ui_files(settings), f"conda-store-ui files missing in {ui_directory(settings)}"
+    return ui_directory(settings)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from envstore.api.routes import ui
 from envstore.api.routes.paths import Routes
-from envstore.api.ui_shell import UiSettings, shell_config, shell_page
+from envstore.api.context import SETTINGS
+from envstore.api.ui_shell import shell_config, shell_page
+from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.stack import EmbeddedStack
 from tests.ui.conftest import PASSWORD
 
@@ -116,7 +118,7 @@ async def test_the_login_form_sends_a_browser_on_to_next_on_this_server(stack: E
 
 
 def test_token_mode_puts_the_token_in_the_page_and_hides_the_login_button() -> None:
-    settings = UiSettings(ui_auth_method="token", ui_auth_token="secret</script>", ui_style="grayscale")
+    settings = EnvstoreSettings(ui_auth_method="token", ui_auth_token="secret</script>", ui_style="grayscale")
     config = shell_config(settings, "https://example.org/conda-store", "/conda-store")
     assert config["REACT_APP_AUTH_METHOD"] == "token"
     assert config["REACT_APP_AUTH_TOKEN"] == "secret</script>"
@@ -128,15 +130,13 @@ def test_token_mode_puts_the_token_in_the_page_and_hides_the_login_button() -> N
     # No value can end the script element early.
     assert page.count("</script>") == 2
     assert page_config(page)["REACT_APP_AUTH_TOKEN"] == "secret</script>"
-    cookie_mode = shell_config(UiSettings(ui_auth_token="unused"), "http://h", "")
+    cookie_mode = shell_config(EnvstoreSettings(ui_auth_token="unused"), "http://h", "")
     assert cookie_mode["REACT_APP_AUTH_TOKEN"] == ""
 
 
-async def test_without_the_ui_files_the_page_says_how_to_get_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ENVSTORE_UI_DIRECTORY", str(tmp_path))
+async def test_without_the_ui_files_the_page_says_how_to_get_them(tmp_path: Path) -> None:
     app = web.Application()
+    app[SETTINGS] = EnvstoreSettings(ui_directory=tmp_path)
     ui.register(Routes(app, "/conda-store"))
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/conda-store/ui/ns/env")

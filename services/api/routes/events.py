@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from envstore.api.context import context_of, principal_of
+from envstore.api.context import SETTINGS, context_of, principal_of
 from envstore.api.envelopes import ApiError
 from envstore.api.pagination import MAX_PAGE_SIZE, is_whole_number, whole_number
 from envstore.api.routes.paths import Routes
@@ -20,7 +20,6 @@ from envstore.api.subscriptions.event_scope import EventScope
 from envstore.api.subscriptions.live_stream import LiveStreams
 from envstore.api.subscriptions.readable_events import ReadableEvents
 from envstore.api.subscriptions.selection import EventSelection
-from envstore.api.subscriptions.settings import SubscriptionSettings
 from envstore.api.subscriptions.stream_item import StreamItems
 
 LIVE_STREAMS = web.AppKey("live_streams", LiveStreams)
@@ -85,7 +84,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
 
 
 def register(routes: Routes) -> None:
-    live_streams = LiveStreams(SubscriptionSettings().events_keepalive_seconds)
+    live_streams = LiveStreams(routes.app[SETTINGS].events_keepalive_seconds)
     routes.app[LIVE_STREAMS] = live_streams
     routes.app.on_shutdown.append(live_streams.close_all)
     routes.add(

@@ -9,16 +9,17 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from envstore.api.context import context_of
+from envstore.api.context import SETTINGS, context_of
 from envstore.api.routes.paths import Routes
-from envstore.api.ui_shell import UI_FILES, UiSettings, shell_config, shell_page
+from envstore.common.settings import EnvstoreSettings
+from envstore.api.ui_shell import UI_FILES, missing_ui_files, shell_config, shell_page, ui_directory
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class UserInterface:
-    settings: UiSettings
+    settings: EnvstoreSettings
     prefix: str  # "" or "/conda-store"
 
     def base_url(self, request: web.Request) -> str:
@@ -28,13 +29,13 @@ class UserInterface:
         return f"{request.url.origin()}{self.prefix}"
 
     async def page(self, request: web.Request) -> web.Response:
-        missing = self.settings.missing_files()
+        missing = missing_ui_files(self.settings)
         if missing:
             return web.Response(
                 status=503,
                 content_type="text/plain",
                 text=f"conda-store's UI is not installed: {', '.join(missing)} missing in "
-                f"{self.settings.ui_directory}. Run scripts/fetch-ui.sh, or point ENVSTORE_UI_DIRECTORY "
+                f"{ui_directory(self.settings)}. Run scripts/fetch-ui.sh, or point ENVSTORE_UI_DIRECTORY "
                 "at a folder holding the built files of @conda-store/conda-store-ui.\n",
             )
         config = shell_config(self.settings, self.base_url(request), self.prefix)
@@ -50,7 +51,7 @@ class UserInterface:
 
     async def static_file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        path = self.settings.ui_directory / name
+        path = ui_directory(self.settings) / name
         if name not in UI_FILES or not path.is_file():
             raise web.HTTPNotFound(text=f"no UI file named {name!r}\n")
         # Revalidated every time (cheap 304s), so a new pinned release shows at once.
@@ -61,10 +62,10 @@ class UserInterface:
 
 
 def register(routes: Routes) -> None:
-    ui = UserInterface(UiSettings(), routes.prefix)
-    if ui.settings.missing_files():
+    ui = UserInterface(routes.app[SETTINGS], routes.prefix)
+    if missing_ui_files(ui.settings):
         log.warning(
-            "conda-store's UI files are not in %s: /ui/ answers 503 (run scripts/fetch-ui.sh)", ui.settings.ui_directory
+            "conda-store's UI files are not in %s: /ui/ answers 503 (run scripts/fetch-ui.sh)", ui_directory(ui.settings)
         )
     router = routes.app.router
     router.add_get(f"{ui.prefix}/ui", ui.to_ui)

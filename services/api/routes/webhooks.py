@@ -24,7 +24,6 @@ from envstore.api.subscriptions.event_filter import (
     FilterError,
 )
 from envstore.api.subscriptions.event_scope import EventScope
-from envstore.api.subscriptions.settings import SubscriptionSettings
 from envstore.api.webhooks.read_model import (
     WebhookReadModel,
     attempt_document,
@@ -49,16 +48,15 @@ FILTER_FIELDS = ("namespace", "environment", "build_id", "event_types")
 @dataclass
 class WebhookAdministration:
     settings: EnvstoreSettings
-    subscription_settings: SubscriptionSettings
 
     @functools.cached_property
     def guard(self) -> TargetGuard:
-        return TargetGuard.from_settings(self.settings, self.subscription_settings)
+        return TargetGuard.from_settings(self.settings)
 
     @functools.cached_property
     def secret_box(self) -> SecretBox:
         # Made on first use: it may create the key file in the data directory.
-        return SecretBox.from_settings(self.settings, self.subscription_settings)
+        return SecretBox.from_settings(self.settings)
 
 
 WEBHOOK_ADMINISTRATION = web.AppKey("webhook_administration", WebhookAdministration)
@@ -266,7 +264,7 @@ WEBHOOK_CHANGE_BODY = {
 
 
 def register(routes: Routes) -> None:
-    routes.app[WEBHOOK_ADMINISTRATION] = WebhookAdministration(routes.app[SETTINGS], SubscriptionSettings())
+    routes.app[WEBHOOK_ADMINISTRATION] = WebhookAdministration(routes.app[SETTINGS])
     routes.add(
         "POST",
         "/api/v1/webhook/",

@@ -24,12 +24,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from envstore.api.subscriptions.event_filter import SUBSCRIBABLE_SUBJECTS
-from envstore.api.subscriptions.settings import SubscriptionSettings
 from envstore.api.subscriptions.stream_item import StreamItems
 from envstore.api.webhooks.registry import Webhook, WebhookRegistry
 from envstore.api.webhooks.sender import Post, PostOutcome, WebhookSender
 from envstore.common.bus import EventBus
 from envstore.common.events import UnknownEvent, WebhookDeleted, WebhookDeliveryAttempted, WebhookUpdated
+from envstore.common.settings import EnvstoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class DeliveryPolicy:
     max_in_flight: int
 
     @classmethod
-    def from_settings(cls, settings: SubscriptionSettings) -> DeliveryPolicy:
+    def from_settings(cls, settings: EnvstoreSettings) -> DeliveryPolicy:
         return cls(
             timeout_seconds=settings.webhook_timeout_seconds,
             max_attempts=settings.webhook_max_attempts,

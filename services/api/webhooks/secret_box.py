@@ -15,7 +15,6 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from envstore.api.subscriptions.settings import SubscriptionSettings
 from envstore.common.settings import EnvstoreSettings
 
 KEY_FILE = "webhook-secret-key"
@@ -47,8 +46,8 @@ class SecretBox:
         self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key_text.encode()).digest()))
 
     @classmethod
-    def from_settings(cls, settings: EnvstoreSettings, subscription_settings: SubscriptionSettings) -> SecretBox:
-        configured = subscription_settings.webhook_secret_key
+    def from_settings(cls, settings: EnvstoreSettings) -> SecretBox:
+        configured = settings.webhook_secret_key
         return cls(configured.get_secret_value() if configured else _stored_key_text(settings.data_dir))
 
     def encrypt(self, secret: str) -> str:

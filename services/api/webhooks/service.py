@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from envstore.api.subscriptions.settings import SubscriptionSettings
 from envstore.api.webhooks.delivery_worker import DeliveryPolicy
 from envstore.api.webhooks.registry import WebhookRegistry
 from envstore.api.webhooks.secret_box import SecretBox
@@ -17,10 +16,9 @@ SERVICE = "webhooks"
 
 
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
-    subscription_settings = SubscriptionSettings()
-    registry = WebhookRegistry(SecretBox.from_settings(settings, subscription_settings))
-    guard = TargetGuard.from_settings(settings, subscription_settings)
-    policy = DeliveryPolicy.from_settings(subscription_settings)
+    registry = WebhookRegistry(SecretBox.from_settings(settings))
+    guard = TargetGuard.from_settings(settings)
+    policy = DeliveryPolicy.from_settings(settings)
     async with (
         connected_bus(settings, SERVICE, telemetry) as bus,
         WebhookSender(guard, policy.timeout_seconds) as sender,

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from envstore.api.subscriptions.settings import SubscriptionSettings
 from envstore.common.settings import EnvstoreSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -107,7 +106,7 @@ class TargetGuard:
                 self.allowed_names.append(entry.lower().rstrip("."))
 
     @classmethod
-    def from_settings(cls, settings: EnvstoreSettings, subscription_settings: SubscriptionSettings) -> TargetGuard:
+    def from_settings(cls, settings: EnvstoreSettings) -> TargetGuard:
         endpoints = [
             InternalEndpoint("API", settings.api_host.lower(), settings.api_port),
             InternalEndpoint("registry", settings.registry_host.lower(), settings.registry_port),
@@ -115,8 +114,8 @@ class TargetGuard:
             _endpoint_of("database", settings.database_url, 5432),
         ]
         return cls(
-            subscription_settings.webhook_allowed_hosts,
-            subscription_settings.webhook_only_allowed_hosts,
+            settings.webhook_allowed_hosts,
+            settings.webhook_only_allowed_hosts,
             tuple(endpoint for endpoint in endpoints if endpoint is not None),
         )
 
