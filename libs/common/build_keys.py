@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from envstore.common.events import BuildSubmitted
 
 MAX_BUILD_PATH = 255
 
@@ -27,6 +31,18 @@ def build_key(
         text = f"{namespace}{spec_sha256}{int(scheduled_on)}{build_id}"
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
     raise ValueError(f"unknown build key version {version}; use 1, 2 or 3")
+
+
+def build_key_of_submission(submitted: BuildSubmitted, build_id: int) -> str:
+    """The key of the build a ``build.submitted`` event (at sequence ``build_id``) started."""
+    return build_key(
+        submitted.build_key_version,
+        submitted.spec_sha256,
+        submitted.scheduled_on,
+        build_id,
+        submitted.environment,
+        submitted.namespace,
+    )
 
 
 def build_id_from_key(key: str) -> int | None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
 
+from envstore.common.local_secrets import read_or_create_secret
 from envstore.common.permissions import Principal
 from envstore.common.settings import EnvstoreSettings
 
@@ -29,20 +28,7 @@ def signing_secret(settings: EnvstoreSettings) -> str:
     survive restarts and every local service shares it."""
     if settings.auth_secret:
         return settings.auth_secret
-    path = Path(settings.data_dir).resolve() / SECRET_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    candidate = secrets.token_urlsafe(48)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another service wrote it first: use theirs
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as secret_file:
-        secret_file.write(candidate)
-    return candidate
+    return read_or_create_secret(Path(settings.data_dir).resolve() / SECRET_FILE)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import asyncpg
 
 from envstore.api.webhooks.projection import WEBHOOK_APPLIERS
 from envstore.common.artifact_kinds import ArtifactKind
-from envstore.common.build_keys import build_key
+from envstore.common.build_keys import build_key_of_submission
 from envstore.common.events import (
     ArtifactFailed,
     ArtifactReady,
@@ -197,14 +197,7 @@ async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted,
             event.spec_sha256,
             utc(event.occurred_at),
         )
-    key = build_key(
-        event.build_key_version,
-        event.spec_sha256,
-        event.scheduled_on,
-        sequence,
-        event.environment,
-        event.namespace,
-    )
+    key = build_key_of_submission(event, sequence)
     await connection.execute(
         """INSERT INTO build (id, environment_id, specification_id, status, build_key,
                               build_key_version, platforms, artifacts_wanted, scheduled_on)

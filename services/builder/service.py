@@ -7,7 +7,7 @@ import time
 from envstore.common.build_log import attach_failure_log
 from envstore.common.build_reporter import BuildReporter
 from envstore.common.bus import BuildFailure, Delivery, EventBus
-from envstore.common.build_keys import build_key
+from envstore.common.build_keys import build_key_of_submission
 from envstore.common.events import (
     BuildBuilt,
     BuildDeleted,
@@ -66,14 +66,7 @@ class BuilderService:
         submitted = await self.bus.event_at(event.build_id)
         if not isinstance(submitted, BuildSubmitted):
             return
-        key = build_key(
-            submitted.build_key_version,
-            submitted.spec_sha256,
-            submitted.scheduled_on,
-            event.build_id,
-            submitted.environment,
-            submitted.namespace,
-        )
+        key = build_key_of_submission(submitted, event.build_id)
         namespace_directory = self.settings.environments_root / event.namespace
         prefix = namespace_directory / key
         if prefix.exists():

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from envstore.common.artifact_kinds import ArtifactKind
-from envstore.common.build_keys import build_key
+from envstore.common.build_keys import build_key_of_submission
 from envstore.common.events import (
     ArtifactFailed,
     ArtifactReady,
@@ -204,14 +204,7 @@ class TagIndex:
             build_id=sequence,
             namespace=event.namespace,
             environment=event.environment,
-            build_key=build_key(
-                event.build_key_version,
-                event.spec_sha256,
-                event.scheduled_on,
-                sequence,
-                event.environment,
-                event.namespace,
-            ),
+            build_key=build_key_of_submission(event, sequence),
             wants_image=IMAGE in event.artifacts,
         )
         repository.builds[sequence] = build

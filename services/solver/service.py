@@ -10,7 +10,7 @@ import aiohttp
 import msgspec
 from nats.aio.msg import Msg
 
-from envstore.common.build_keys import build_key
+from envstore.common.build_keys import build_key_of_submission
 from envstore.common.build_log import attach_failure_log
 from envstore.common.build_reporter import BuildReporter
 from envstore.common.bus import BuildFailure, Delivery, EventBus
@@ -33,14 +33,7 @@ def build_ref_of(event: BuildSubmitted, build_id: int) -> BuildRef:
         build_id=build_id,
         namespace=event.namespace,
         environment=event.environment,
-        build_key=build_key(
-            event.build_key_version,
-            event.spec_sha256,
-            event.scheduled_on,
-            build_id,
-            event.environment,
-            event.namespace,
-        ),
+        build_key=build_key_of_submission(event, build_id),
         spec_sha256=event.spec_sha256,
         artifacts=event.artifacts,
         platforms=event.platforms,

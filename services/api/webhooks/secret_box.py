@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from envstore.common.local_secrets import read_or_create_secret
 from envstore.common.settings import EnvstoreSettings
 
 KEY_FILE = "webhook-secret-key"
@@ -24,23 +24,6 @@ class SecretUnreadable(Exception):
     """A secret encrypted with another key (the key changed): the webhook needs a new secret."""
 
 
-def _stored_key_text(data_dir: Path) -> str:
-    path = Path(data_dir).resolve() / KEY_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    candidate = secrets.token_urlsafe(48)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process wrote it first: use theirs
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as key_file:
-        key_file.write(candidate)
-    return candidate
-
-
 class SecretBox:
     def __init__(self, key_text: str) -> None:
         self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key_text.encode()).digest()))
@@ -48,7 +31,7 @@ class SecretBox:
     @classmethod
     def from_settings(cls, settings: EnvstoreSettings) -> SecretBox:
         configured = settings.webhook_secret_key
-        return cls(configured.get_secret_value() if configured else _stored_key_text(settings.data_dir))
+        return cls(configured.get_secret_value() if configured else read_or_create_secret(Path(settings.data_dir).resolve() / KEY_FILE))
 
     def encrypt(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode()
