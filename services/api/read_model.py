@@ -437,8 +437,12 @@ class ReadModel:
     async def artifact_by_key(self, key: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM build_artifact WHERE key = $1 LIMIT 1", key)
 
-    async def progress_lines(self, build_id: int) -> list[asyncpg.Record]:
-        return await self.pool.fetch("SELECT * FROM build_progress WHERE build_id = $1 ORDER BY sequence", build_id)
+    async def progress_lines(self, build_id: int, after_sequence: int = 0) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM build_progress WHERE build_id = $1 AND sequence > $2 ORDER BY sequence",
+            build_id,
+            after_sequence,
+        )
 
     async def builds_of_environment(self, environment_id: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(

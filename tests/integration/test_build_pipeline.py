@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import subprocess
 from pathlib import Path
@@ -180,3 +182,29 @@ async def submissions_to(stack, namespace: str) -> list[BuildSubmitted]:  # type
         event for _, event in await stream_events(stack.nats.url)
         if isinstance(event, BuildSubmitted) and event.namespace == namespace
     ]
+
+
+async def test_the_log_of_a_running_build_streams_until_it_ends(api: ApiClient, stack) -> None:
+    """The logs route of a running build answers at once and keeps writing the workers' phases as
+    they happen, ending with the build's outcome. The builder is stopped while the log is opened,
+    so the build is certainly still running then."""
+    await stack.stop_service("builder")
+    try:
+        build_id = await api.submit(environment_yaml("streamed-log", ["plotkit"]), namespace="pipeline")
+
+        for _ in range(600):  # bounded: 30 s
+            if (await api.build(build_id))["status"] == "BUILDING":
+                break
+            await asyncio.sleep(0.05)
+        assert (await api.build(build_id))["status"] == "BUILDING"
+        async with api.session.get(f"/api/v1/build/{build_id}/logs/", allow_redirects=False) as response:
+            assert response.status == 200
+            first = await response.content.readline()
+            assert b"[solver] solve: started" in first
+            stack.start_service("builder")
+            rest = (await response.read()).decode()
+    finally:
+        if stack.services["builder"].has_exited():
+            stack.start_service("builder")
+    assert "[builder] install: started" in rest
+    assert rest.rstrip().endswith(f"build {build_id} ended: COMPLETED")

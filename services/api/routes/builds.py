@@ -3,9 +3,11 @@ answer with a 307 redirect to the artifact in storage (as conda-store does)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
+import asyncpg
 from aiohttp import web
 
 from envstore.api.context import context_of, principal_of, require
@@ -18,6 +20,8 @@ from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.events import BlobRef, BuildCancelRequested, BuildDeleteRequested, BuildSubmitted
 
 BUILD_MISSING = "build id does not exist"
+TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
+LIVE_LOG_WAKE_SECONDS = 15.0
 BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
 DOCKER_DEPRECATION = {"Deprecation": "True", "Sunset": "Mon, 17 Mar 2025 00:00:00 UTC"}
 
@@ -185,13 +189,47 @@ async def build_logs(request: web.Request) -> web.StreamResponse:
     context = context_of(request)
     if await context.read_model.artifact(row["id"], ArtifactKind.LOGS) is not None:
         return await redirect_to_artifact(request, row["id"], ArtifactKind.LOGS)
-    # Still running (or canceled): the log so far, from what the workers reported.
-    lines = [
+    if row["status"] in TERMINAL_STATES:
+        # Ended without a LOGS artifact (canceled): the log is what the workers reported.
+        lines = await context.read_model.progress_lines(row["id"])
+        return web.Response(text="".join(map(progress_line, lines)), content_type="text/plain")
+    return await stream_live_log(request, row["id"])
+
+
+def progress_line(line: asyncpg.Record) -> str:
+    text = (
         f"{line['occurred_on'].isoformat(sep=' ', timespec='milliseconds')} [{line['service']}] "
-        f"{line['phase']}: {line['state']} {line['message']}".rstrip()
-        for line in await context.read_model.progress_lines(row["id"])
-    ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        f"{line['phase']}: {line['state']} {line['message']}"
+    )
+    return text.rstrip() + "\n"
+
+
+async def stream_live_log(request: web.Request, build_id: int) -> web.StreamResponse:
+    """The log of a running build, written as the workers report, until the build ends. Woken by
+    the projector applying events, not by polling on a timer."""
+    context = context_of(request)
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + context.settings.worker_phase_timeout_seconds * 3
+    seen = 0
+    while True:
+        lines = await context.read_model.progress_lines(build_id, after_sequence=seen)
+        if lines:
+            seen = lines[-1]["sequence"]
+            await response.write("".join(map(progress_line, lines)).encode())
+        row = await context.read_model.build_row(build_id)
+        if row is not None and row["status"] in TERMINAL_STATES:
+            ending = f"build {build_id} ended: {row['status']} {row['status_info'] or ''}".rstrip()
+            await response.write(ending.encode() + b"\n")
+            break
+        transport = request.transport
+        if transport is None or transport.is_closing() or loop.time() > deadline:
+            break
+        # Wake when the read model moves (bounded, so a gone client is noticed).
+        await context.projector.wait_for(context.projector.applied_sequence + 1, LIVE_LOG_WAKE_SECONDS)
+    await response.write_eof()
+    return response
 
 
 def register(routes: Routes) -> None:
