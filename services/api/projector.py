@@ -12,6 +12,8 @@ import asyncio
 import logging
 
 import asyncpg
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from envstore.common.bus import EventBus
 from envstore.common.events import UnknownEvent
@@ -19,6 +21,8 @@ from envstore.api.projection import apply_event
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "read_model"
+BATCH_LIMIT = 500  # events applied in one transaction at most
+IDLE_WAIT_SECONDS = 5.0
 
 
 class CheckpointMoved(Exception):
@@ -67,39 +71,59 @@ class Projector:
             self._advanced.notify_all()
         subscription = await self.bus.replay(start + 1)
         try:
-            async for message in subscription.messages:
-                sequence = message.metadata.sequence.stream
-                if sequence <= self.applied_sequence:
-                    continue
+            while True:
                 try:
-                    event = self.bus.codec.decode(message.subject, message.data)
-                except UnknownEvent:
-                    event = None
-                with self.bus.telemetry.projection_span(message.subject, sequence, message.headers):
-                    await self._apply(event, sequence)
+                    first = await subscription.next_msg(timeout=IDLE_WAIT_SECONDS)
+                except NatsTimeoutError:
+                    continue
+                # Whatever else has already arrived goes into the same transaction: one commit
+                # per batch instead of per event is what makes a replay fast.
+                batch = [first]
+                while len(batch) < BATCH_LIMIT and subscription.pending_msgs > 0:
+                    batch.append(await subscription.next_msg(timeout=1))
+                await self._apply_batch([message for message in batch if self._is_new(message)])
         finally:
             try:
                 await subscription.unsubscribe()
             except Exception:
                 pass
 
-    async def _apply(self, event, sequence: int) -> None:
+    def _is_new(self, message: Msg) -> bool:
+        return message.metadata.sequence.stream > self.applied_sequence
+
+    async def _apply_batch(self, messages: list[Msg]) -> None:
+        if not messages:
+            return
+        sequences = [message.metadata.sequence.stream for message in messages]
+        first, last = sequences[0], sequences[-1]
+        if sequences != list(range(first, last + 1)):
+            raise CheckpointMoved(f"events {first}..{last} did not arrive in one run")
         async with self.pool.acquire() as connection:
             async with connection.transaction():
-                # Strictly the next sequence (the stream has no gaps: events are never deleted).
+                # Strictly the next sequences (the stream has no gaps: events are never deleted).
                 claimed = await connection.fetchval(
-                    """UPDATE projection_checkpoint SET last_sequence = $2
+                    """UPDATE projection_checkpoint SET last_sequence = $3
                        WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
                     CHECKPOINT,
-                    sequence,
+                    first,
+                    last,
                 )
-                if claimed is not None and event is not None:
-                    await apply_event(connection, event, sequence)
+                if claimed is not None:
+                    for message, sequence in zip(messages, sequences):
+                        await self._apply_one(connection, message, sequence)
         if claimed is None:
             current = await self.checkpoint()
-            if current < sequence:
-                raise CheckpointMoved(f"checkpoint is {current}, expected {sequence - 1}")
-        await self._advance_to(sequence)
+            if current < last:
+                raise CheckpointMoved(f"checkpoint is {current}, expected {first - 1}")
+        await self._advance_to(last)
+
+    async def _apply_one(self, connection: asyncpg.Connection, message: Msg, sequence: int) -> None:
+        try:
+            event = self.bus.codec.decode(message.subject, message.data)
+        except UnknownEvent:
+            return
+        with self.bus.telemetry.projection_span(message.subject, sequence, message.headers):
+            await apply_event(connection, event, sequence)
 
     async def _advance_to(self, sequence: int) -> None:
         async with self._advanced:
