@@ -21,3 +21,12 @@ def disallowed_channels(channels: list[str], allowed: list[str], channel_alias: 
         return []
     allowed_urls = {channel_url(channel, channel_alias) for channel in allowed}
     return [channel for channel in channels if channel_url(channel, channel_alias) not in allowed_urls]
+
+
+def channel_refusal(channels: list[str], allowed: list[str], channel_alias: str) -> str | None:
+    """conda-store's message for the first channel not allowed, or None when all are."""
+    rejected = disallowed_channels(channels, allowed, channel_alias)
+    if not rejected:
+        return None
+    allowed_urls = [channel_url(channel, channel_alias) for channel in allowed]
+    return f"Conda channel {channel_url(rejected[0], channel_alias)} not allowed in {allowed_urls}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from rattler import MatchSpec
 
-from envstore.common.channels import channel_url, disallowed_channels
+from envstore.common.channels import channel_refusal
 from envstore.common.events import BuildSubmitted
 from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
@@ -41,13 +41,9 @@ def apply_package_settings(
 ) -> EnvironmentSpecification:
     """Default channels, allowed channels, and default/included/required packages."""
     channels = specification.channels or list(settings.conda_default_channels)
-    rejected = disallowed_channels(channels, settings.conda_allowed_channels, settings.conda_channel_alias)
-    if rejected:
-        allowed = [channel_url(c, settings.conda_channel_alias) for c in settings.conda_allowed_channels]
-        raise SpecificationError(
-            f"Conda channel {channel_url(rejected[0], settings.conda_channel_alias)} not allowed "
-            f"in {allowed}"
-        )
+    refusal = channel_refusal(channels, settings.conda_allowed_channels, settings.conda_channel_alias)
+    if refusal:
+        raise SpecificationError(refusal)
     conda = specification.conda_dependencies
     pip = specification.pip_dependencies
     if not conda and not pip:

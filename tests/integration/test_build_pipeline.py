@@ -208,3 +208,12 @@ async def test_the_log_of_a_running_build_streams_until_it_ends(api: ApiClient, 
             stack.start_service("builder")
     assert "[builder] install: started" in rest
     assert rest.rstrip().endswith(f"build {build_id} ended: COMPLETED")
+
+
+async def test_remote_solve_answers_packages_and_refuses_channels_not_allowed(api: ApiClient) -> None:
+    status, body = await api.get("/api/v1/specification/", params={"conda": "hello 2.1.*"})
+    assert status == 200
+    assert {"hello", "libhello", "greeting-data"} <= {package["name"] for package in body["solve"]}
+    status, body = await api.get("/api/v1/specification/", params={"conda": "hello", "channel": "conda-forge"})
+    assert status == 400
+    assert "https://conda.anaconda.org/conda-forge not allowed" in body["message"]
