@@ -19,13 +19,15 @@ from pathlib import Path
 import aiohttp
 
 from envstore.common.demo_channel import make_channel
+from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.stack import EmbeddedStack
 
 # Equivalent ways to ask for the same five packages: each is a new specification (no cached
 # solve), all resolve to hello 2.1, libhello, greeting-data, tinyjson, textutils.
 TINYJSON_VARIANTS = ["tinyjson", "tinyjson >=1", "tinyjson >=1.0", "tinyjson >=1.1", "tinyjson 1.*",
                      "tinyjson <2", "tinyjson <3", "tinyjson >=0.5", "tinyjson !=0.1", "tinyjson <=1.1"]
-ALL_ARTIFACTS = {"LOGS", "LOCKFILE", "YAML"}
+# The default artifact set (conda-store's four, the image, and the log).
+ALL_ARTIFACTS = {*EnvstoreSettings().build_artifacts, "LOGS"}
 POLL_SECONDS = 0.01
 
 
@@ -85,6 +87,7 @@ async def main(runs: int) -> None:
                     for i in range(runs)
                 ]
     print("envstore build latency, 5-package environment, embedded stack on loopback")
+    print(f"artifacts: {', '.join(sorted(ALL_ARTIFACTS))}")
     print(f"{'first build (empty package cache)':<44} COMPLETED {cold[0]:6.3f} s   all artifacts {cold[1]:6.3f} s")
     print(summary("fresh spec: submit -> COMPLETED", [c for c, _ in fresh]))
     print(summary("fresh spec: submit -> all artifacts", [a for _, a in fresh]))
