@@ -17,6 +17,13 @@ from envstore.launcher.stack import EmbeddedStack, StackError
 DEMO_NAMESPACE = "demo"
 DEMO_ENVIRONMENT = "hello-demo"
 WAIT_SECONDS = 120
+ARTIFACT_ROUTES = {
+    "LOCKFILE": "lockfile",
+    "YAML": "yaml",
+    "LOGS": "logs",
+    "CONDA_PACK": "archive",
+    "CONSTRUCTOR_INSTALLER": "installer",
+}
 
 
 def sample_specification() -> str:
@@ -71,9 +78,12 @@ async def _build_sample(stack: EmbeddedStack) -> int:
             print(f"reason: {build['status_info']}")
             return 1
         for artifact in build["build_artifacts"]:
-            route = {"LOCKFILE": "lockfile", "YAML": "yaml", "LOGS": "logs"}.get(artifact["artifact_type"])
+            route = ARTIFACT_ROUTES.get(artifact["artifact_type"])
             if route:
-                print(f"  {artifact['artifact_type']:<10} {stack.api_url}/api/v1/build/{build_id}/{route}/")
+                print(f"  {artifact['artifact_type']:<22} {stack.api_url}/api/v1/build/{build_id}/{route}/")
+        async with http.get(f"/api/v1/build/{build_id}/docker/") as response:
+            if response.status == 200:
+                print(f"  {'image (skopeo, docker)':<22} {await response.text()}")
     program = stack.data_directory / "envs" / DEMO_NAMESPACE / "envs" / DEMO_ENVIRONMENT / "bin" / "hello"
     result = await asyncio.to_thread(subprocess.run, [str(program)], capture_output=True, text=True)
     print(f"$ {program}\n{result.stdout.strip()}")
