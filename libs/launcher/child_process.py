@@ -1,6 +1,6 @@
 """Running a long-lived server program as a child process, from asyncio code.
 
-Shared by the NATS and PostgreSQL launchers. The child's stdout and stderr go
+Shared by the NATS, PostgreSQL and SeaweedFS launchers. The child's stdout and stderr go
 straight to a log file (not a pipe), so the child can never block on a full
 pipe when nobody reads it, and the log survives the child for post-mortems.
 
@@ -20,7 +20,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import ClassVar, Iterable, Mapping, Self, Sequence
 
 LOG_TAIL_CHARACTERS = 4000
 DEFAULT_STOP_GRACE_SECONDS = 10.0
@@ -221,3 +222,43 @@ def describe_failure(what: str, child: LoggedChildProcess) -> str:
         f"{what} (pid {child.pid}) {state}; log {child.log_path}, last lines:\n"
         f"{child.log_tail() or '(empty)'}"
     )
+
+
+class ServerProcess:
+    """What the local servers (NATS, PostgreSQL, SeaweedFS) share: one child process at a time,
+    its log file in the data directory, and start/stop as an async context manager. Subclasses
+    set ``log_file_name`` and implement ``start`` and ``stop``."""
+
+    log_file_name: ClassVar[str]
+    data_directory: Path
+    _child: LoggedChildProcess | None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_directory / self.log_file_name
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._child is not None and not self._child.has_exited()
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()

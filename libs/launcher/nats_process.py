@@ -20,9 +20,9 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from types import TracebackType
 
 from envstore.launcher.child_process import (
+    ServerProcess,
     DEFAULT_STOP_GRACE_SECONDS,
     ServerProcessError,
     LoggedChildProcess,
@@ -69,12 +69,14 @@ def find_nats_server_executable() -> Path:
     )
 
 
-class NatsServer:
+class NatsServer(ServerProcess):
     """A nats-server with JetStream storing under ``data_directory``.
 
     ``port=None`` lets the server choose a free port (``-p -1``) on the first
     start; that port is then kept for every restart.
     """
+
+    log_file_name = LOG_FILE_NAME
 
     def __init__(
         self,
@@ -104,29 +106,6 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.data_directory / LOG_FILE_NAME
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._child is not None and not self._child.has_exited()
-
-    async def __aenter__(self) -> "NatsServer":
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _argv(self, executable: Path) -> list[str]:
         return [

@@ -45,11 +45,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import asyncpg
 
 from envstore.launcher.child_process import (
+    ServerProcess,
     DEFAULT_STOP_GRACE_SECONDS,
     ServerProcessError,
     LoggedChildProcess,
@@ -129,7 +129,7 @@ def _unprivileged_os_user(requested_name: str | None) -> OsUser | None:
     return OsUser.lookup(CREATED_OS_USER)
 
 
-class PostgresServer:
+class PostgresServer(ServerProcess):
     """A PostgreSQL server for ``data_directory``, listening on TCP ``host:port``.
 
     The cluster is created with ``initdb`` on first start (trust
@@ -137,6 +137,8 @@ class PostgresServer:
     created if missing. ``port=None`` picks a free port on the first start and
     keeps it for every restart.
     """
+
+    log_file_name = LOG_FILE_NAME
 
     def __init__(
         self,
@@ -170,30 +172,6 @@ class PostgresServer:
     def dsn(self) -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{self.database}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.data_directory / LOG_FILE_NAME
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's PID, once started."""
-        return self._child.pid if self._child else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._child is not None and not self._child.has_exited()
-
-    async def __aenter__(self) -> "PostgresServer":
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         if self.is_running:

@@ -24,12 +24,12 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from types import TracebackType
 
 import aioboto3
 from botocore.config import Config
 
 from envstore.launcher.child_process import (
+    ServerProcess,
     DEFAULT_STOP_GRACE_SECONDS,
     LoggedChildProcess,
     ServerProcessError,
@@ -166,12 +166,14 @@ def pick_port_pair(host: str, offset: int) -> tuple[int, int]:
     raise SeaweedS3ServerError(f"found no free ports p and p+{offset} on {host}")
 
 
-class SeaweedS3Server:
+class SeaweedS3Server(ServerProcess):
     """``weed mini`` storing under ``data_directory``, serving S3 at ``endpoint_url``.
 
     With ``access_key``/``secret_key`` weed enforces them (it reads them from its environment);
     without, it accepts any key. Ports are picked on the first start and kept for restarts.
     """
+
+    log_file_name = LOG_FILE_NAME
 
     def __init__(
         self,
@@ -210,29 +212,6 @@ class SeaweedS3Server:
     def region(self) -> str:
         return S3_REGION
 
-    @property
-    def log_path(self) -> Path:
-        return self.data_directory / LOG_FILE_NAME
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._child is not None and not self._child.has_exited()
-
-    async def __aenter__(self) -> SeaweedS3Server:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def client_options(self) -> dict[str, object]:
         """Keyword arguments for an aioboto3 S3 client of this server."""
