@@ -11,9 +11,9 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from envstore.common.artifact_kinds import ArtifactKind
@@ -167,23 +167,13 @@ class EnvstoreSettings(BaseSettings):
     s3_presign_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)  # SigV4 allows at most 7 days
     # --- end of artifact storage back end ---
 
-    _split_lists = field_validator(
-        "conda_platforms",
-        "conda_indexed_channels",
-        "build_artifacts_kept_on_deletion",
-        "conda_solve_platforms",
-        "conda_default_channels",
-        "conda_allowed_channels",
-        "conda_default_packages",
-        "conda_required_packages",
-        "conda_included_packages",
-        "pypi_default_packages",
-        "pypi_required_packages",
-        "pypi_included_packages",
-        "build_artifacts",
-        "webhook_allowed_hosts",
-        mode="before",
-    )(_split_list)
+    @field_validator("*", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every list setting accepts a comma-separated string (or JSON) from the environment."""
+        if get_origin(cls.model_fields[info.field_name].annotation) is list:
+            return _split_list(value)
+        return value
 
     @field_validator("build_artifacts", "build_artifacts_kept_on_deletion")
     @classmethod
