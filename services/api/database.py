@@ -8,6 +8,7 @@ from importlib import resources
 import asyncpg
 
 READ_MODEL_TABLES = (
+    "projection_skipped_event",
     "webhook_delivery_attempt",
     "webhook",
     "setting_override",

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 import asyncpg
+import msgspec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -25,6 +26,25 @@ BATCH_LIMIT = 500  # events applied in one transaction at most
 IDLE_WAIT_SECONDS = 5.0
 
 
+# Errors that come from an event's content (the same every time), as opposed to an outage.
+CONTENT_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    TypeError,
+    ValueError,
+    KeyError,
+)
+REJECTIONS_BEFORE_SKIP = 3
+
+
+class EventRejected(Exception):
+    def __init__(self, sequence: int, subject: str, error: BaseException) -> None:
+        super().__init__(f"event {sequence} ({subject}): {error}")
+        self.sequence = sequence
+        self.subject = subject
+        self.error = error
+
+
 class CheckpointMoved(Exception):
     """The read model was reset (or is behind this replica): project again from its checkpoint."""
 
@@ -34,6 +54,7 @@ class Projector:
         self.pool = pool
         self.bus = bus
         self.applied_sequence = 0
+        self._rejections: dict[int, int] = {}  # sequence → times the read model refused it
         self._advanced = asyncio.Condition()
 
     async def checkpoint(self) -> int:
@@ -59,9 +80,40 @@ class Projector:
                 await self._project_from_checkpoint()
             except asyncio.CancelledError:
                 raise
+            except EventRejected as rejection:
+                await self._note_rejection(rejection)
             except Exception:
                 log.warning("projection interrupted; resuming from the checkpoint", exc_info=True)
                 await asyncio.sleep(0.5)
+
+    async def _note_rejection(self, rejection: EventRejected) -> None:
+        """An event the read model refuses for what it contains (not an outage) is retried alone,
+        then, after ``REJECTIONS_BEFORE_SKIP`` refusals, recorded and skipped, so one bad event
+        cannot stop every later one from being shown. It stays in the stream: a rebuild after a
+        fix applies it."""
+        count = self._rejections.get(rejection.sequence, 0) + 1
+        self._rejections[rejection.sequence] = count
+        log.error("event %s refused by the read model (%s of %s): %s", rejection.sequence, count,
+                  REJECTIONS_BEFORE_SKIP, rejection.error)
+        if count < REJECTIONS_BEFORE_SKIP:
+            return
+        async with self.pool.acquire() as connection:
+            async with connection.transaction():
+                skipped = await connection.fetchval(
+                    """UPDATE projection_checkpoint SET last_sequence = $2
+                       WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
+                    CHECKPOINT,
+                    rejection.sequence,
+                )
+                if skipped is not None:
+                    await connection.execute(
+                        """INSERT INTO projection_skipped_event (sequence, subject, error)
+                           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
+                        rejection.sequence,
+                        rejection.subject,
+                        str(rejection.error)[:2000],
+                    )
+        self._rejections.pop(rejection.sequence, None)
 
     async def _project_from_checkpoint(self) -> None:
         start = await self.checkpoint()
@@ -79,7 +131,9 @@ class Projector:
                 # Whatever else has already arrived goes into the same transaction: one commit
                 # per batch instead of per event is what makes a replay fast.
                 batch = [first]
-                while len(batch) < BATCH_LIMIT and subscription.pending_msgs > 0:
+                # After a refusal the event is retried on its own, to tell it from its neighbours.
+                limit = 1 if first.metadata.sequence.stream in self._rejections else BATCH_LIMIT
+                while len(batch) < limit and subscription.pending_msgs > 0:
                     batch.append(await subscription.next_msg(timeout=1))
                 await self._apply_batch([message for message in batch if self._is_new(message)])
         finally:
@@ -122,8 +176,13 @@ class Projector:
             event = self.bus.codec.decode(message.subject, message.data)
         except UnknownEvent:
             return
+        except msgspec.ValidationError as error:
+            raise EventRejected(sequence, message.subject, error) from error
         with self.bus.telemetry.projection_span(message.subject, sequence, message.headers):
-            await apply_event(connection, event, sequence)
+            try:
+                await apply_event(connection, event, sequence)
+            except CONTENT_ERRORS as error:
+                raise EventRejected(sequence, message.subject, error) from error
 
     async def _advance_to(self, sequence: int) -> None:
         async with self._advanced:

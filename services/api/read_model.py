@@ -484,5 +484,8 @@ class ReadModel:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM build GROUP BY status")
         return {row["status"]: row["n"] for row in rows}
 
+    async def skipped_event_count(self) -> int:
+        return await self.pool.fetchval("SELECT count(*) FROM projection_skipped_event")
+
     async def environment_count(self) -> int:
         return await self.pool.fetchval("SELECT count(*) FROM environment WHERE deleted_on IS NULL")

@@ -156,3 +156,8 @@ CREATE TABLE IF NOT EXISTS webhook_delivery_attempt (
 );
 CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_webhook ON webhook_delivery_attempt(webhook_id, sequence);
 CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_event ON webhook_delivery_attempt(webhook_id, event_id);
+CREATE TABLE IF NOT EXISTS projection_skipped_event (
+    sequence bigint PRIMARY KEY,  -- still in the stream; a rebuild after a fix applies it
+    subject text NOT NULL,
+    error text NOT NULL
+);

@@ -127,3 +127,28 @@ async def test_projection_rebuild_reproduces_identical_answers(api: ApiClient, s
     assert "read model rebuilt" in result.stdout
     after = await answers()
     assert after == before
+
+
+async def test_an_event_the_read_model_refuses_is_skipped_and_later_events_still_show(api: ApiClient, stack) -> None:
+    """A published event PostgreSQL cannot store (a NUL character in a name, which the API itself
+    refuses at the edge) must not stop the projection: it is retried, then recorded as skipped."""
+    from envstore.common.bus import EventBus
+    from envstore.common.events import NamespaceCreated
+
+    bus = await EventBus.connect(stack.nats.url)
+    try:
+        poison = await bus.publish(NamespaceCreated(namespace="poison\x00name"), message_id="test-poison-event")
+    finally:
+        await bus.close()
+    build = await api.wait_for_build(
+        await api.submit(environment_yaml("after-poison", ["tinyjson"]), namespace="recovery"), timeout_seconds=60
+    )
+    assert build["status"] == "COMPLETED"
+    connection = await asyncpg.connect(stack.postgres.dsn)
+    try:
+        skipped = await connection.fetch("SELECT sequence, subject, error FROM projection_skipped_event")
+    finally:
+        await connection.close()
+    assert [(row["sequence"], row["subject"]) for row in skipped] == [(poison.seq, NamespaceCreated.SUBJECT)]
+    status, metrics = await api.get("/metrics")
+    assert "envstore_projection_skipped_events 1" in metrics

@@ -36,6 +36,9 @@ async def metrics(request: web.Request) -> web.Response:
         "# HELP envstore_projection_lag_events Events in the stream not yet in the read model.",
         "# TYPE envstore_projection_lag_events gauge",
         f"envstore_projection_lag_events {max(0, last_sequence - context.projector.applied_sequence)}",
+        "# HELP envstore_projection_skipped_events Events the read model refused and skipped.",
+        "# TYPE envstore_projection_skipped_events gauge",
+        f"envstore_projection_skipped_events {await context.read_model.skipped_event_count()}",
     ]
     await context.bus.report_every_consumer_lag()
     process_series = await request.app[TELEMETRY].metrics.render()
