@@ -96,6 +96,9 @@ class BuildSubmitted(Event, kw_only=True, tag="build.submitted"):
     environment: str
     description: str | None = None
     specification: dict[str, Any]  # normalized environment spec, or {name, description, lockfile}
+    # A specification too large for an event (a big lockfile) is stored as this blob, and
+    # ``specification`` then keeps only its name and description (see specification_documents).
+    specification_blob: BlobRef | None = None
     spec_sha256: str
     is_lockfile: bool = False
     platforms: list[str]

@@ -54,7 +54,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     # The storage back end's client (S3's connection pool) lives as long as the app.
     storage_lifetime = contextlib.AsyncExitStack()
     artifact_storage = await storage_lifetime.enter_async_context(open_storage(settings))
-    projector = Projector(pool, bus)
+    projector = Projector(pool, bus, artifact_storage)
     projecting = asyncio.create_task(projector.run(), name="projector")
     app[CONTEXT] = ApiContext(
         settings, bus, ReadModel(pool), artifact_storage, projector, TokenAuthority.from_settings(settings)

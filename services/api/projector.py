@@ -17,6 +17,9 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from envstore.common.bus import EventBus
+from envstore.common.events import BuildSubmitted
+from envstore.common.specification_documents import with_full_specification
+from envstore.common.storage import Storage
 from envstore.common.events import UnknownEvent
 from envstore.api.projection import apply_event
 
@@ -50,9 +53,10 @@ class CheckpointMoved(Exception):
 
 
 class Projector:
-    def __init__(self, pool: asyncpg.Pool, bus: EventBus) -> None:
+    def __init__(self, pool: asyncpg.Pool, bus: EventBus, storage: Storage) -> None:
         self.pool = pool
         self.bus = bus
+        self.storage = storage  # large specifications live there
         self.applied_sequence = 0
         self._rejections: dict[int, int] = {}  # sequence → times the read model refused it
         self._advanced = asyncio.Condition()
@@ -178,6 +182,8 @@ class Projector:
             return
         except msgspec.ValidationError as error:
             raise EventRejected(sequence, message.subject, error) from error
+        if isinstance(event, BuildSubmitted):
+            event = await with_full_specification(event, self.storage)
         with self.bus.telemetry.projection_span(message.subject, sequence, message.headers):
             try:
                 await apply_event(connection, event, sequence)

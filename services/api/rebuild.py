@@ -4,35 +4,49 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
+
 from envstore.api import database
 from envstore.api.projector import Projector
 from envstore.common.bus import EventBus
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.storage import Storage, open_storage
 
 
-async def rebuild_projection(settings: EnvstoreSettings, timeout_seconds: float = 300) -> int:
-    """Returns the sequence the rebuilt read model is at."""
+async def rebuild_projection(settings: EnvstoreSettings, stall_seconds: float = 120) -> int:
+    """Returns the sequence the rebuilt read model is at. Fails only if the replay stops moving
+    for ``stall_seconds`` (a long history may take many minutes)."""
     pool = await database.create_pool(settings.database_url)
     bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name="projection-rebuild")
     try:
-        async with pool.acquire() as connection:
-            async with connection.transaction():
-                # Hold the schema lock so a running API does not recreate tables half-way.
-                await connection.execute("SELECT pg_advisory_xact_lock(4242001)")
-                await connection.execute(
-                    "DROP TABLE IF EXISTS " + ", ".join(database.READ_MODEL_TABLES) + " CASCADE"
-                )
-                await connection.execute(database.schema_sql())
-        last = await bus.last_sequence()
-        projector = Projector(pool, bus)
-        running = asyncio.create_task(projector.run())
-        try:
-            if not await projector.wait_for(last, timeout_seconds):
-                raise TimeoutError(f"replay did not reach sequence {last} in {timeout_seconds} s")
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-        return last
+        async with open_storage(settings) as storage:
+            return await _drop_and_replay(pool, bus, storage, stall_seconds)
     finally:
         await bus.close()
         await pool.close()
+
+
+async def _drop_and_replay(pool: asyncpg.Pool, bus: EventBus, storage: Storage, stall_seconds: float) -> int:
+    async with pool.acquire() as connection:
+        async with connection.transaction():
+            # Hold the schema lock so a running API does not recreate tables half-way.
+            await connection.execute("SELECT pg_advisory_xact_lock(4242001)")
+            await connection.execute(
+                "DROP TABLE IF EXISTS " + ", ".join(database.READ_MODEL_TABLES) + " CASCADE"
+            )
+            await connection.execute(database.schema_sql())
+    last = await bus.last_sequence()
+    projector = Projector(pool, bus, storage)
+    running = asyncio.create_task(projector.run())
+    try:
+        reached = projector.applied_sequence
+        while not await projector.wait_for(last, stall_seconds):
+            if projector.applied_sequence == reached:
+                raise TimeoutError(
+                    f"replay stopped at sequence {reached} of {last} for {stall_seconds} s"
+                )
+            reached = projector.applied_sequence
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    return last

@@ -19,6 +19,7 @@ from envstore.common.events import ArtifactFailed, ArtifactReady, BuildBuilt, Bu
 from envstore.common.lock import Lock
 from envstore.common.service_runtime import connected_bus, consumer_options, run_service
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage, open_storage
 from envstore.common.telemetry import Telemetry
 from envstore.packager.artifacts import conda_pack, installer, lockfile, pinned_yaml
@@ -54,6 +55,7 @@ class PackagerService:
         reporter = BuildReporter(self.bus, build.build_id, SERVICE)
         submitted = await self.bus.event_at(build.build_id)
         assert isinstance(submitted, BuildSubmitted)
+        submitted = await with_full_specification(submitted, self.storage)
         lock = Lock.decode(await self.storage.get_bytes(event.lock))
         wanted = list(ALWAYS_PRODUCED) + [
             ArtifactKind(kind) for kind in build.artifacts if kind in PRODUCERS and kind not in ALWAYS_PRODUCED

@@ -21,6 +21,7 @@ from envstore.common.service_runtime import connected_bus, consumer_options, run
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.specification import EnvironmentSpecification
+from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage, open_storage
 from envstore.common.telemetry import Telemetry
 from envstore.solver.solve import SolveRequest, Solver
@@ -59,6 +60,7 @@ class SolverService:
             raise
 
     async def _solve_and_publish(self, event: BuildSubmitted, build: BuildRef, reporter: BuildReporter) -> None:
+        event = await with_full_specification(event, self.storage)
         if event.is_lockfile:
             async with reporter.phase("lock", "reading the submitted conda-lock lockfile (no solve)"):
                 lock = await asyncio.to_thread(lock_from_conda_lock, event.specification["lockfile"])

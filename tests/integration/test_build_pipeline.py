@@ -217,3 +217,18 @@ async def test_remote_solve_answers_packages_and_refuses_channels_not_allowed(ap
     status, body = await api.get("/api/v1/specification/", params={"conda": "hello", "channel": "conda-forge"})
     assert status == 400
     assert "https://conda.anaconda.org/conda-forge not allowed" in body["message"]
+
+
+async def test_a_specification_too_large_for_an_event_is_stored_and_still_built(api: ApiClient, stack) -> None:
+    """Events stay small: a large specification goes to storage and the event carries its digest;
+    the build, its answer and its artifacts are as for any other."""
+    description = "a long description " * 12_000  # ~230 KB
+    specification = f"name: large-spec\ndescription: {description}\ndependencies:\n  - tinyjson\n"
+    build_id = await api.submit(specification, namespace="pipeline")
+    build = await api.wait_for_build(build_id)
+    assert build["status"] == "COMPLETED", build["status_info"]
+    assert build["specification"]["spec"]["description"] == description.strip()
+    submitted = next(event for sequence, event in await stream_events(stack.nats.url) if sequence == build_id)
+    assert isinstance(submitted, BuildSubmitted)
+    assert submitted.specification_blob is not None and submitted.specification_blob.size > 200_000
+    assert "dependencies" not in submitted.specification

@@ -114,6 +114,8 @@ async def test_projection_rebuild_reproduces_identical_answers(api: ApiClient, s
         **os.environ,
         "ENVSTORE_NATS_URL": stack.nats.url,
         "ENVSTORE_DATABASE_URL": stack.postgres.dsn,
+        # Large specifications live in storage: the rebuild reads them from there.
+        "ENVSTORE_DATA_DIR": str(stack.data_directory),
     }
     result = await asyncio.to_thread(
         subprocess.run,

@@ -95,6 +95,7 @@ async def rebuild(request: web.Request) -> web.Response:
         namespace=original.namespace,
         environment=original.environment,
         specification=original.specification,
+        specification_blob=original.specification_blob,
         spec_sha256=original.spec_sha256,
         is_lockfile=original.is_lockfile,
         platforms=list(settings.conda_solve_platforms) if not original.is_lockfile else original.platforms,

@@ -15,6 +15,7 @@ from envstore.api.nul_characters import contains_nul
 from envstore.api.routes.paths import Routes
 from envstore.common.channels import channel_refusal, channel_url
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
+from envstore.common.specification_documents import offload_large_specification
 from envstore.common.specification import SpecificationError, load_environment_specification, parse_specification_text
 from envstore.common.submission import SubmissionRequest, build_submission, check_name_or_error
 
@@ -87,6 +88,7 @@ async def create_specification(request: web.Request) -> web.Response:
     except SpecificationError as error:
         raise ApiError(400, str(error)) from None
     message_id = request.headers.get("Idempotency-Key") or f"submit:{uuid.uuid4()}"
+    event = await offload_large_specification(event, context.storage)
     build_id = await context.publish_and_wait(event, f"submit:{message_id}" if "Idempotency-Key" in request.headers else message_id)
     return ok({"build_id": build_id})
 
