@@ -93,6 +93,23 @@ BUILD_SELECT = """SELECT b.*, e.name AS environment_name, n.name AS namespace_na
 FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id"""
 
 
+def restrict_to_build_contents(
+    sql: SqlFilter, build_column: str, artifact: str | None, packages: tuple[str, ...]
+) -> None:
+    """Only rows whose build (``build_column``) has the artifact and every one of the packages."""
+    if artifact is not None:
+        sql.add(
+            f"EXISTS (SELECT 1 FROM build_artifact a WHERE a.build_id = {build_column} "
+            f"AND a.artifact_type = {sql.parameter(artifact)})"
+        )
+    for package in packages:
+        sql.add(
+            "EXISTS (SELECT 1 FROM build_package bp JOIN conda_package_build pb ON pb.id = bp.package_build_id "
+            "JOIN conda_package p ON p.id = pb.package_id "
+            f"WHERE bp.build_id = {build_column} AND p.name = {sql.parameter(package)})"
+        )
+
+
 class ReadModel:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -209,17 +226,7 @@ class ReadModel:
             sql.add(f"e.name = {sql.parameter(filters.name)}")
         if filters.status is not None:
             sql.add(f"(SELECT status FROM build WHERE id = e.current_build_id) = {sql.parameter(filters.status)}")
-        if filters.artifact is not None:
-            sql.add(
-                "EXISTS (SELECT 1 FROM build_artifact a WHERE a.build_id = e.current_build_id "
-                f"AND a.artifact_type = {sql.parameter(filters.artifact)})"
-            )
-        for package in filters.packages:
-            sql.add(
-                "EXISTS (SELECT 1 FROM build_package bp JOIN conda_package_build pb ON pb.id = bp.package_build_id "
-                "JOIN conda_package p ON p.id = pb.package_id "
-                f"WHERE bp.build_id = e.current_build_id AND p.name = {sql.parameter(package)})"
-            )
+        restrict_to_build_contents(sql, "e.current_build_id", filters.artifact, filters.packages)
         return sql
 
     async def environments_page(
@@ -318,17 +325,7 @@ class ReadModel:
             sql.add(f"e.name = {sql.parameter(filters.name)}")
         if filters.namespace is not None:
             sql.add(f"n.name = {sql.parameter(filters.namespace)}")
-        if filters.artifact is not None:
-            sql.add(
-                "EXISTS (SELECT 1 FROM build_artifact a WHERE a.build_id = b.id "
-                f"AND a.artifact_type = {sql.parameter(filters.artifact)})"
-            )
-        for package in filters.packages:
-            sql.add(
-                "EXISTS (SELECT 1 FROM build_package bp JOIN conda_package_build pb ON pb.id = bp.package_build_id "
-                "JOIN conda_package p ON p.id = pb.package_id "
-                f"WHERE bp.build_id = b.id AND p.name = {sql.parameter(package)})"
-            )
+        restrict_to_build_contents(sql, "b.id", filters.artifact, filters.packages)
         order = "DESC" if page.descending else "ASC"
         keys = [BUILD_SORT_COLUMNS[key] for key in sort_by if key in BUILD_SORT_COLUMNS] or ["b.id"]
         base = "FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id"
