@@ -246,3 +246,7 @@ async def test_openapi_document_describes_the_routes(anonymous: ApiClient) -> No
     assert document["openapi"].startswith("3.")
     assert {"get", "post"} <= set(document["paths"]["/api/v1/specification/"])
     assert "/api/v2/environment/" in document["paths"]
+    # The installer is envstore's own; the artifact type keeps conda-store's name.
+    installer = document["paths"]["/api/v1/build/{build_id}/installer/"]["get"]["summary"]
+    assert "self-extracting shell script" in installer and "CONSTRUCTOR_INSTALLER" in installer
+    assert "not made by conda constructor" in installer

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +89,55 @@ async def test_interactive_install_asks_for_the_location(five_package_build: Bui
 
     assert f"Install location [{tmp_path}/five]: " in output
     assert_environment_runs_from(prefix)
+
+
+@pytest.fixture
+def unprivileged_home() -> Iterator[Path]:
+    """A home directory with spaces in its path, owned by ``nobody``: pytest's own temporary
+    directories are root's alone, so an unprivileged user could not even reach them."""
+    home = Path(tempfile.mkdtemp(prefix="envstore installer test ")) / "home of nobody"
+    home.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    for path in (home.parent, home):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home.parent)
+
+
+def as_nobody(command: list[str | Path], home: Path) -> list[str | Path]:
+    """``command`` run by the unprivileged user ``nobody``, with a plain user's environment."""
+    nobody = pwd.getpwnam("nobody")
+    return [
+        "setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", "--",
+        "env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", *command,
+    ]
+
+
+async def test_a_user_without_privileges_installs_from_and_into_paths_with_spaces(
+    five_package_build: BuildInputs, unprivileged_home: Path
+) -> None:
+    downloads = unprivileged_home / "my downloads"
+    script = downloads / "five installer.sh"
+    run(as_nobody(["mkdir", downloads], unprivileged_home))
+    # Handed over as a download would be: a file of the user's own, in a folder only they may write.
+    shutil.copyfile(await produced_installer(five_package_build), script)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(script, nobody.pw_uid, nobody.pw_gid)
+
+    # Batch mode with no -p: the default location, $HOME/<environment>, has spaces too.
+    output = run(as_nobody(["sh", script, "-b"], unprivileged_home))
+
+    prefix = unprivileged_home / "five"
+    assert f"Installed packaging/five, build 1 into {prefix}" in output
+    assert {path.stat().st_uid for path in [prefix, *prefix.rglob("*")]} == {nobody.pw_uid}
+    assert run(as_nobody([prefix / "bin" / "hello"], unprivileged_home)) == (
+        f"hello 2.1 prefix={prefix} greeting-data=2.0\n"
+    )
+    assert run(as_nobody([prefix / "bin" / "hello-binary-prefix"], unprivileged_home)) == f"{prefix}\n"
+    activated = run(as_nobody(["bash", "-c", f'source "{prefix}/bin/activate" && echo "$CONDA_PREFIX"'], unprivileged_home))
+    assert activated == f"{prefix}\n"
 
 
 async def test_installer_refuses_a_corrupted_payload(five_package_build: BuildInputs, tmp_path: Path) -> None:

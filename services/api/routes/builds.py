@@ -246,5 +246,5 @@ def register(routes: Routes) -> None:
     routes.add("GET", "/api/v1/build/{build_id}/yaml/", build_yaml, "The build's pinned environment.yaml", responses=(307, 403, 404))
     routes.add("GET", "/api/v1/build/{build_id}/logs/", build_logs, "The build's log (live while it runs)", responses=(200, 307, 403, 404))
     routes.add("GET", "/api/v1/build/{build_id}/archive/", build_archive, "The build's conda-pack archive", responses=(307, 403, 404))
-    routes.add("GET", "/api/v1/build/{build_id}/installer/", build_installer, "The build's installer", responses=(307, 400, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/installer/", build_installer, "The build's installer: envstore's own self-extracting shell script (artifact type CONSTRUCTOR_INSTALLER, kept for conda-store clients; not made by conda constructor)", responses=(307, 400, 403, 404))
     routes.add("GET", "/api/v1/build/{build_id}/docker/", build_docker, "The build's image reference (deprecated)", responses=(200, 400, 403, 404))
