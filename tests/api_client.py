@@ -9,6 +9,9 @@ from typing import Any
 import aiohttp
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
+# The password backend's password in test stacks (ENVSTORE_AUTH_PASSWORD); a real deployment
+# generates one into its data directory.
+LOGIN_PASSWORD = "test-login-password"
 
 
 class ApiClient:

@@ -10,7 +10,7 @@ import pytest
 from envstore.common.demo_channel import make_channel
 from envstore.common.settings import host_platform
 from envstore.launcher.stack import EmbeddedStack
-from tests.api_client import ApiClient
+from tests.api_client import LOGIN_PASSWORD, ApiClient
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +32,7 @@ async def stack(session_directory: Path, channel_url: str):  # type: ignore[no-u
         "ENVSTORE_CONDA_SOLVE_PLATFORMS": f"{host_platform()},osx-arm64",
         # Short enough that a killed worker's message comes back quickly in crash tests.
         "ENVSTORE_WORKER_ACK_WAIT_SECONDS": "3",
+        "ENVSTORE_AUTH_PASSWORD": LOGIN_PASSWORD,
     }
     async with EmbeddedStack(session_directory / "stack", settings=settings) as running:
         yield running

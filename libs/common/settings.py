@@ -2,19 +2,22 @@
 
 Keys follow conda-store's settings names (so its settings API can expose them unchanged); each is
 read from ``ENVSTORE_<KEY>``. List settings accept a comma-separated string
-(``ENVSTORE_CONDA_ALLOWED_CHANNELS=conda-forge,bioconda``) or a JSON list.
+(``ENVSTORE_CONDA_ALLOWED_CHANNELS=conda-forge,bioconda``) or a JSON list. Any key can also be read
+from a file named by ``ENVSTORE_<KEY>_FILE`` (how compose and Kubernetes hand over secrets).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from envstore.common.artifact_kinds import ArtifactKind
 
@@ -47,6 +50,35 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """``ENVSTORE_<KEY>_FILE=/run/secrets/x``: the setting's value is that file's content (stripped),
+    so secrets need not sit in the environment. A value given directly takes precedence."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        path = os.environ.get(f"ENVSTORE_{field_name.upper()}_FILE")
+        if not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text().strip(), field_name, False
+        except OSError as error:
+            raise ValueError(
+                f"ENVSTORE_{field_name.upper()}_FILE names {path}, which cannot be read ({error.strerror})"
+            ) from None
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, field_name)
+            if value is not None:
+                values[field_name] = value
+        return values
+
+
+# conda-store's allow-list before it became "anything" (conda-store 0.4.x): a submitter cannot
+# point the solver at any URL they like unless the deployment or a namespace admin widens it.
+DEFAULT_ALLOWED_CHANNELS = ("main", "conda-forge", "https://repo.anaconda.com/pkgs/main")
+
+
 class EnvstoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENVSTORE_", extra="ignore")
 
@@ -67,7 +99,7 @@ class EnvstoreSettings(BaseSettings):
     conda_solve_platforms: CommaList = Field(default_factory=lambda: [host_platform()])
     conda_channel_alias: str = "https://conda.anaconda.org"
     conda_default_channels: CommaList = Field(default_factory=lambda: ["conda-forge"])
-    conda_allowed_channels: CommaList = Field(default_factory=list)
+    conda_allowed_channels: CommaList = Field(default_factory=lambda: list(DEFAULT_ALLOWED_CHANNELS))
     conda_default_packages: CommaList = Field(default_factory=list)
     conda_required_packages: CommaList = Field(default_factory=list)
     conda_included_packages: CommaList = Field(default_factory=list)
@@ -94,7 +126,9 @@ class EnvstoreSettings(BaseSettings):
     nats_stream: str = "ENVSTORE"
     nats_stream_replicas: int = 1
     nats_duplicate_window_seconds: float = 600.0
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/envstore"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/envstore"  # the API's: writes the read model
+    # A role that may only SELECT the read model, for services that only read it; unset: database_url.
+    reader_database_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_external_url: str | None = None
@@ -111,7 +145,17 @@ class EnvstoreSettings(BaseSettings):
     admin_token: str | None = None
     # --- authentication (conda-store's AuthenticationBackend / RBACAuthorizationBackend) ---
     auth_secret: str | None = None  # HS256 key; unset: generated once into <data_dir>/auth-secret
-    auth_password: str = "password"  # the password backend's password; empty accepts any
+    # The password backend's one password; unset (or empty): generated once into
+    # <data_dir>/auth-password. Every user name logs in with it.
+    auth_password: SecretStr | None = None
+    # User names whose login is */* admin; everyone else gets <user>/* admin and the
+    # authenticated role bindings.
+    auth_admin_users: CommaList = Field(default_factory=list)
+    # Failed logins tolerated per user name and per client address within the window; more
+    # answer 429 until the oldest failure leaves the window.
+    auth_login_failures_per_user: int = Field(default=5, ge=1)
+    auth_login_failures_per_address: int = Field(default=20, ge=1)
+    auth_login_window_seconds: float = Field(default=60.0, gt=0)
     auth_token_lifetime_seconds: int = 24 * 3600
     predefined_tokens: dict[str, dict] = Field(default_factory=dict)
     role_mappings_version: int = 1
@@ -123,6 +167,12 @@ class EnvstoreSettings(BaseSettings):
     )
     auth_cookie_domain: str | None = None
     max_request_bytes: int = 16 * 1024 * 1024
+    # --- channels: which hosts the solver may fetch from ---
+    # Host names ("mirror.internal", "*.corp.example"), addresses or networks that channels may
+    # point at although they are loopback, private or link-local (refused otherwise). Channels
+    # named in this deployment's own CONDA_ALLOWED_CHANNELS / CONDA_DEFAULT_CHANNELS (not the
+    # settings API's overrides) are trusted wherever they point, file:// ones included.
+    channel_allowed_hosts: CommaList = Field(default_factory=list)
     worker_concurrency: int = 2
     worker_ack_wait_seconds: float = 30.0
     worker_max_attempts: int = 3
@@ -165,7 +215,22 @@ class EnvstoreSettings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_path_style: bool = False  # true for most non-AWS servers (SeaweedFS, MinIO)
     s3_presign_seconds: int = Field(default=3600, gt=0, le=7 * 24 * 3600)  # SigV4 allows at most 7 days
+    # Local storage's artifact links (/storage/<key>?expires=&signature=) stay valid this long.
+    storage_url_seconds: int = Field(default=600, gt=0)
+    # Signs those links; unset: generated once into <data_dir>/storage-url-secret.
+    storage_url_secret: SecretStr | None = None
     # --- end of artifact storage back end ---
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings, file_secret_settings
 
     @field_validator("*", mode="before")
     @classmethod
@@ -199,6 +264,10 @@ class EnvstoreSettings(BaseSettings):
     @property
     def package_cache(self) -> Path:
         return self.cache_root / "pkgs"
+
+    @property
+    def read_only_database_url(self) -> str:
+        return self.reader_database_url or self.database_url
 
     @property
     def api_url(self) -> str:

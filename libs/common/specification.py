@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9\-+_@$&?^~.=]+\Z")  # \Z: no trailing newline
 NAME_RULE = "letters, digits and the characters - + _ @ $ & ? ^ ~ . ="
+# The namespace of the registry's dynamic images (conda-store's name), shared by every puller.
+DYNAMIC_NAMESPACE = "conda-store-dynamic"
 PIP_OPTIONS = ("--index-url", "--extra-index-url", "--trusted-host")
 # libyaml's safe loader when PyYAML has it: five times faster on a big lockfile, which is
 # parsed while the API answers other requests.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
+from envstore.common.local_secrets import read_or_create_secret
 from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
 from envstore.launcher.nats_process import NatsServer
 from envstore.launcher.postgres_process import PostgresServer
@@ -26,6 +27,7 @@ from envstore.launcher.s3_process import SeaweedS3Server
 # "api.webhooks" is the API's webhook delivering process (python -m envstore.api.webhooks).
 SERVICES = ("api", "solver", "builder", "packager", "registry", "api.webhooks")
 READY_TIMEOUT_SECONDS = 60.0
+ADMIN_TOKEN_FILE = "admin-token"
 
 
 class StackError(RuntimeError):
@@ -46,13 +48,20 @@ class EmbeddedStack:
         self.api_port = api_port or pick_free_port(host)
         self.registry_port = registry_port or pick_free_port(host)
         self.extra_settings = dict(settings or {})
-        self.admin_token = self.extra_settings.get("ENVSTORE_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+        # Kept in the data directory (mode 0600) rather than printed: output ends up in logs.
+        self.admin_token = self.extra_settings.get("ENVSTORE_ADMIN_TOKEN") or read_or_create_secret(
+            self.admin_token_file
+        )
         self.nats = NatsServer(self.data_directory / "nats", host=host)
         self.postgres = PostgresServer(self.data_directory / "postgres", host=host)
         self.services: dict[str, LoggedChildProcess] = {}
         # The API serves /metrics on its own port; every other service gets a metrics listener.
         self.metrics_ports = {name: pick_free_port(host) for name in SERVICES if name != "api"}
         self.s3 = self._local_s3_server_if_wanted()
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_directory / ADMIN_TOKEN_FILE
 
     @property
     def api_url(self) -> str:

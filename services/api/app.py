@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from envstore.api import database
+from envstore.api import database, security_headers
 from envstore.api.authentication import authenticate
 from envstore.api.context import CONTEXT, SETTINGS, ApiContext
 from envstore.api.envelopes import api_errors
+from envstore.api.login_policy import login_password
+from envstore.api.login_throttle import LoginThrottle
 from envstore.api.nul_characters import refuse_nul_in_url
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
@@ -57,7 +59,18 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     projector = Projector(pool, bus, artifact_storage)
     projecting = asyncio.create_task(projector.run(), name="projector")
     app[CONTEXT] = ApiContext(
-        settings, bus, ReadModel(pool), artifact_storage, projector, TokenAuthority.from_settings(settings)
+        settings,
+        bus,
+        ReadModel(pool),
+        artifact_storage,
+        projector,
+        TokenAuthority.from_settings(settings),
+        login_password(settings),
+        LoginThrottle(
+            settings.auth_login_failures_per_user,
+            settings.auth_login_failures_per_address,
+            settings.auth_login_window_seconds,
+        ),
     )
     try:
         yield
@@ -76,6 +89,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
+    security_headers.install(app)
     http_telemetry.install(app, telemetry or Telemetry.disabled("api"))
     app.cleanup_ctx.append(resources)
     routes = Routes(app, settings.url_prefix)

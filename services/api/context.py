@@ -1,4 +1,5 @@
-"""What request handlers share: settings, the bus, the read model, storage, the projector, tokens."""
+"""What request handlers share: settings, the bus, the read model, storage, the projector, tokens,
+the login password and its throttle."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import nats.errors
 from aiohttp import web
 
 from envstore.api.envelopes import ApiError
+from envstore.api.login_throttle import LoginThrottle
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
 from envstore.common.bus import EventBus
@@ -27,6 +29,8 @@ class ApiContext:
     storage: Storage
     projector: Projector
     tokens: TokenAuthority
+    login_password: str
+    login_throttle: LoginThrottle
 
     async def publish_and_wait(self, event: Event, message_id: str) -> int:
         """Publish a command's event; answer once the read model shows it (bounded wait; after

@@ -41,7 +41,7 @@ def shell_config(ui: EnvstoreSettings, base_url: str, url_prefix: str) -> dict[s
     }
 
 
-def shell_page(config: dict[str, str], static_url: str) -> str:
+def shell_page(config: dict[str, str], static_url: str, nonce: str) -> str:
     # "<" escaped so no value can close the script element.
     config_json = json.dumps(config, indent=1).replace("<", "\\u003c")
     static = html.escape(static_url, quote=True)
@@ -52,7 +52,7 @@ def shell_page(config: dict[str, str], static_url: str) -> str:
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>envstore</title>
 <link rel="icon" href="data:,">
-<script>window.condaStoreConfig = {config_json};</script>
+<script nonce="{nonce}">window.condaStoreConfig = {config_json};</script>
 <script defer src="{static}/main.js"></script>
 <link href="{static}/main.css" rel="stylesheet">
 </head>

@@ -27,7 +27,7 @@ import yaml
 
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.bus import EventBus
-from envstore.common.specification import NAME_PATTERN, NAME_RULE, SpecificationError
+from envstore.common.specification import DYNAMIC_NAMESPACE, NAME_PATTERN, NAME_RULE, SpecificationError
 from envstore.common.submission import SubmissionRequest, build_submission
 from envstore.registry.errors import RegistryError, name_invalid
 from envstore.registry.settings_overrides import SettingsOverrides
@@ -35,7 +35,6 @@ from envstore.registry.tag_index import TagIndex
 
 log = logging.getLogger(__name__)
 
-DYNAMIC_NAMESPACE = "conda-store-dynamic"
 TOKEN_OPERATORS = ((".gt.", ">"), (".ge.", ">="), (".lt.", "<"), (".le.", "<="), (".eq.", "=="))
 # Build prefixes are <store>/<namespace>/<build key> and must stay under 255 characters.
 MAX_ENVIRONMENT_NAME = 128

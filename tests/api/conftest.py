@@ -28,7 +28,7 @@ from aiohttp import web
 
 from envstore.launcher.child_process import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
-from tests.api_client import ApiClient, environment_yaml
+from tests.api_client import LOGIN_PASSWORD, ApiClient, environment_yaml
 
 # (namespace, environment, its one package), in build order: builds "1" to "4" of §6.1.
 WORLD_ENVIRONMENTS = (
@@ -43,8 +43,10 @@ WORLD_ARTIFACTS = ("LOCKFILE", "YAML", "CONDA_PACK", "CONSTRUCTOR_INSTALLER")
 # A service-account token from settings (conda-store's predefined_tokens).
 PREDEFINED_TOKEN = "predefined-namespace1-viewer-token"
 PREDEFINED_TOKEN_CLAIMS = {"primary_namespace": "namespace1", "role_bindings": {"namespace1/*": ["viewer"]}}
-USERNAME = "username"  # conda-store's tests log in as username/password
-PASSWORD = "password"
+# conda-store's tests log in as "username" with DummyAuthentication, which makes every login
+# */* admin; here that user is named in ENVSTORE_AUTH_ADMIN_USERS, and other names are not admin.
+USERNAME = "username"
+PASSWORD = LOGIN_PASSWORD
 
 
 def fresh(prefix: str) -> str:
@@ -58,6 +60,8 @@ def stack_settings(channel_url: str, **extra: str) -> dict[str, str]:
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
         # Webhooks registered by these tests point at loopback (never at a real host).
         "ENVSTORE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "ENVSTORE_AUTH_PASSWORD": PASSWORD,
+        "ENVSTORE_AUTH_ADMIN_USERS": USERNAME,
         **extra,
     }
 

@@ -404,16 +404,3 @@ async def test_environment_bound_role_reaches_one_environment(targets: Targets) 
     assert (await call(url, token, "GET", f"/api/v1/build/{other}/"))[0] == 403
     status, body = await call(url, token, "GET", "/api/v1/environment/", params={"namespace": targets.namespace})
     assert [environment["name"] for environment in body["data"]] == ["target"]
-
-
-async def test_login_is_admin_everywhere(targets: Targets) -> None:
-    """The password backend's login token is ``*/*`` admin (§1.2)."""
-    async with ApiClient(targets.stack.api_url) as client:
-        status, _ = await client.request("POST", "/login/", json={"username": "matrix-user", "password": PASSWORD})
-        assert status == 200
-        for method, path in (
-            ("GET", "/api/v1/setting/"),
-            ("GET", f"/api/v1/namespace/{targets.roles_namespace}/roles"),
-            ("PUT", f"/api/v1/build/{targets.build_id}/cancel/"),
-        ):
-            assert (await client.request(method, path))[0] == 200, path

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from envstore.launcher.stack import EmbeddedStack
-from tests.api.conftest import PASSWORD, fresh, mint
+from tests.api.conftest import PASSWORD, USERNAME, fresh, mint
 from tests.api_client import ApiClient, environment_yaml
 
 NOT_A_SUBSET = "Requested role_bindings are not a subset of current permissions"
@@ -161,7 +161,7 @@ async def test_the_cli_token_command_round_trip(workbench: EmbeddedStack) -> Non
     """What ``conda-store token`` sends after a login: the current ``entity_roles`` and the
     current expiration as ``exp`` — accepted, and the token works as a Bearer token."""
     async with ApiClient(workbench.api_url) as client:
-        assert (await client.request("POST", "/login/", json={"username": "cli-user", "password": PASSWORD}))[0] == 200
+        assert (await client.request("POST", "/login/", json={"username": USERNAME, "password": PASSWORD}))[0] == 200
         current = (await client.get("/api/v1/permission/"))[1]["data"]
         status, body = await client.request(
             "POST",
@@ -170,7 +170,7 @@ async def test_the_cli_token_command_round_trip(workbench: EmbeddedStack) -> Non
         )
     assert status == 200, body
     minted = await permission_of(workbench, body["data"]["token"])
-    assert minted["primary_namespace"] == "cli-user"
+    assert minted["primary_namespace"] == USERNAME
     assert minted["entity_roles"]["*/*"] == ["admin"]
 
 

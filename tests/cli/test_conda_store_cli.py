@@ -20,7 +20,7 @@ from conda_lock.lockfile import parse_conda_lock_file
 
 from envstore.common.demo_channel import UNSATISFIABLE_SPEC
 from envstore.launcher.stack import EmbeddedStack
-from tests.api_client import ApiClient, environment_yaml
+from tests.api_client import LOGIN_PASSWORD, ApiClient, environment_yaml
 
 AUTH_MODES = ("none", "token", "basic")
 BASIC_USER = "cli-user"
@@ -47,6 +47,9 @@ async def cli_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: str):
         "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
         "ENVSTORE_BUILD_ARTIFACTS": "LOCKFILE,YAML,LOGS,CONDA_PACK",
+        "ENVSTORE_AUTH_PASSWORD": LOGIN_PASSWORD,
+        # The basic-auth user is an administrator, as every login is with conda-store's default backend.
+        "ENVSTORE_AUTH_ADMIN_USERS": BASIC_USER,
     }
     async with EmbeddedStack(tmp_path_factory.mktemp("cli-stack"), settings=settings) as running:
         yield running
@@ -118,7 +121,7 @@ class CondaStoreCli:
             environment["CONDA_STORE_TOKEN"] = self.token or ""
         if self.auth == "basic":
             environment["CONDA_STORE_USERNAME"] = BASIC_USER
-            environment["CONDA_STORE_PASSWORD"] = "password"
+            environment["CONDA_STORE_PASSWORD"] = LOGIN_PASSWORD
         environment.update(overrides)
         return environment
 
@@ -170,7 +173,7 @@ async def test_info_shows_namespace_authentication_and_permissions(cli: CondaSto
     assert f"Authenticated {authenticated(cli)}" in output
     assert "Permissions" in output and "environment::read" in output
     if authenticated(cli):
-        # The admin token and the password login both hold */*: admin.
+        # The admin token and the admin-listed user's login both hold */*: admin.
         assert "namespace::delete" in output and "setting::update" in output
     else:
         assert "namespace::create" not in output

@@ -19,11 +19,11 @@ from envstore.api.ui_shell import missing_ui_files, ui_directory
 from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
 from envstore.launcher.stack import EmbeddedStack
-from tests.api_client import ApiClient
+from tests.api_client import LOGIN_PASSWORD, ApiClient
 from tests.ui.watched_browser import CHROMIUM, CHROMIUM_FLAGS
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-PASSWORD = "password"  # the password backend's default (ENVSTORE_AUTH_PASSWORD)
+PASSWORD = LOGIN_PASSWORD  # set by the session stack (ENVSTORE_AUTH_PASSWORD)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,11 @@ async def seed(admin: ApiClient) -> None:
     assert (await admin.wait_for_build(build_id, BUILD_SECONDS))["status"] == "COMPLETED"
     status, body = await admin.request("PUT", f"/api/v1/setting/{USER}/", json={"build_artifacts": EVERY_ARTIFACT})
     assert status == 200, body
+    # The other team lets the user read its namespace (a v1 role mapping: held by every token
+    # whose primary namespace is the user's); a login alone reaches only the user's own and default.
+    assert (await admin.request("POST", f"/api/v1/namespace/{USER}/"))[0] in (200, 409)
+    status, body = await admin.request("PUT", f"/api/v1/namespace/{USER}/", json={"role_mappings": {f"{SHARED}/*": ["viewer"]}})
+    assert status == 200, body
 
 
 async def wait_until_built(page: Page, build_id: int) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hmac
 import html
 
 from aiohttp import web
@@ -11,15 +10,17 @@ from yarl import URL
 
 from envstore.api.authentication import AUTH_COOKIE
 from envstore.api.context import context_of, principal_of
-from envstore.api.envelopes import ApiError, ok
+from envstore.api.envelopes import ApiError, error_response, ok
+from envstore.api.login_policy import login_role_bindings, password_matches, reserved_name_refusal
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
+from envstore.api.security_headers import CONTENT_SECURITY_POLICY, external_origins, login_form_policy, new_nonce
 from envstore.common.permissions import ARN_PATTERN, KNOWN_ROLES, Principal
 from envstore.common.specification import is_valid_name
 
 LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>envstore: log in</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
-<style>body{{font-family:sans-serif;display:flex;justify-content:center;margin-top:12vh}}
+<style nonce="{nonce}">body{{font-family:sans-serif;display:flex;justify-content:center;margin-top:12vh}}
 form{{display:flex;flex-direction:column;gap:.6em;width:18em}}input,button{{font-size:1em;padding:.4em}}
 .error{{color:#b00020}}</style></head><body>
 <form method="post" action="{action}"><h1>envstore</h1>{error}
@@ -55,8 +56,12 @@ def _next_url(request: web.Request) -> str:
 def _login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
     action = html.escape(str(request.rel_url), quote=True)
     error_html = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    page = LOGIN_FORM.format(action=action, error=error_html)
-    return web.Response(text=page, content_type="text/html", status=status)
+    nonce = new_nonce()
+    page = LOGIN_FORM.format(action=action, error=error_html, nonce=nonce)
+    policy = login_form_policy(nonce, external_origins(context_of(request).settings))
+    return web.Response(
+        text=page, content_type="text/html", status=status, headers={CONTENT_SECURITY_POLICY: policy}
+    )
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -66,6 +71,7 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     """JSON clients get conda-store's envelope; the HTML form (a browser) is sent on to ``next``."""
     context = context_of(request)
+    settings = context.settings
     from_form = request.content_type != "application/json"
     if from_form:
         body = dict(await request.post())
@@ -73,16 +79,21 @@ async def login(request: web.Request) -> web.Response:
         body = await read_json_object(request)
     username = str(body.get("username") or "")
     password = str(body.get("password") or "")
-    expected = context.settings.auth_password
-    valid = is_valid_name(username)
-    if expected and not hmac.compare_digest(password.encode(), expected.encode()):
-        valid = False
-    if not valid:
-        if from_form:
-            return _login_page(request, INVALID_CREDENTIALS, status=403)
-        raise ApiError(403, INVALID_CREDENTIALS)
+    address = request.remote or "unknown"
+    # Checked before the password, so an attacker held back learns nothing from the answer.
+    wait = context.login_throttle.retry_after(username, address)
+    if wait is not None:
+        message = f"too many failed logins for this user or from this address; try again in {wait} seconds"
+        return _refused(request, from_form, 429, message, {"Retry-After": str(wait)})
+    if not (is_valid_name(username) and password_matches(password, context.login_password)):
+        context.login_throttle.record_failure(username, address)
+        return _refused(request, from_form, 403, INVALID_CREDENTIALS)
+    refusal = reserved_name_refusal(settings, username)
+    if refusal:
+        return _refused(request, from_form, 403, refusal)
+    context.login_throttle.record_success(username)
     expiration = context.tokens.default_expiration()
-    token = context.tokens.issue(username, {"*/*": ["admin"]}, expiration)
+    token = context.tokens.issue(username, login_role_bindings(settings, username), expiration)
     next_url = _next_url(request)
     response = web.Response(status=303, headers={"Location": next_url}) if from_form else ok({"redirect_url": next_url})
     response.set_cookie(
@@ -91,9 +102,17 @@ async def login(request: web.Request) -> web.Response:
         httponly=True,
         samesite="Strict",
         max_age=int((expiration - datetime.datetime.now(datetime.UTC)).total_seconds()),
-        domain=context.settings.auth_cookie_domain,
+        domain=settings.auth_cookie_domain,
         path="/",
     )
+    return response
+
+
+def _refused(
+    request: web.Request, from_form: bool, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    response = _login_page(request, message, status=status) if from_form else error_response(status, message)
+    response.headers.update(headers or {})
     return response
 
 
@@ -172,7 +191,7 @@ def register(routes: Routes) -> None:
         login,
         "Log in with the password backend; sets the conda-store-auth cookie",
         body={"type": "object", "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
-        responses=(200, 403),
+        responses=(200, 403, 429),
     )
     routes.add("POST", "/logout/", logout, "Log out (clears the cookie)", responses=(303,))
     routes.add(

@@ -89,6 +89,10 @@ async def update_namespace(request: web.Request) -> web.Response:
     if metadata is not None and not isinstance(metadata, dict):
         raise ApiError(400, "metadata must be a JSON object")
     role_mappings = _role_mappings(body["role_mappings"]) if body.get("role_mappings") is not None else None
+    # A v1 mapping on a namespace is held by every token whose primary namespace it is, the
+    # caller's own included: granting more than the caller holds would make them admin anywhere.
+    if role_mappings and not principal_of(request).covers(role_mappings):
+        raise ApiError(403, "role_mappings may grant only roles you hold yourself on those namespaces and environments")
     await context_of(request).publish_and_wait(
         NamespaceUpdated(namespace=row["name"], metadata=metadata, role_mappings=role_mappings),
         _message_id("namespace-updated"),

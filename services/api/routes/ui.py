@@ -11,6 +11,7 @@ from aiohttp import web
 
 from envstore.api.context import SETTINGS, context_of
 from envstore.api.routes.paths import Routes
+from envstore.api.security_headers import CONTENT_SECURITY_POLICY, external_origins, new_nonce, ui_policy
 from envstore.common.settings import EnvstoreSettings
 from envstore.api.ui_shell import UI_FILES, missing_ui_files, shell_config, shell_page, ui_directory
 
@@ -41,12 +42,16 @@ class UserInterface:
         config = shell_config(self.settings, self.base_url(request), self.prefix)
         # The UI sends unknown client routes to ".../not-found"; say so to crawlers and scripts too.
         status = 404 if request.path.rstrip("/").endswith("/not-found") else 200
+        nonce = new_nonce()
         return web.Response(
             status=status,
-            text=shell_page(config, f"{self.prefix}/static/conda-store-ui"),
+            text=shell_page(config, f"{self.prefix}/static/conda-store-ui", nonce),
             content_type="text/html",
-            # The page may carry a token (token mode), and its settings change with the deployment.
-            headers={"Cache-Control": "no-store"},
+            headers={
+                # The page may carry a token (token mode), and its settings change with the deployment.
+                "Cache-Control": "no-store",
+                CONTENT_SECURITY_POLICY: ui_policy(nonce, external_origins(self.settings)),
+            },
         )
 
     async def static_file(self, request: web.Request) -> web.StreamResponse:
