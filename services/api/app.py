@@ -12,6 +12,7 @@ from aiohttp import web
 from envstore.api import database, security_headers
 from envstore.api.authentication import authenticate
 from envstore.api.context import CONTEXT, SETTINGS, ApiContext
+from envstore.api.artifact_links import ArtifactLinks
 from envstore.api.envelopes import api_errors
 from envstore.api.login_policy import login_password
 from envstore.api.login_throttle import LoginThrottle
@@ -71,6 +72,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             settings.auth_login_failures_per_address,
             settings.auth_login_window_seconds,
         ),
+        ArtifactLinks.from_settings(settings),
     )
     try:
         yield

@@ -1,5 +1,5 @@
 """What request handlers share: settings, the bus, the read model, storage, the projector, tokens,
-the login password and its throttle."""
+the login password and its throttle, artifact links."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import nats.errors
 from aiohttp import web
 
+from envstore.api.artifact_links import ArtifactLinks
 from envstore.api.envelopes import ApiError
 from envstore.api.login_throttle import LoginThrottle
 from envstore.api.projector import Projector
@@ -31,6 +32,7 @@ class ApiContext:
     tokens: TokenAuthority
     login_password: str
     login_throttle: LoginThrottle
+    artifact_links: ArtifactLinks
 
     async def publish_and_wait(self, event: Event, message_id: str) -> int:
         """Publish a command's event; answer once the read model shows it (bounded wait; after

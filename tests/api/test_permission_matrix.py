@@ -223,7 +223,8 @@ ROWS = [
     Row("POST", "/api/v1/token/", perms(), 200, fixed("/api/v1/token/", json={})),
     Row("GET", "/openapi.json", perms(), 200, fixed("/openapi.json")),
     Row("GET", "/metrics", perms(), 200, fixed("/metrics")),
-    Row("GET", "/storage/{key}", perms(), 200, stored_artifact),
+    # Unsigned: only for callers who may read the artifact's environment (signed links: test_artifact_links).
+    Row("GET", "/storage/{key}", READ, 200, stored_artifact),
     # specifications
     Row("POST", "/api/v1/specification/", perms("environment:create"), 200, new_specification),
     Row("GET", "/api/v1/specification/", perms(), 200, solve_request),

@@ -59,6 +59,38 @@ async def test_every_client_route_gets_the_page_with_its_settings(stack: Embedde
             }
 
 
+async def test_pages_allow_only_their_own_scripts_and_no_framing(stack: EmbeddedStack, ui_files: Path) -> None:
+    """The UI page runs its bundle and its one inline script (by a nonce new on every answer);
+    the login form runs nothing; no page may be framed or have its type sniffed. (That the UI
+    still works under this policy is shown in Chromium by test_environment_journey, where a
+    refused script or style would be a console error.)"""
+    async with aiohttp.ClientSession(stack.api_url) as http:
+        nonces = set()
+        for _ in range(2):
+            async with http.get("/ui/") as response:
+                policy = response.headers["Content-Security-Policy"]
+                page = await response.text()
+            nonce = re.search(r"'nonce-([^']+)'", policy)
+            assert nonce and f'<script nonce="{nonce.group(1)}">' in page
+            nonces.add(nonce.group(1))
+            directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+            assert directives["script-src"] == f"'self' 'nonce-{nonce.group(1)}'"  # no 'unsafe-inline', no eval
+            assert directives["frame-ancestors"] == "'none'" and directives["object-src"] == "'none'"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["X-Frame-Options"] == "DENY"
+        assert len(nonces) == 2
+        async with http.get("/login/") as response:
+            policy = response.headers["Content-Security-Policy"]
+            assert "script-src" not in policy and "default-src 'none'" in policy
+            assert "frame-ancestors 'none'" in policy and "form-action 'self'" in policy
+            assert re.search(r"<style nonce=\"[^\"]+\">", await response.text())
+            assert response.headers["X-Frame-Options"] == "DENY"
+        for path in ("/api/v1/", "/api/v1/build/999999/", "/static/conda-store-ui/main.js"):
+            async with http.get(path) as response:
+                assert response.headers["X-Content-Type-Options"] == "nosniff", path
+                assert response.headers["Content-Security-Policy"].startswith("default-src 'none'"), path
+
+
 async def test_the_uis_not_found_route_answers_404_with_the_page(stack: EmbeddedStack, ui_files: Path) -> None:
     async with aiohttp.ClientSession(stack.api_url) as http:
         for path in ("/ui/not-found", "/ui/not-found/", "/ui/a/b/not-found"):
@@ -125,7 +157,7 @@ def test_token_mode_puts_the_token_in_the_page_and_hides_the_login_button() -> N
     assert config["REACT_APP_API_URL"] == "https://example.org/conda-store/"
     assert config["REACT_APP_URL_BASENAME"] == "/conda-store/ui"
     assert config["REACT_APP_STYLE_TYPE"] == "grayscale"
-    page = shell_page(config, "/conda-store/static/conda-store-ui")
+    page = shell_page(config, "/conda-store/static/conda-store-ui", "a-nonce")
     # No value can end the script element early.
     assert page.count("</script>") == 2
     assert page_config(page)["REACT_APP_AUTH_TOKEN"] == "secret</script>"

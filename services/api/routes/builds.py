@@ -15,7 +15,7 @@ from envstore.api.envelopes import ApiError, ack, error_response, ok
 from envstore.api.pagination import is_whole_number, page_of, page_response, whole_number
 from envstore.api.read_model import BuildFilters
 from envstore.api.routes.paths import Routes
-from envstore.api.routes.storage import storage_url
+from envstore.api.routes.storage import signed_storage_url
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.events import BlobRef, BuildCancelRequested, BuildDeleteRequested, BuildSubmitted
 
@@ -31,14 +31,15 @@ async def redirect_to_artifact(request: web.Request, build_id: int, kind: Artifa
     artifact = await context.read_model.artifact(build_id, kind)
     if artifact is None:
         raise ApiError(404, f"build {build_id} has no {kind} artifact")
-    # S3 gives a presigned URL to the blob; local storage has none and is streamed by /storage/.
+    # S3 gives a presigned URL to the blob; local storage is streamed by /storage/, through a
+    # signed link that expires (the caller's permission was checked here).
     direct_url = await context.storage.download_url(
         artifact["key"],
         BlobRef(digest=artifact["digest"], size=artifact["size"]),
         filename=artifact["key"].rsplit("/", 1)[-1],
         content_type=artifact["content_type"],
     )
-    raise web.HTTPTemporaryRedirect(direct_url or storage_url(request, artifact["key"]))
+    raise web.HTTPTemporaryRedirect(direct_url or signed_storage_url(request, artifact["key"]))
 
 
 def build_id_from(request: web.Request) -> int:
