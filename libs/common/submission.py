@@ -9,7 +9,7 @@ from typing import Any
 
 from rattler import MatchSpec
 
-from envstore.common.channels import channel_refusal
+from envstore.common.channels import channel_refusal, channel_url
 from envstore.common.events import BuildSubmitted
 from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
@@ -117,6 +117,15 @@ def _lockfile_submission(
         scheduled_on=scheduled_on,
         build_key_version=settings.build_key_version,
     )
+
+
+def fetched_urls(event: BuildSubmitted, channel_alias: str) -> list[str]:
+    """What building ``event`` makes the server fetch: its channels, or a lockfile's package URLs."""
+    if event.is_lockfile:
+        packages = event.specification.get("lockfile", {}).get("package") or []
+        return sorted({str(package["url"]) for package in packages if isinstance(package, dict) and package.get("url")})
+    channels = event.specification.get("channels") or []
+    return [channel_url(str(channel), channel_alias) for channel in channels]
 
 
 def check_name_or_error(name: str, what: str) -> str:

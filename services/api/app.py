@@ -38,6 +38,7 @@ from envstore.api.routes import (
 from envstore.api.routes.paths import Routes, strip_slash_after_query
 from envstore.common import http_telemetry
 from envstore.common.bus import EventBus
+from envstore.common.channels import ChannelGuard
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
 from envstore.common.telemetry import Telemetry
@@ -73,6 +74,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             settings.auth_login_window_seconds,
         ),
         ArtifactLinks.from_settings(settings),
+        ChannelGuard.from_settings(settings),
     )
     try:
         yield

@@ -1,5 +1,5 @@
 """What request handlers share: settings, the bus, the read model, storage, the projector, tokens,
-the login password and its throttle, artifact links."""
+the login password and its throttle, artifact links, where channels may be fetched from."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from envstore.api.login_throttle import LoginThrottle
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
 from envstore.common.bus import EventBus
+from envstore.common.channels import ChannelGuard
 from envstore.common.events import Event
 from envstore.common.permissions import Principal
 from envstore.common.settings import GLOBAL_ONLY_SETTINGS, EnvstoreSettings
@@ -33,6 +34,7 @@ class ApiContext:
     login_password: str
     login_throttle: LoginThrottle
     artifact_links: ArtifactLinks
+    channel_guard: ChannelGuard
 
     async def publish_and_wait(self, event: Event, message_id: str) -> int:
         """Publish a command's event; answer once the read model shows it (bounded wait; after

@@ -14,7 +14,7 @@ from envstore.common.build_keys import build_key_of_submission
 from envstore.common.build_log import attach_failure_log
 from envstore.common.build_reporter import BuildReporter
 from envstore.common.bus import BuildFailure, Delivery, EventBus
-from envstore.common.channels import channel_url
+from envstore.common.channels import ChannelGuard, channel_url
 from envstore.common.events import BuildRef, BuildSolved, BuildSubmitted
 from envstore.common.lock import Lock, installed_package, locked_package_from_record
 from envstore.common.service_runtime import connected_bus, consumer_options, run_service
@@ -23,6 +23,7 @@ from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.specification import EnvironmentSpecification
 from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage, open_storage
+from envstore.common.submission import fetched_urls
 from envstore.common.telemetry import Telemetry
 from envstore.solver.solve import SolveRequest, Solver
 
@@ -42,11 +43,14 @@ def build_ref_of(event: BuildSubmitted, build_id: int) -> BuildRef:
 
 
 class SolverService:
-    def __init__(self, settings: EnvstoreSettings, bus: EventBus, storage: Storage, solver: Solver) -> None:
+    def __init__(
+        self, settings: EnvstoreSettings, bus: EventBus, storage: Storage, solver: Solver, channel_guard: ChannelGuard
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.storage = storage
         self.solver = solver
+        self.channel_guard = channel_guard
 
     async def handle(self, delivery: Delivery) -> None:
         event = delivery.event
@@ -61,6 +65,13 @@ class SolverService:
 
     async def _solve_and_publish(self, event: BuildSubmitted, build: BuildRef, reporter: BuildReporter) -> None:
         event = await with_full_specification(event, self.storage)
+        # Checked again here, where the fetching happens: the API checked at submission, but a
+        # host's DNS answer may have changed since, and the stream may hold older submissions.
+        refusal = await self.channel_guard.refusal(
+            fetched_urls(event, self.settings.conda_channel_alias), "package URL" if event.is_lockfile else "channel"
+        )
+        if refusal:
+            raise BuildFailure("lock" if event.is_lockfile else "solve", refusal)
         if event.is_lockfile:
             async with reporter.phase("lock", "reading the submitted conda-lock lockfile (no solve)"):
                 lock = await asyncio.to_thread(lock_from_conda_lock, event.specification["lockfile"])
@@ -134,13 +145,17 @@ def lock_from_conda_lock(lockfile: dict) -> Lock:
 class RemoteSolves:
     """Answers ``GET /api/v1/specification/`` solves sent by the API as NATS requests."""
 
-    def __init__(self, solver: Solver) -> None:
+    def __init__(self, solver: Solver, channel_guard: ChannelGuard) -> None:
         self.solver = solver
+        self.channel_guard = channel_guard
 
     async def answer(self, message: Msg) -> None:
         try:
             question = msgspec.json.decode(message.data, type=RemoteSolveRequest)
             platform = question.platform or self.solver.host_platform
+            refusal = await self.channel_guard.refusal(question.channel_urls)
+            if refusal:
+                raise BuildFailure("solve", refusal)
             outcome = await self.solver.solve(
                 SolveRequest(specs=question.specs, channel_urls=question.channel_urls, platforms=[platform], pip=question.pip)
             )
@@ -167,8 +182,9 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
             cache_entries=settings.solve_cache_entries,
             http=http,
         )
-        service = SolverService(settings, bus, storage, solver)
-        remote_solves = RemoteSolves(solver)
+        channel_guard = ChannelGuard.from_settings(settings)
+        service = SolverService(settings, bus, storage, solver, channel_guard)
+        remote_solves = RemoteSolves(solver, channel_guard)
         await bus.client.subscribe(SOLVE_SUBJECT, queue="solver", cb=remote_solves.answer)
         await bus.consume(
             "solver",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from envstore.common.lock import Lock, locked_package_from_record
 from envstore.solver.repodata_state import repodata_fingerprint
 from envstore.solver.solve_cache import SolveCache, solve_cache_key
 from envstore.solver.virtual_packages import describe, virtual_packages_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,13 @@ class Solver:
             ) from None
         except Exception as error:
             if type(error).__name__ in {"FetchRepoDataError", "GatewayError", "InvalidChannelError"}:
+                # What the fetch ran into (an HTTP status, a file error) stays in this log: told
+                # to the submitter, it would answer questions about hosts and files they probe.
+                log.warning("reading channels %s failed: %s", request.channel_urls, _explain(error))
                 raise BuildFailure(
-                    "solve", f"cannot read the channel's package index: {_explain(error)}"
+                    "solve",
+                    f"cannot read the package index of {', '.join(request.channel_urls)}: check that each channel "
+                    "exists and serves repodata for " + ", ".join(subdirs),
                 ) from None
             raise
 

@@ -60,6 +60,9 @@ def stack_settings(channel_url: str, **extra: str) -> dict[str, str]:
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
         # Webhooks registered by these tests point at loopback (never at a real host).
         "ENVSTORE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        # Tests serve channels of their own on loopback (StalledChannel); envstore's own
+        # listeners there stay refused.
+        "ENVSTORE_CHANNEL_ALLOWED_HOSTS": "127.0.0.1",
         "ENVSTORE_AUTH_PASSWORD": PASSWORD,
         "ENVSTORE_AUTH_ADMIN_USERS": USERNAME,
         **extra,

@@ -45,6 +45,8 @@ async def hostile_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: s
         "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
         "ENVSTORE_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        # The huge lockfile's packages point at loopback (never fetched: nothing listens there).
+        "ENVSTORE_CHANNEL_ALLOWED_HOSTS": "127.0.0.1",
     }
     async with EmbeddedStack(tmp_path_factory.mktemp("hostile-stack"), settings=settings) as running:
         async with ApiClient(running.api_url, token=running.admin_token) as admin:

@@ -17,7 +17,7 @@ from envstore.common.channels import channel_refusal, channel_url
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.specification_documents import offload_large_specification
 from envstore.common.specification import SpecificationError, load_environment_specification, parse_specification_text
-from envstore.common.submission import SubmissionRequest, build_submission, check_name_or_error
+from envstore.common.submission import SubmissionRequest, build_submission, check_name_or_error, fetched_urls
 
 REMOTE_SOLVE_TIMEOUT_SECONDS = 120
 
@@ -83,10 +83,16 @@ async def create_specification(request: web.Request) -> web.Response:
         namespace, "namespace::create"
     ):
         raise ApiError(403, "Unauthorized to create namespace")
+    settings = await context.effective_settings(namespace, environment)
     try:
-        event = build_submission(submission, await context.effective_settings(namespace, environment))
+        event = build_submission(submission, settings)
     except SpecificationError as error:
         raise ApiError(400, str(error)) from None
+    refusal = await context.channel_guard.refusal(
+        fetched_urls(event, settings.conda_channel_alias), "package URL" if event.is_lockfile else "channel"
+    )
+    if refusal:
+        raise ApiError(400, refusal)
     message_id = request.headers.get("Idempotency-Key") or f"submit:{uuid.uuid4()}"
     event = await offload_large_specification(event, context.storage)
     build_id = await context.publish_and_wait(event, f"submit:{message_id}" if "Idempotency-Key" in request.headers else message_id)
@@ -105,6 +111,9 @@ async def remote_solve(request: web.Request) -> web.Response:
     if refusal:
         raise ApiError(400, refusal)
     urls = [channel_url(channel, settings.conda_channel_alias) for channel in channels or settings.conda_default_channels]
+    refusal = await context.channel_guard.refusal(urls)
+    if refusal:
+        raise ApiError(400, refusal)
     question = RemoteSolveRequest(specs=conda, channel_urls=urls, pip=pip)
     try:
         reply = await context.bus.client.request(
