@@ -8,6 +8,9 @@ Used by the launcher and by tests that need a real database::
 ``kill()`` and ``restart()`` simulate a crash and a recovery on the same port
 and the same data directory.
 
+Authentication is scram-sha-256 for every connection; the roles and their generated passwords
+are in ``postgres_roles`` (``dsn`` is the API's role, ``reader_dsn`` the read-only one).
+
 Running as root
 ---------------
 PostgreSQL refuses to run as root. When we are root, ``initdb`` and
@@ -48,6 +51,7 @@ from pathlib import Path
 
 import asyncpg
 
+from envstore.launcher.postgres_roles import READER, SUPERUSER, WRITER, RolePasswords, set_up_roles
 from envstore.launcher.child_process import (
     ServerProcess,
     DEFAULT_STOP_GRACE_SECONDS,
@@ -63,7 +67,6 @@ from envstore.launcher.child_process import (
 DEBIAN_POSTGRESQL_ROOT = Path("/usr/lib/postgresql")
 PREFERRED_OS_USERS = ("postgres",)
 CREATED_OS_USER = "envstore-pg"
-SUPERUSER = "postgres"
 DEFAULT_DATABASE = "envstore"
 LOG_FILE_NAME = "envstore-postgres.log"
 DEFAULT_STARTUP_TIMEOUT_SECONDS = 30.0
@@ -132,10 +135,12 @@ def _unprivileged_os_user(requested_name: str | None) -> OsUser | None:
 class PostgresServer(ServerProcess):
     """A PostgreSQL server for ``data_directory``, listening on TCP ``host:port``.
 
-    The cluster is created with ``initdb`` on first start (trust
-    authentication, superuser ``postgres``) and the database ``envstore`` is
-    created if missing. ``port=None`` picks a free port on the first start and
-    keeps it for every restart.
+    The cluster is created with ``initdb`` on first start (scram-sha-256
+    authentication, superuser ``postgres``); the database ``envstore`` and the
+    roles are created if missing. Passwords are generated into
+    ``secrets_directory`` (default: the data directory's parent, beside the
+    stack's other secrets). ``port=None`` picks a free port on the first start
+    and keeps it for every restart.
     """
 
     log_file_name = LOG_FILE_NAME
@@ -151,8 +156,10 @@ class PostgresServer(ServerProcess):
         bin_directory: Path | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS,
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
+        secrets_directory: Path | None = None,
     ) -> None:
         self.data_directory = Path(data_directory).absolute()
+        self.passwords = RolePasswords(Path(secrets_directory or self.data_directory.parent).absolute())
         self.host = host
         self._port = port
         self.database = database
@@ -170,7 +177,17 @@ class PostgresServer(ServerProcess):
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{self.database}"
+        """The API's role: owns the database, writes the read model."""
+        return self.passwords.dsn(WRITER, self.host, self.port, self.database)
+
+    @property
+    def reader_dsn(self) -> str:
+        """A role that may only read the read model's tables."""
+        return self.passwords.dsn(READER, self.host, self.port, self.database)
+
+    @property
+    def superuser_dsn(self) -> str:
+        return self.passwords.dsn(SUPERUSER, self.host, self.port, self.database)
 
 
     async def start(self) -> None:
@@ -201,6 +218,7 @@ class PostgresServer(ServerProcess):
             self._port = port
             break
         await self._create_database_if_missing()
+        await self._set_up_roles()
 
     async def _initdb(self, bin_directory: Path, os_user: OsUser | None) -> None:
         """Create the cluster in a staging directory, then move it into place.
@@ -218,14 +236,21 @@ class PostgresServer(ServerProcess):
         staging_directory = staging_parent / "cluster"
         try:
             staging_directory.mkdir(mode=0o700)
+            # initdb reads the superuser's password from a file only it (and we) can read.
+            password_file = staging_parent / "superuser-password"
+            descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as written:
+                written.write(self.passwords.password(SUPERUSER) + "\n")
             if os_user is not None:
                 os_user.chown(staging_parent)
                 os_user.chown(staging_directory)
+                os_user.chown(password_file)
             argv = [
                 str(bin_directory / "initdb"),
                 "-D", str(staging_directory),
                 "-U", SUPERUSER,
-                "--auth=trust",
+                f"--pwfile={password_file}",
+                "--auth=scram-sha-256",
                 # Explicit locale: the host's LANG may name a locale that is
                 # not generated, which makes initdb fail.
                 "--encoding=UTF8",
@@ -358,7 +383,12 @@ class PostgresServer(ServerProcess):
 
     async def _served_data_directory(self, port: int) -> str:
         connection = await asyncpg.connect(
-            host=self.host, port=port, user=SUPERUSER, database="postgres", timeout=2.0
+            host=self.host,
+            port=port,
+            user=SUPERUSER,
+            password=self.passwords.password(SUPERUSER),
+            database="postgres",
+            timeout=2.0,
         )
         try:
             return await connection.fetchval("SHOW data_directory")
@@ -367,7 +397,12 @@ class PostgresServer(ServerProcess):
 
     async def _create_database_if_missing(self) -> None:
         connection = await asyncpg.connect(
-            host=self.host, port=self.port, user=SUPERUSER, database="postgres", timeout=5.0
+            host=self.host,
+            port=self.port,
+            user=SUPERUSER,
+            password=self.passwords.password(SUPERUSER),
+            database="postgres",
+            timeout=5.0,
         )
         try:
             exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.database)
@@ -379,6 +414,46 @@ class PostgresServer(ServerProcess):
                     pass  # created concurrently by someone else
         finally:
             await connection.close()
+
+    async def _set_up_roles(self) -> None:
+        connection = await asyncpg.connect(self.superuser_dsn, timeout=5.0)
+        try:
+            await set_up_roles(connection, self.passwords, self.database)
+        finally:
+            await connection.close()
+        if await asyncio.to_thread(self._require_passwords):
+            await self._wait_until_passwords_are_required()
+
+    def _require_passwords(self) -> bool:
+        """Clusters made by earlier versions trusted every local connection: from now on each
+        needs its role's password (the superuser's was set above, while trust still let us in).
+        True if the rules changed and the server was told to reload them."""
+        hba = self.data_directory / "pg_hba.conf"
+        lines = hba.read_text().splitlines(keepends=True)
+        changed = [
+            re.sub(r"\btrust\s*$", "scram-sha-256\n", line) if not line.lstrip().startswith("#") else line
+            for line in lines
+        ]
+        if changed == lines:
+            return False
+        hba.write_text("".join(changed))
+        assert self._child is not None
+        self._child.send_signal(signal.SIGHUP)
+        return True
+
+    async def _wait_until_passwords_are_required(self) -> None:
+        """The reload is asynchronous: the stack must not start while trust still applies."""
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            try:
+                connection = await asyncpg.connect(
+                    host=self.host, port=self.port, user=SUPERUSER, database="postgres", timeout=2.0
+                )
+            except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
+                return
+            await connection.close()
+            await asyncio.sleep(0.02)
+        raise PostgresServerError(f"PostgreSQL still accepts connections without a password after {self.startup_timeout} s")
 
     async def _kill_process_tree(self, child: LoggedChildProcess) -> None:
         """SIGKILL the postmaster and its children at once, like a machine crash.

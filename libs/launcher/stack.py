@@ -110,6 +110,7 @@ class EmbeddedStack:
                 "ENVSTORE_DATA_DIR": str(self.data_directory),
                 "ENVSTORE_NATS_URL": self.nats.url,
                 "ENVSTORE_DATABASE_URL": self.postgres.dsn,
+                "ENVSTORE_READER_DATABASE_URL": self.postgres.reader_dsn,
                 "ENVSTORE_API_HOST": self.host,
                 "ENVSTORE_API_PORT": str(self.api_port),
                 "ENVSTORE_REGISTRY_HOST": self.host,

@@ -71,7 +71,8 @@ async def test_postgres_row_survives_kill_and_restart(tmp_path: Path) -> None:
     assert tmp_path.stat().st_mode & 0o777 == 0o700
     server = PostgresServer(tmp_path / "postgres")
     async with server:
-        assert server.dsn == f"postgresql://postgres@127.0.0.1:{server.port}/envstore"
+        password = (tmp_path / "postgres-writer-password").read_text()
+        assert server.dsn == f"postgresql://envstore:{password}@127.0.0.1:{server.port}/envstore"
         seen_pids = postgres_process_ids(server)
 
         connection = await asyncpg.connect(server.dsn)

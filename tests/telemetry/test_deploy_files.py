@@ -139,3 +139,25 @@ def test_the_image_installs_every_package_and_data_file() -> None:
         if line.startswith("COPY ")
     ]
     assert all((REPOSITORY / source).exists() for source in copied)
+
+
+def test_compose_hands_secrets_over_as_files_generated_by_make_secrets(compose: dict, tmp_path: Path) -> None:
+    """No shared default: the login password, the admin token and the token-signing key come
+    from compose secrets (files made by deploy/make-secrets.sh), not from literal values."""
+    secret_files = {name: definition["file"] for name, definition in compose["secrets"].items()}
+    for service, definition in envstore_containers(compose).items():
+        environment = definition["environment"]
+        for key, secret in (("ADMIN_TOKEN", "admin_token"), ("AUTH_SECRET", "auth_secret"), ("AUTH_PASSWORD", "auth_password")):
+            assert f"ENVSTORE_{key}" not in environment, (service, key)
+            assert environment[f"ENVSTORE_{key}_FILE"] == f"/run/secrets/{secret}", (service, key)
+            assert secret in definition["secrets"], (service, secret)
+    copy = tmp_path / "deploy"
+    copy.mkdir()
+    (copy / "make-secrets.sh").write_bytes((DEPLOY / "make-secrets.sh").read_bytes())
+    subprocess.run(["bash", str(copy / "make-secrets.sh")], check=True, capture_output=True)
+    generated = {name: (copy / path).read_text().strip() for name, path in secret_files.items()}
+    assert all(len(value) >= 32 for value in generated.values())
+    assert len(set(generated.values())) == len(generated)
+    assert (copy / "secrets").stat().st_mode & 0o777 == 0o700
+    subprocess.run(["bash", str(copy / "make-secrets.sh")], check=True, capture_output=True)
+    assert {name: (copy / path).read_text().strip() for name, path in secret_files.items()} == generated
