@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.trace import Status, StatusCode
 
@@ -54,6 +55,16 @@ def http_server_telemetry(telemetry: Telemetry) -> Middleware:
                 )
 
     return observe
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log lines with the path but never the query string, where clients put tokens
+    (``?token=``, ``?jwt=``) and artifact links their signatures; headers are not logged either."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path, response.status, response.body_length, time
+        )
 
 
 def install(app: web.Application, telemetry: Telemetry) -> None:

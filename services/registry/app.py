@@ -60,7 +60,11 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
             waits=waits,
             dynamic=DynamicImages(bus, index, overrides),
         )
-        runner = web.AppRunner(create_app(registry, telemetry), access_log=logging.getLogger("envstore.registry.access"))
+        runner = web.AppRunner(
+            create_app(registry, telemetry),
+            access_log=logging.getLogger("envstore.registry.access"),
+            access_log_class=http_telemetry.PathOnlyAccessLogger,
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, settings.registry_host, settings.registry_port).start()
