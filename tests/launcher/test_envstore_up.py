@@ -1,5 +1,6 @@
-"""`envstore up` as a user runs it: one line saying ready with the API URL, a working API, and on
-SIGTERM or SIGINT every child stopped and exit status 0."""
+"""`envstore up` as a user runs it: one line saying ready with the API URL and where its generated
+admin token and login password are, a working API, and on SIGTERM or SIGINT every child stopped
+and exit status 0."""
 
 from __future__ import annotations
 
@@ -31,8 +32,24 @@ async def test_envstore_up_says_ready_serves_and_stops_cleanly(tmp_path: Path, s
                 ready_line = await process.stdout.readline()
                 assert ready_line, "envstore up ended before saying it was ready"
         assert f"http://127.0.0.1:{api_port}/api/v1/".encode() in ready_line
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{api_port}/api/v1/") as response:
+        # Secrets are generated into the data directory and named, never printed.
+        data = (tmp_path / "data").resolve()
+        password_file, token_file = data / "auth-password", data / "admin-token"
+        assert f"admin token in {token_file}".encode() in ready_line
+        assert f"login password in {password_file}".encode() in ready_line
+        for secret_file in (password_file, token_file):
+            assert secret_file.stat().st_mode & 0o777 == 0o600
+            assert secret_file.read_text().encode() not in ready_line
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{api_port}") as http:
+            async with http.get("/api/v1/") as response:
+                assert response.status == 200
+            # The generated password is the one the API checks, and no default works.
+            login = {"username": "first-user", "password": password_file.read_text()}
+            async with http.post("/login/", json=login) as response:
+                assert response.status == 200
+            async with http.post("/login/", json={"username": "first-user", "password": "password"}) as response:
+                assert response.status == 403
+            async with http.get("/api/v1/setting/", headers={"Authorization": f"Bearer {token_file.read_text()}"}) as response:
                 assert response.status == 200
         children = set(child_pids(process.pid))
         assert children, "the launcher should have started NATS, PostgreSQL and the services"
