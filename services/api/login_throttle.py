@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 # Bounds the memory a flood of made-up user names can take: past this many tracked names and
 # addresses, those whose failures have all left the window are forgotten, then the oldest.
 MAX_TRACKED_KEYS = 100_000
+# User names are counted by their first characters only, so long made-up names cost no memory
+# (names sharing such a prefix share a count, which only holds guessing back sooner).
+COUNTED_NAME_CHARACTERS = 256
 
 
 @dataclass
@@ -24,13 +27,14 @@ class LoginThrottle:
     failures_per_address: int
     window_seconds: float
     clock: Callable[[], float] = time.monotonic
+    max_tracked_keys: int = MAX_TRACKED_KEYS
     _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
 
     def retry_after(self, user: str, address: str) -> int | None:
         """Whole seconds until this user and address may try again, or None if they may now."""
         now = self.clock()
         waits = [
-            self._wait(("user", user), self.failures_per_user, now),
+            self._wait(_user_key(user), self.failures_per_user, now),
             self._wait(("address", address), self.failures_per_address, now),
         ]
         longest = max((wait for wait in waits if wait is not None), default=None)
@@ -38,15 +42,15 @@ class LoginThrottle:
 
     def record_failure(self, user: str, address: str) -> None:
         now = self.clock()
-        for key in (("user", user), ("address", address)):
+        for key in (_user_key(user), ("address", address)):
             self._recent(key, now).append(now)
-        if len(self._failures) > MAX_TRACKED_KEYS:
+        if len(self._failures) > self.max_tracked_keys:
             self._forget_old(now)
 
     def record_success(self, user: str) -> None:
         """A user who got in starts afresh; their address keeps its count (it may be guessing
         other names)."""
-        self._failures.pop(("user", user), None)
+        self._failures.pop(_user_key(user), None)
 
     def _wait(self, key: tuple[str, str], limit: int, now: float) -> float | None:
         failures = self._recent(key, now)
@@ -64,5 +68,9 @@ class LoginThrottle:
     def _forget_old(self, now: float) -> None:
         for key in [key for key, failures in self._failures.items() if not failures or failures[-1] <= now - self.window_seconds]:
             del self._failures[key]
-        while len(self._failures) > MAX_TRACKED_KEYS:
+        while len(self._failures) > self.max_tracked_keys:
             del self._failures[next(iter(self._failures))]
+
+
+def _user_key(user: str) -> tuple[str, str]:
+    return ("user", user[:COUNTED_NAME_CHARACTERS])
