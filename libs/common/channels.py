@@ -20,6 +20,15 @@ def channel_url(channel: str, channel_alias: str) -> str:
     return f"{channel_alias.rstrip('/')}/{text}"
 
 
+def allowed_channels(settings: EnvstoreSettings) -> list[str]:
+    """The allow-list in force: ``conda_allowed_channels`` and the default channels, which the
+    same settings chose (empty: every channel, as conda-store)."""
+    if not settings.conda_allowed_channels:
+        return []
+    allowed = list(settings.conda_allowed_channels)
+    return allowed + [channel for channel in settings.conda_default_channels if channel not in allowed]
+
+
 def disallowed_channels(channels: list[str], allowed: list[str], channel_alias: str) -> list[str]:
     """The channels not in ``allowed`` (an empty allow-list allows every channel)."""
     if not allowed:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rattler import MatchSpec
 
-from envstore.common.channels import channel_refusal, channel_url
+from envstore.common.channels import allowed_channels, channel_refusal, channel_url
 from envstore.common.events import BuildSubmitted
 from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
@@ -41,7 +41,7 @@ def apply_package_settings(
 ) -> EnvironmentSpecification:
     """Default channels, allowed channels, and default/included/required packages."""
     channels = specification.channels or list(settings.conda_default_channels)
-    refusal = channel_refusal(channels, settings.conda_allowed_channels, settings.conda_channel_alias)
+    refusal = channel_refusal(channels, allowed_channels(settings), settings.conda_channel_alias)
     if refusal:
         raise SpecificationError(refusal)
     conda = specification.conda_dependencies

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from envstore.common.bus import EventBus
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.specification import SpecificationError
 from envstore.common.submission import SubmissionRequest, build_submission
 from envstore.launcher.child_process import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
@@ -181,5 +182,13 @@ async def test_a_failing_channel_answer_stays_out_of_the_build(workbench: Embedd
     assert status == 200 and "cannot read the package index" in log and SECRET_ANSWER not in log
 
 
-def test_the_default_allow_list_is_conda_stores() -> None:
+def test_the_default_allow_list_is_conda_stores_plus_the_default_channels() -> None:
     assert EnvstoreSettings().conda_allowed_channels == ["main", "conda-forge", "https://repo.anaconda.com/pkgs/main"]
+    settings = EnvstoreSettings(conda_default_channels=["bioconda"])
+    for channels, refused in ((["bioconda"], None), (["conda-forge"], None), (["nvidia"], "nvidia")):
+        request = SubmissionRequest(specification=environment_yaml("x", ["tinyjson"], channels=channels), namespace="n")
+        if refused is None:
+            assert build_submission(request, settings).specification["channels"] == channels
+        else:
+            with pytest.raises(SpecificationError, match=f"{refused} not allowed"):
+                build_submission(request, settings)

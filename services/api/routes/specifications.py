@@ -13,7 +13,7 @@ from envstore.api.context import context_of, principal_of
 from envstore.api.envelopes import ApiError, dumps, ok
 from envstore.api.nul_characters import contains_nul
 from envstore.api.routes.paths import Routes
-from envstore.common.channels import channel_refusal, channel_url
+from envstore.common.channels import allowed_channels, channel_refusal, channel_url
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.specification_documents import offload_large_specification
 from envstore.common.specification import SpecificationError, load_environment_specification, parse_specification_text
@@ -107,7 +107,7 @@ async def remote_solve(request: web.Request) -> web.Response:
     settings = context.settings
     # Same rule as a build: the solver fetches only channels the settings allow (conda-store
     # would fetch any URL a caller names).
-    refusal = channel_refusal(channels, settings.conda_allowed_channels, settings.conda_channel_alias)
+    refusal = channel_refusal(channels, allowed_channels(settings), settings.conda_channel_alias)
     if refusal:
         raise ApiError(400, refusal)
     urls = [channel_url(channel, settings.conda_channel_alias) for channel in channels or settings.conda_default_channels]
