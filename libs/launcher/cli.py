@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true")
     channel = commands.add_parser("make-channel", help="write the offline demo conda channel")
     channel.add_argument("directory", type=Path)
+    channel.add_argument(
+        "--big", action="store_true", help="instead, the benchmark's real-size channel (~120 packages, ~700 MB installed)"
+    )
     service = commands.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=SERVICES)
     projection = commands.add_parser("projection", help="read model maintenance")
@@ -48,6 +51,13 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(
             run_demo(arguments.data_dir, arguments.host, arguments.port, arguments.registry_port, arguments.keep_running)
         )
+    elif arguments.command == "make-channel" and arguments.big:
+        from envstore.common.demo_channel.big_channel import make_big_channel
+
+        big = asyncio.run(make_big_channel(arguments.directory))
+        print(big.url)
+        print(f"{big.package_count} packages, {big.package_bytes} bytes of packages, {big.installed_bytes} installed")
+        print("specification: " + " ".join(big.specs))
     elif arguments.command == "make-channel":
         from envstore.common.demo_channel import make_channel
 
