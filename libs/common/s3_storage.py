@@ -256,6 +256,14 @@ class S3Storage:
             )
         return blob
 
+    async def adopt_file(self, path: Path, blob: BlobRef) -> BlobRef:
+        """``put_file`` for a file whose writer already hashed it as ``blob``: no hashing pass."""
+        if not await self.has_blob(blob.digest):
+            await self._client.upload_file(
+                str(path), self.bucket, blob_key(blob.digest), Config=upload_transfer_config(blob.size)
+            )
+        return blob
+
     async def has_blob(self, digest: str) -> bool:
         try:
             await self._client.head_object(Bucket=self.bucket, Key=blob_key(digest))

@@ -31,6 +31,7 @@ class BlobNotFoundError(FileNotFoundError):
 class Storage(Protocol):
     async def put_bytes(self, data: bytes) -> BlobRef: ...
     async def put_file(self, path: Path) -> BlobRef: ...
+    async def adopt_file(self, path: Path, blob: BlobRef) -> BlobRef: ...
     async def get_bytes(self, blob: BlobRef | str) -> bytes: ...
     async def has_blob(self, digest: str) -> bool: ...
     async def name(self, key: str, blob: BlobRef) -> None: ...
@@ -144,6 +145,26 @@ class LocalStorage:
                 os.fsync(temporary.fileno())
             os.replace(temporary.name, target)
         return BlobRef(digest=digest, size=size)
+
+    async def adopt_file(self, path: Path, blob: BlobRef) -> BlobRef:
+        """Stores ``path``, a file whose writer hashed it as ``blob`` (and fsynced it) and that nobody
+        changes any more: it is hard-linked into the store, not read or copied again (copied only
+        when the store is on another file system)."""
+        return await asyncio.to_thread(self._adopt_file, path, blob)
+
+    def _adopt_file(self, path: Path, blob: BlobRef) -> BlobRef:
+        target = self._blob_path(blob.digest)
+        if target.exists():
+            return blob
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            pass  # another writer stored the same content meanwhile
+        except OSError:  # another file system (EXDEV), or links refused
+            stored = self._put_file(path)
+            if stored != blob:
+                raise ValueError(f"{path} holds {stored.digest} ({stored.size} bytes), not the announced {blob.digest}")
+        return blob
 
     async def get_bytes(self, blob: BlobRef | str) -> bytes:
         digest = digest_of(blob)

@@ -246,11 +246,10 @@ def tricky_prefix(root: Path) -> Path:
 
 @pytest.mark.parametrize("python", [True, False], ids=["conda-unpack", "shell"])
 async def test_relocation_matches_conda_byte_for_byte(tmp_path: Path, python: bool) -> None:
-    archive = tmp_path / "tricky.tar.gz"
-    await asyncio.to_thread(pack_prefix, tricky_prefix(tmp_path / "build"), archive)
+    packed = await asyncio.to_thread(pack_prefix, tricky_prefix(tmp_path / "build"), tmp_path / "tricky.tar.gz")
     script = tmp_path / "tricky.sh"
     await asyncio.to_thread(
-        installer.write_shell_installer, archive, script,
+        installer.write_shell_installer, packed, script,
         description="tests/tricky, build 1", environment_name="tricky", platform=host_platform(), packages=[],
     )
     prefix = tmp_path / "installed here" / "tricky"

@@ -17,7 +17,6 @@ import json
 import os
 import tarfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from envstore.common.storage import LocalStorage
 from envstore.packager.artifacts import oci_image
 from envstore.packager.artifacts.inputs import BuildInputs
 from envstore.packager.artifacts.oci_base_image import BaseImageError
-from envstore.packager.artifacts.oci_gzip import CHUNK_BYTES, GzipWriter
+from envstore.packager.artifacts.gzip_output import BLOCK_BYTES, GzipOutput
 from envstore.packager.artifacts.oci_layer_plan import plan_layers
 from envstore.packager.artifacts.oci_prefix import PackageFiles
 from tests.registry.oci_tools import (
@@ -304,18 +303,20 @@ async def test_scratch_base_gives_the_environment_alone(images: Images, tmp_path
     assert sorted(path.name for path in rootfs.iterdir()) == ["opt"]
 
 
-def test_parallel_gzip_is_gzip_and_does_not_depend_on_threads() -> None:
-    # Several chunks: random bytes (incompressible) and text (matches across the 1 MiB cuts).
-    data = os.urandom(3 * CHUNK_BYTES // 2) + b"conda environments in images\n" * 150_000
+def test_parallel_gzip_is_gzip_and_does_not_depend_on_threads_or_write_sizes(tmp_path: Path) -> None:
+    # Several blocks: random bytes (incompressible) and text (matches across the 1 MiB cuts).
+    data = os.urandom(3 * BLOCK_BYTES // 2) + b"conda environments in images\n" * 150_000
     outputs = []
-    for executor in (None, ThreadPoolExecutor(max_workers=4)):
-        target = io.BytesIO()
-        writer = GzipWriter(target, 6, executor)
-        for start in range(0, len(data), 65_536):
-            writer.write(data[start : start + 65_536])
-        writer.close()
-        outputs.append(target.getvalue())
-        assert writer.digest.hexdigest() == hashlib.sha256(target.getvalue()).hexdigest()
-    assert outputs[0] == outputs[1]
+    for threads, piece in ((1, 65_536), (4, BLOCK_BYTES), (2, 1_000_003)):
+        target = tmp_path / f"{threads}.gz"
+        with GzipOutput(target, threads=threads, hash_uncompressed=True) as output:
+            for start in range(0, len(data), piece):
+                output.write(data[start : start + piece])
+        written = target.read_bytes()
+        outputs.append(written)
+        assert output.blob is not None
+        assert (output.blob.digest, output.blob.size) == ("sha256:" + hashlib.sha256(written).hexdigest(), len(written))
+        assert output.uncompressed_digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert outputs[0] == outputs[1] == outputs[2]
     assert gzip.decompress(outputs[0]) == data
     assert len(outputs[0]) < len(data) * 0.6

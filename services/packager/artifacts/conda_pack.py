@@ -14,6 +14,6 @@ from envstore.packager.artifacts.packed_environment import packed_environment
 
 
 async def produce(inputs: BuildInputs) -> Produced:
-    archive = await packed_environment(inputs)
-    blob = await inputs.storage.put_file(archive)
+    packed = await packed_environment(inputs)
+    blob = await inputs.storage.adopt_file(packed.archive, packed.blob)
     return Produced(artifact_key(ArtifactKind.CONDA_PACK, inputs.build.build_key), blob, "application/gzip")

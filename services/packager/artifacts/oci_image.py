@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,15 +92,12 @@ async def produce(inputs: BuildInputs) -> Produced:
     )
     staged_at = time.perf_counter()
     groups = plan_layers(staged.packages, options.layer_budget - len(base.layers) - 1)
-    # Deflating runs on every core, also within one big layer (zlib releases the GIL).
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="layer-gzip") as compressors:
-        package_layers = await _package_layers(staged, groups, storage, scratch, compressors)
-        environment_layer = await store_layer(
-            await asyncio.to_thread(environment_entries, staged, inputs.build.environment, variables),
-            storage,
-            scratch / "layers",
-            compressors,
-        )
+    package_layers = await _package_layers(staged, groups, storage, scratch / "layers")
+    environment_layer = await store_layer(
+        await asyncio.to_thread(environment_entries, staged, inputs.build.environment, variables),
+        storage,
+        scratch / "layers",
+    )
     layers = [*base.layers, *package_layers, environment_layer]
     history = [*base.history, *(_history(f"conda packages {', '.join(p.label for p in group)}") for group in groups)]
     history.append(_history(f"environment {inputs.build.namespace}/{inputs.build.environment}: conda-meta, activation"))
@@ -131,15 +127,16 @@ async def produce(inputs: BuildInputs) -> Produced:
 
 
 async def _package_layers(
-    staged: StagedEnvironment, groups: list[LayerGroup], storage: Storage, scratch: Path, compressors: Executor
+    staged: StagedEnvironment, groups: list[LayerGroup], storage: Storage, scratch: Path
 ) -> list[StoredLayer]:
-    # Tarring and hashing run in threads too, a few layers at a time.
+    # A few layers at a time: small ones keep every core busy together, and a big one compresses
+    # on every core by itself (``gzip_output``).
     concurrency = asyncio.Semaphore(os.cpu_count() or 2)
 
     async def one(group: LayerGroup) -> StoredLayer:
         async with concurrency:
             entries = await asyncio.to_thread(staged.entries_of, group)
-            return await store_layer(entries, storage, scratch / "layers", compressors)
+            return await store_layer(entries, storage, scratch)
 
     return list(await asyncio.gather(*(one(group) for group in groups)))
 

@@ -3,15 +3,16 @@
 A layer's bytes depend only on its entries: sorted by path, every parent directory present, owner
 0:0 without names, modes normalized (0755 for directories and executables, 0644 for other files),
 the mtime the caller gives (a package's files keep the mtime of its archive, generated files get
-``FIXED_MTIME``), PAX format, gzip without a file name and with mtime 0 (``oci_gzip``, on every
+``FIXED_MTIME``), PAX format, gzip without a file name and with mtime 0 (``gzip_output``, on every
 core). So one package gives the same uncompressed layer, the same ``diff_id``, in every image and
 every rebuild.
 
-The compressed digest also depends on the zlib that compressed it. To keep a single digest per
-content whichever packager (and zlib build) met it first, the first compressed blob of every
-diff_id is remembered under the storage name ``docker/layers/<diff_id hex>`` and reused: a layer
-that already exists is tarred once more to compute its diff_id (cheap: hashing, no compression),
-then neither compressed nor written again.
+A layer is written in one pass over its files: tar, hashed for its diff_id, gzipped, the gzip
+hashed for its digest. The compressed digest also depends on the compressor that made it (its
+version, its level). To keep a single digest per content whichever packager met it first, the first
+blob of every diff_id is remembered under the storage name ``docker/layers/<diff_id hex>`` and
+reused: a layer that already exists is written again to learn its diff_id (fast: the compressor
+runs at hundreds of MB/s), then dropped instead of stored.
 
 The blocking parts (file reads, hashing, compression) run in worker threads.
 """
@@ -20,24 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import io
 import os
 import tarfile
+import tempfile
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envstore.common.events import BlobRef
 from envstore.common.storage import Storage
-from envstore.packager.artifacts.oci_gzip import GzipWriter
+from envstore.packager.artifacts.gzip_output import GzipOutput, compression_threads
 from envstore.packager.artifacts.oci_media_types import OCI_LAYER_GZIP
 
 FIXED_MTIME = 0
-COMPRESSION_LEVEL = 6
 LAYER_MEMO_PREFIX = "docker/layers/"
-WRITE_BUFFER = 1024 * 1024
+COPY_BUFFER = 1024 * 1024
 
 
 class EntryKind(enum.Enum):
@@ -100,28 +100,6 @@ def complete(entries: Iterable[LayerEntry]) -> list[LayerEntry]:
     return [by_path[path] for path in sorted(by_path, key=lambda path: path.split("/"))]
 
 
-class _LayerSink(io.RawIOBase):
-    """Where tarfile writes: hashes the tar (diff_id) and, given a gzip writer, compresses it."""
-
-    def __init__(self, gzip: GzipWriter | None = None) -> None:
-        self.tar_hash = hashlib.sha256()
-        self.gzip = gzip
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        data = bytes(data)
-        self.tar_hash.update(data)
-        if self.gzip is not None:
-            self.gzip.write(data)
-        return len(data)
-
-    def finish(self) -> None:
-        if self.gzip is not None:
-            self.gzip.close()
-
-
 def _tar_info(entry: LayerEntry) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.path)
     info.mode = entry.mode
@@ -138,10 +116,11 @@ def _tar_info(entry: LayerEntry) -> tarfile.TarInfo:
     return info
 
 
-def _write_tar(entries: Sequence[LayerEntry], sink: _LayerSink) -> None:
-    # The buffer size changes how often the sink is called, not the bytes (padding is per record).
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=WRITE_BUFFER) as archive:  # type: ignore[call-overload]
-        archive.copybufsize = WRITE_BUFFER
+def _write_tar(entries: Sequence[LayerEntry], sink: GzipOutput) -> None:
+    # Written straight into the sink (not tarfile's stream mode, whose buffer copies every byte
+    # again): the same bytes. The copy buffer changes how often the sink is called, not the bytes.
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+        archive.copybufsize = COPY_BUFFER
         for entry in entries:
             info = _tar_info(entry)
             if entry.kind is not EntryKind.FILE:
@@ -154,53 +133,36 @@ def _write_tar(entries: Sequence[LayerEntry], sink: _LayerSink) -> None:
                 with open(entry.source, "rb") as content:
                     info.size = os.fstat(content.fileno()).st_size
                     archive.addfile(info, content)
-    sink.finish()
 
 
-def diff_id_of(entries: Sequence[LayerEntry]) -> str:
-    """sha256 of the layer's uncompressed tar, without writing it anywhere."""
-    sink = _LayerSink()
-    _write_tar(entries, sink)
-    return "sha256:" + sink.tar_hash.hexdigest()
-
-
-def write_compressed(entries: Sequence[LayerEntry], target: Path, executor: Executor | None = None) -> StoredLayer:
-    with open(target, "wb") as output:
-        gzip = GzipWriter(output, COMPRESSION_LEVEL, executor)
-        sink = _LayerSink(gzip)
-        _write_tar(entries, sink)
-    return StoredLayer(
-        digest="sha256:" + gzip.digest.hexdigest(),
-        size=gzip.compressed_size,
-        diff_id="sha256:" + sink.tar_hash.hexdigest(),
-    )
+def write_layer(entries: Sequence[LayerEntry], target: Path) -> StoredLayer:
+    """The layer's tar, gzipped into ``target`` in one read of its files (blocking: run it in a
+    thread), with its diff_id and its blob's digest."""
+    size = sum(os.lstat(entry.source).st_size for entry in entries if entry.source is not None)
+    with GzipOutput(target, threads=compression_threads(size), hash_uncompressed=True) as output:
+        _write_tar(entries, output)
+    assert output.blob is not None
+    return StoredLayer(digest=output.blob.digest, size=output.blob.size, diff_id=output.uncompressed_digest)
 
 
 def memo_key(diff_id: str) -> str:
     return LAYER_MEMO_PREFIX + diff_id.removeprefix("sha256:")
 
 
-async def store_layer(
-    entries: Sequence[LayerEntry], storage: Storage, scratch: Path, executor: Executor | None = None
-) -> StoredLayer:
-    """The layer of ``entries`` in storage: the blob already made for this content, or a new one
-    (compressed in ``executor``'s threads when given)."""
+async def store_layer(entries: Sequence[LayerEntry], storage: Storage, scratch: Path) -> StoredLayer:
+    """The layer of ``entries`` in storage: the blob first made for this content, or this one."""
     entries = complete(entries)
-    diff_id = await asyncio.to_thread(diff_id_of, entries)
-    known = await storage.resolve(memo_key(diff_id))
-    if known is not None and await storage.has_blob(known.digest):
-        return StoredLayer(known.digest, known.size, diff_id)
     scratch.mkdir(parents=True, exist_ok=True)
-    target = scratch / f"layer-{diff_id.removeprefix('sha256:')}.tar.gz"
+    descriptor, name = tempfile.mkstemp(prefix="layer-", suffix=".tar.gz", dir=scratch)
+    os.close(descriptor)
+    target = Path(name)
     try:
-        written = await asyncio.to_thread(write_compressed, entries, target, executor)
-        if written.diff_id != diff_id:
-            raise RuntimeError(
-                f"a layer's files changed while it was written ({diff_id} then {written.diff_id}); "
-                "is something else writing into the packager's staging directory?"
-            )
-        blob = await storage.put_file(target)
+        written = await asyncio.to_thread(write_layer, entries, target)
+        known = await storage.resolve(memo_key(written.diff_id))
+        if known is not None and await storage.has_blob(known.digest):
+            return StoredLayer(known.digest, known.size, written.diff_id)
+        blob = await storage.adopt_file(target, BlobRef(digest=written.digest, size=written.size))
     finally:
         target.unlink(missing_ok=True)
-    await storage.name(memo_key(diff_id), blob)
-    return StoredLayer(blob.digest, blob.size, diff_id)
+    await storage.name(memo_key(written.diff_id), blob)
+    return StoredLayer(blob.digest, blob.size, written.diff_id)

@@ -3,7 +3,8 @@ relocate the unpacked environment without python.
 
 conda-pack lists the files to rewrite in its ``bin/conda-unpack`` script (``_prefix_records``: path,
 placeholder, mode). This module finds every placeholder in those files, as ``conda-unpack`` would,
-and writes the rewrites as shell commands (helpers defined in ``installer_header.sh``):
+reading them while they are packed (``packed_environment``; never the archive again), and writes the
+rewrites as shell commands (helpers defined in ``installer_header.sh``):
 
 - text mode: the placeholder is replaced by the prefix at each offset (the file changes size);
 - binary mode: each NUL-terminated string that holds the placeholder is rewritten in place, the
@@ -16,9 +17,8 @@ from __future__ import annotations
 import ast
 import re
 import shlex
-import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 CONDA_UNPACK = "bin/conda-unpack"
 # Bytes that a shell printf format may carry as themselves; everything else is written as \ooo
@@ -72,42 +72,33 @@ class RelocationPlan:
         return "".join(f"{line}\n" for line in lines)
 
 
-def relocation_plan(archive: Path) -> RelocationPlan:
-    """Reads the conda-pack archive (blocking: run it in a thread)."""
-    with tarfile.open(archive, "r:gz") as tar:
-        records = conda_unpack_records(tar)
-        wanted: dict[str, tuple[str, str]] = {}
-        for path, placeholder, mode in records:
-            if path in wanted:
-                raise ValueError(f"conda-unpack rewrites {path} twice; cannot plan its relocation")
-            wanted[path] = (placeholder, mode)
-        text: list[TextRelocation] = []
-        binary: list[BinaryRelocation] = []
-        # In archive order, so that the gzip stream is only read forwards.
-        for member in tar.getmembers():
-            if member.name not in wanted or not member.isfile():
-                continue
-            placeholder, mode = wanted[member.name]
-            content = tar.extractfile(member).read()  # type: ignore[union-attr]
-            if mode == "text":
-                offsets = text_offsets(content, placeholder.encode())
-                if offsets:
-                    text.append(TextRelocation(member.name, len(placeholder.encode()), offsets))
-            elif mode == "binary":
-                strings = prefix_strings(content, placeholder.encode())
-                if strings:
-                    binary.append(BinaryRelocation(member.name, len(placeholder.encode()), strings))
-            else:
-                raise ValueError(f"conda-unpack record for {member.name} has unknown mode {mode!r}")
+def relocation_plan(records: list[tuple[str, str, str]], content_of: Callable[[str], bytes]) -> RelocationPlan:
+    """The plan for conda-unpack's ``records`` (path, placeholder, mode), given each path's bytes
+    as packed (blocking: reads the files one at a time)."""
+    text: list[TextRelocation] = []
+    binary: list[BinaryRelocation] = []
+    seen: set[str] = set()
+    for path, placeholder, mode in records:
+        if path in seen:
+            raise ValueError(f"conda-unpack rewrites {path} twice; cannot plan its relocation")
+        seen.add(path)
+        content = content_of(path)
+        if mode == "text":
+            offsets = text_offsets(content, placeholder.encode())
+            if offsets:
+                text.append(TextRelocation(path, len(placeholder.encode()), offsets))
+        elif mode == "binary":
+            strings = prefix_strings(content, placeholder.encode())
+            if strings:
+                binary.append(BinaryRelocation(path, len(placeholder.encode()), strings))
+        else:
+            raise ValueError(f"conda-unpack record for {path} has unknown mode {mode!r}")
     return RelocationPlan(tuple(text), tuple(binary))
 
 
-def conda_unpack_records(tar: tarfile.TarFile) -> list[tuple[str, str, str]]:
+def conda_unpack_records(script: bytes) -> list[tuple[str, str, str]]:
     """The ``_prefix_records`` list that conda-pack wrote into ``bin/conda-unpack``."""
-    script = tar.extractfile(CONDA_UNPACK)
-    if script is None:
-        raise ValueError(f"the archive has no {CONDA_UNPACK}: it was not packed for relocation")
-    for statement in ast.parse(script.read()).body:
+    for statement in ast.parse(script).body:
         if (
             isinstance(statement, ast.Assign)
             and any(isinstance(target, ast.Name) and target.id == "_prefix_records" for target in statement.targets)
