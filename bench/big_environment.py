@@ -56,6 +56,7 @@ class EnvstoreRun:
     artifact_seconds: dict[str, float] = field(default_factory=dict)
     completed_seconds: float = 0.0
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # of every service process, from submit to the last artifact
     artifact_bytes: dict[str, int] = field(default_factory=dict)
     log: str = ""
 
@@ -67,6 +68,7 @@ class FloorRun:
     layer_gzip_seconds: float
     pack_bytes: int
     layer_bytes: int
+    cpu_seconds: float  # of this process (rattler's, conda-pack's and gzip's threads)
 
     @property
     def total_seconds(self) -> float:
@@ -75,6 +77,12 @@ class FloorRun:
 
 def specification(channel: BigChannel) -> str:
     return "name: big\ndependencies:\n" + "".join(f"  - {spec}\n" for spec in channel.specs)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a process, all its threads, so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -91,6 +99,7 @@ async def run_envstore(channel: BigChannel, directory: Path) -> EnvstoreRun:
     async with EmbeddedStack(directory, settings=settings) as stack:
         headers = {"Authorization": f"Bearer {stack.admin_token}"}
         async with aiohttp.ClientSession(stack.api_url, headers=headers) as http:
+            cpu_before = sum(cpu_seconds(child.pid) for child in stack.services.values())
             started = time.perf_counter()
             body = {"namespace": "bench", "specification": specification(channel)}
             async with http.post("/api/v1/specification/", json=body) as response:
@@ -106,6 +115,7 @@ async def run_envstore(channel: BigChannel, directory: Path) -> EnvstoreRun:
                 for artifact in build["build_artifacts"]:
                     result.artifact_seconds.setdefault(artifact["artifact_type"], now)
                 await asyncio.sleep(POLL_SECONDS)
+            result.cpu_seconds = sum(cpu_seconds(child.pid) for child in stack.services.values()) - cpu_before
             result.peak_rss_bytes = {name: peak_rss_bytes(child.pid) for name, child in stack.services.items()}
             async with http.get(f"/api/v1/build/{build_id}/logs/") as response:
                 result.log = await response.text()
@@ -128,6 +138,7 @@ async def run_floor(channel: BigChannel, directory: Path) -> FloorRun:
     """The libraries alone, one step after the other, from an empty package cache."""
     platform = host_platform()
     prefix = directory / "prefix"
+    cpu_started = time.process_time()
     started = time.perf_counter()
     gateway = rattler.Gateway(cache_dir=directory / "repodata")
     records = await rattler.solve(
@@ -153,7 +164,12 @@ async def run_floor(channel: BigChannel, directory: Path) -> FloorRun:
     await asyncio.to_thread(tar_and_gzip)
     gzipped = time.perf_counter()
     return FloorRun(
-        installed - started, packed - installed, gzipped - packed, archive.stat().st_size, layer.stat().st_size
+        installed - started,
+        packed - installed,
+        gzipped - packed,
+        archive.stat().st_size,
+        layer.stat().st_size,
+        time.process_time() - cpu_started,
     )
 
 
@@ -180,6 +196,8 @@ def report(channel: BigChannel, envstore: EnvstoreRun, floor: FloorRun) -> None:
     print(f"  floor                                   {floor.total_seconds:7.2f} s")
     print(f"ratio: every artifact / floor = {last / floor.total_seconds:.2f}x   "
           f"(first artifact after the lock: {min(s for k, s in envstore.artifact_seconds.items() if k not in ('LOCKFILE', 'YAML')) / floor.total_seconds:.2f}x)")
+    print(f"CPU time: envstore's services {envstore.cpu_seconds:.1f} s, the floor {floor.cpu_seconds:.1f} s "
+          f"({envstore.cpu_seconds / floor.cpu_seconds:.2f}x; less sensitive than wall times to other work on the machine)")
     print("peak RSS (VmHWM) per service:")
     for name, peak in envstore.peak_rss_bytes.items():
         print(f"  {name:<14} {peak / MB:7.1f} MB")
@@ -203,7 +221,7 @@ def existing_channel(directory: Path, shape: BigChannelShape) -> BigChannel:
     )
 
 
-async def main(channel_directory: Path | None, keep: Path | None) -> None:
+async def main(channel_directory: Path | None, keep: Path | None, floor_first: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="envstore-big-", dir=keep))
     shape = BigChannelShape()
     try:
@@ -214,8 +232,12 @@ async def main(channel_directory: Path | None, keep: Path | None) -> None:
         else:
             channel = await make_big_channel(channel_directory or root / "channel", shape)
             print(f"channel written and indexed in {time.perf_counter() - started:.1f} s")
-        envstore = await run_envstore(channel, root / "stack")
-        floor = await run_floor(channel, root / "floor")
+        if floor_first:
+            floor = await run_floor(channel, root / "floor")
+            envstore = await run_envstore(channel, root / "stack")
+        else:
+            envstore = await run_envstore(channel, root / "stack")
+            floor = await run_floor(channel, root / "floor")
         report(channel, envstore, floor)
     finally:
         if keep is None:
@@ -228,7 +250,8 @@ if __name__ == "__main__":
         "--channel", type=Path, help="write the channel here, or reuse the one written there (default: a temporary directory)"
     )
     parser.add_argument("--keep", type=Path, help="keep the stack's and the floor's data under this directory")
+    parser.add_argument("--floor-first", action="store_true", help="measure the floor before envstore")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.channel, arguments.keep))
+    asyncio.run(main(arguments.channel, arguments.keep, arguments.floor_first))
     sys.stdout.flush()
     os._exit(0)  # py-rattler teardown crash (TOOLING.md)

@@ -23,6 +23,7 @@ from envstore.common.demo_channel import (
     FileMode,
     make_channel,
 )
+from envstore.common.demo_channel.big_channel import BigChannelShape, make_big_channel
 
 
 def virtual_packages(*name_version_build: tuple[str, str, str]) -> list[rattler.GenericVirtualPackage]:
@@ -171,3 +172,33 @@ async def test_make_channel_is_reproducible(channel, tmp_path):
         return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
 
     assert contents(tmp_path / "again") == contents(first_directory)
+
+
+async def test_big_channel_solves_to_every_package_and_installs_relocated(tmp_path, gateway):
+    shape = BigChannelShape.small()
+    channel = await make_big_channel(tmp_path / "big", shape)
+    assert channel.package_count == shape.package_count
+    assert channel.installed_bytes == pytest.approx(shape.installed_bytes, rel=0.01)
+    assert 0 < channel.package_bytes < channel.installed_bytes
+
+    records = await solve(channel.url, gateway, channel.specs, "linux-64", LINUX_VIRTUAL_PACKAGES)
+    assert len(records) == shape.package_count  # the top-level specs pull in every package
+    assert any(record.depends for record in records)
+    prefix = tmp_path / "env"
+    await rattler.install(records, target_prefix=prefix, cache_dir=tmp_path / "pkgs", show_progress=False)
+    del records
+    gc.collect()
+
+    placeholders = {}
+    for archive in (tmp_path / "big").glob("*/*.conda"):
+        for entry in rattler.PathsJson.from_package_archive(archive).paths:
+            if entry.prefix_placeholder is not None:
+                placeholders[str(entry.relative_path)] = entry.prefix_placeholder.file_mode.mode
+    assert {FileMode.TEXT, FileMode.BINARY} <= set(placeholders.values())
+    for path, mode in placeholders.items():
+        relocated = (prefix / path).read_bytes()
+        assert PREFIX_PLACEHOLDER.encode() not in relocated, path
+        # Binary: the prefix string keeps its length, NUL-padded; text: the prefix takes its place.
+        assert str(prefix).encode() + (b"/lib\0" if mode is FileMode.BINARY else b"") in relocated, path
+    files = [path for path in prefix.rglob("*") if path.is_file() and "conda-meta" not in path.parts]
+    assert len(files) > 10 * shape.package_count  # many small files

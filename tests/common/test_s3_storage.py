@@ -142,6 +142,21 @@ async def test_a_file_larger_than_16_mib_round_trips(storage: Storage, tmp_path:
     assert tail == content[-MEBIBYTE:]
 
 
+async def test_a_file_hashed_by_its_writer_is_adopted_and_outlives_it(storage: Storage, tmp_path: Path) -> None:
+    content = os.urandom(9 * MEBIBYTE + 5)
+    path = tmp_path / "layer.tar.gz"
+    path.write_bytes(content)
+    announced = BlobRef(digest=sha256_digest(content), size=len(content))
+
+    assert await storage.adopt_file(path, announced) == announced
+    if isinstance(storage, LocalStorage):  # linked, not copied
+        stored = storage.local_path(announced)
+        assert stored is not None and stored.stat().st_ino == path.stat().st_ino
+    path.unlink()  # the packager removes its work directory
+    assert await storage.get_bytes(announced) == content
+    assert await storage.adopt_file(tmp_path / "gone", announced) == announced  # stored already
+
+
 async def test_byte_ranges_read_like_slices(storage: Storage) -> None:
     data = bytes(range(256)) * 40
     blob = await storage.put_bytes(data)

@@ -47,9 +47,6 @@ from .package_writer import write_package
 KIB = 1024
 MIB = 1024 * KIB
 BIG_PLATFORM_SUBDIR = "linux-64"
-# Bytes of word-like text each worker draws file contents from: far larger than a compressor's
-# window, so that compressors see text, not one repeated block.
-TEXT_POOL_BYTES = 16 * MIB
 BLOCK_BYTES = 16 * KIB
 # bzip2 is slow: only small packages come as .tar.bz2 (conda-forge still has some).
 TAR_BZ2_LARGEST = 512 * KIB
@@ -70,11 +67,14 @@ class BigChannelShape:
     placeholder_library_share: float = 0.3  # of the libraries, with a binary prefix placeholder
     noarch_share: float = 0.2
     small_file_median_bytes: int = 6 * KIB
+    # Each worker draws text from this many bytes: far more than a compressor's window, so that
+    # compressors see text, not one repeated block.
+    text_pool_bytes: int = 16 * MIB
 
     @classmethod
     def small(cls) -> BigChannelShape:
         """A few MB with the same features, for tests."""
-        return cls(package_count=8, installed_bytes=6 * 1000 * 1000)
+        return cls(package_count=8, installed_bytes=6 * 1000 * 1000, text_pool_bytes=2 * MIB)
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class ContentMaker:
     def __init__(self, shape: BigChannelShape, seed: int) -> None:
         self.shape = shape
         self.random = random.Random(seed)
-        self.pool = text_pool(random.Random(shape.seed), TEXT_POOL_BYTES)
+        self.pool = text_pool(random.Random(shape.seed), shape.text_pool_bytes)
 
     def text(self, size: int) -> bytes:
         start = self.random.randrange(0, len(self.pool) - size) if size < len(self.pool) else 0
