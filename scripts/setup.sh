@@ -15,6 +15,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 # The web UI: npm fetches conda-store's built UI; the browser tests drive Debian's Chromium.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The reverse-proxy tests put Debian's nginx in front of a stack.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if ((${#missing[@]})); then
     echo "installing Debian packages: ${missing[*]}"
     apt-get update -qq

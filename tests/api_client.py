@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
 # The password backend's password in test stacks (ENVSTORE_AUTH_PASSWORD); a real deployment
@@ -15,10 +16,28 @@ LOGIN_PASSWORD = "test-login-password"
 
 
 class ApiClient:
+    """``base_url`` is the API's URL as users are given it, URL prefix included
+    (``http://host:8080/conda-store``); paths are written from the API's root (``/api/v1/``)."""
+
     def __init__(self, base_url: str, token: str | None = None) -> None:
+        url = URL(base_url)
+        self.prefix = url.path.rstrip("/")  # "" or "/conda-store"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The HTTPS of these tests is a reverse proxy's with a certificate the test made itself; what
+        # is tested is the proxying, and the conda-store CLI's run checks that certificate.
+        connector = aiohttp.TCPConnector(ssl=False) if url.scheme == "https" else None
         # unsafe=True: keep cookies set by 127.0.0.1 (a /login/ session cookie), as a browser would.
-        self.session = aiohttp.ClientSession(base_url, headers=headers, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.session = aiohttp.ClientSession(
+            str(url.origin()), headers=headers, cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector
+        )
+
+    def path(self, path: str) -> str:
+        """``path`` (from the API's root) as sent: under the URL prefix."""
+        return self.prefix + path
+
+    def raw(self, method: str, path: str, **options: Any) -> Any:
+        """The aiohttp request itself (``async with client.raw("GET", "/login/") as response``)."""
+        return self.session.request(method, self.path(path), **options)
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -27,7 +46,7 @@ class ApiClient:
         await self.session.close()
 
     async def request(self, method: str, path: str, **options: Any) -> tuple[int, Any]:
-        async with self.session.request(method, path, **options) as response:
+        async with self.raw(method, path, **options) as response:
             if response.content_type == "application/json":
                 return response.status, await response.json()
             return response.status, await response.text()

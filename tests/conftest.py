@@ -11,6 +11,21 @@ from envstore.common.demo_channel import make_channel
 from envstore.common.settings import host_platform
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import LOGIN_PASSWORD, ApiClient
+from tests.deployments import DEPLOYMENTS, Deployment
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``every_deployment`` run once per deployment (tests/deployments.py); every
+    other test that needs a deployment gets the plain one, so all share its stacks."""
+    if "deployment" not in metafunc.fixturenames:
+        return
+    every = metafunc.definition.get_closest_marker("every_deployment") is not None
+    metafunc.parametrize("deployment", DEPLOYMENTS if every else DEPLOYMENTS[:1], indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    return Deployment(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from envstore.common.readiness import Readiness
+
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # understood by every Prometheus version
@@ -131,13 +133,16 @@ class Metrics:
         return web.Response(body=await self.render(), headers={"Content-Type": CONTENT_TYPE})
 
     @contextlib.asynccontextmanager
-    async def listening(self, host: str, port: int) -> AsyncIterator[None]:
-        """Serve ``/metrics`` on ``host:port`` while the block runs (nothing when ``port`` is 0)."""
+    async def listening(self, host: str, port: int, readiness: Readiness | None = None) -> AsyncIterator[None]:
+        """Serve ``/metrics`` (and ``/healthz``, ``/readyz`` of ``readiness``) on ``host:port`` while
+        the block runs (nothing when ``port`` is 0)."""
         if not port:
             yield
             return
         app = web.Application()
         app.router.add_get("/metrics", self.handle_scrape)
+        if readiness is not None:
+            readiness.add_routes(app.router)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:

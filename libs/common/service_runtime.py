@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from envstore.common.bus import EventBus
 from envstore.common.logs import configure_logging
+from envstore.common.readiness import ReadinessCheck
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.telemetry import Telemetry, TelemetrySettings
 
@@ -23,9 +24,18 @@ async def connected_bus(
     bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name=name, telemetry=telemetry)
     try:
         await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
+        if telemetry is not None:
+            telemetry.readiness.add("event bus", bus_connection_check(bus))
         yield bus
     finally:
         await bus.close()
+
+
+def bus_connection_check(bus: EventBus) -> ReadinessCheck:
+    async def connected() -> str | None:
+        return None if bus.client.is_connected else f"not connected to NATS ({bus.client.connected_url or 'no server'})"
+
+    return connected
 
 
 async def run_until_stopped(main: Awaitable[None]) -> None:
@@ -50,8 +60,11 @@ Serve = Callable[[EnvstoreSettings, Telemetry], Awaitable[None]]
 async def serve_with_metrics(
     serve: Serve, settings: EnvstoreSettings, telemetry: Telemetry, telemetry_settings: TelemetrySettings
 ) -> None:
-    """``serve``, with the process's ``/metrics`` on a listener of its own when a port is set."""
-    async with telemetry.metrics.listening(telemetry_settings.metrics_host, telemetry_settings.metrics_port):
+    """``serve``, with the process's ``/metrics``, ``/healthz`` and ``/readyz`` on a listener of its own
+    when a port is set."""
+    async with telemetry.metrics.listening(
+        telemetry_settings.metrics_host, telemetry_settings.metrics_port, telemetry.readiness
+    ):
         await serve(settings, telemetry)
 
 

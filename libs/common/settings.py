@@ -8,6 +8,7 @@ from a file named by ``ENVSTORE_<KEY>_FILE`` (how compose and Kubernetes hand ov
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import platform
@@ -39,6 +40,13 @@ def host_platform() -> str:
 
 
 CommaList = Annotated[list[str], NoDecode]
+
+
+def normalized_url_prefix(prefix: str) -> str:
+    """``""`` for the root, else ``"/"`` and the prefix without surrounding slashes
+    (``conda-store/`` and ``/conda-store`` are both ``/conda-store``)."""
+    stripped = prefix.strip().strip("/")
+    return "/" + stripped if stripped else ""
 
 
 def _split_list(value: Any) -> Any:
@@ -131,8 +139,13 @@ class EnvstoreSettings(BaseSettings):
     reader_database_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # The API's URL as clients reach it (e.g. https://example.org/conda-store), when a proxy that
+    # sends no X-Forwarded-* headers stands in front; it then wins over what requests say.
     api_external_url: str | None = None
-    url_prefix: str = "/"
+    url_prefix: str = "/"  # every API, UI, storage and login route is served under it
+    # Proxies (addresses or networks, e.g. 10.0.0.0/8) whose X-Forwarded-Proto/-Host/-For headers
+    # are believed; from anyone else those headers are ignored.
+    trusted_proxies: CommaList = Field(default_factory=list)
     registry_host: str = "127.0.0.1"
     registry_port: int = 5000
     registry_external_url: str | None = None  # host[:port] users pull from; default host:port
@@ -240,6 +253,23 @@ class EnvstoreSettings(BaseSettings):
             return _split_list(value)
         return value
 
+    @field_validator("url_prefix")
+    @classmethod
+    def _normalized_url_prefix(cls, prefix: str) -> str:
+        return "/" + normalized_url_prefix(prefix).lstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted proxy {proxy!r} is not an IP address or network (like 10.0.0.5 or 10.0.0.0/8)"
+                ) from None
+        return proxies
+
     @field_validator("build_artifacts", "build_artifacts_kept_on_deletion")
     @classmethod
     def _known_artifact_kinds(cls, kinds: list[str]) -> list[str]:
@@ -270,11 +300,15 @@ class EnvstoreSettings(BaseSettings):
         return self.reader_database_url or self.database_url
 
     @property
+    def path_prefix(self) -> str:
+        """The URL prefix as route paths start with it: ``""`` or ``"/conda-store"``."""
+        return normalized_url_prefix(self.url_prefix)
+
+    @property
     def api_url(self) -> str:
         if self.api_external_url:
             return self.api_external_url.rstrip("/")
-        prefix = self.url_prefix.rstrip("/")
-        return f"http://{self.api_host}:{self.api_port}{prefix}"
+        return f"http://{self.api_host}:{self.api_port}{self.path_prefix}"
 
 
 # The keys conda-store's settings API reads and writes (GET/PUT /api/v1/setting/…).

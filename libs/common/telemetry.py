@@ -31,6 +31,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from envstore.common.metrics import Metrics
+from envstore.common.readiness import Readiness
 from envstore.common.trace_exporters import exporter_names, span_processors
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class Telemetry:
         self.tracer_provider = tracer_provider
         self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
         self.metrics = metrics
+        # /readyz's checks: whoever opens a resource the process needs adds one (the bus, the database).
+        self.readiness = Readiness()
         self._propagator = TraceContextTextMapPropagator()
 
     @classmethod

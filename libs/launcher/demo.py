@@ -60,10 +60,11 @@ async def run_demo(data_directory: Path, host: str, port: int, registry_port: in
 
 async def _build_sample(stack: EmbeddedStack) -> int:
     headers = {"Authorization": f"Bearer {stack.admin_token}"}
-    async with aiohttp.ClientSession(stack.api_url, headers=headers) as http:
+    api = f"{stack.url_prefix}/api/v1"
+    async with aiohttp.ClientSession(stack.api_origin, headers=headers) as http:
         started = time.perf_counter()
         async with http.post(
-            "/api/v1/specification/",
+            f"{api}/specification/",
             json={"namespace": DEMO_NAMESPACE, "specification": sample_specification()},
         ) as response:
             body = await response.json()
@@ -71,7 +72,7 @@ async def _build_sample(stack: EmbeddedStack) -> int:
                 print(f"submission refused ({response.status}): {body.get('message')}")
                 return 1
         build_id = body["data"]["build_id"]
-        build = await _wait_for_end(http, build_id)
+        build = await _wait_for_end(http, api, build_id)
         elapsed = time.perf_counter() - started
         print(f"build {build_id}: {build['status']} in {elapsed:.2f} s")
         if build["status"] != "COMPLETED":
@@ -81,7 +82,7 @@ async def _build_sample(stack: EmbeddedStack) -> int:
             route = ARTIFACT_ROUTES.get(artifact["artifact_type"])
             if route:
                 print(f"  {artifact['artifact_type']:<22} {stack.api_url}/api/v1/build/{build_id}/{route}/")
-        async with http.get(f"/api/v1/build/{build_id}/docker/") as response:
+        async with http.get(f"{api}/build/{build_id}/docker/") as response:
             if response.status == 200:
                 print(f"  {'image (skopeo, docker)':<22} {await response.text()}")
     program = stack.data_directory / "envs" / DEMO_NAMESPACE / "envs" / DEMO_ENVIRONMENT / "bin" / "hello"
@@ -90,10 +91,10 @@ async def _build_sample(stack: EmbeddedStack) -> int:
     return result.returncode
 
 
-async def _wait_for_end(http: aiohttp.ClientSession, build_id: int) -> dict:
+async def _wait_for_end(http: aiohttp.ClientSession, api: str, build_id: int) -> dict:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        async with http.get(f"/api/v1/build/{build_id}/") as response:
+        async with http.get(f"{api}/build/{build_id}/") as response:
             build = (await response.json())["data"]
         if build["status"] in ("COMPLETED", "FAILED", "CANCELED"):
             return build

@@ -49,7 +49,7 @@ async def run_stack(data_directory: Path, host: str, port: int, registry_port: i
         return 1
     admin_token = "ENVSTORE_ADMIN_TOKEN" if "ENVSTORE_ADMIN_TOKEN" in stack.extra_settings else stack.admin_token_file
     print(
-        f"envstore ready: API {stack.api_url}/api/v1/  registry {stack.registry_url}/v2/  "
+        f"envstore ready: API {stack.api_url}/api/v1/  UI {stack.api_url}/ui/  registry {stack.registry_url}/v2/  "
         f"data {stack.data_directory}  admin token in {admin_token}  login password in {password}",
         flush=True,
     )

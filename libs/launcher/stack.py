@@ -19,9 +19,11 @@ from pathlib import Path
 import aiohttp
 
 from envstore.common.local_secrets import read_or_create_secret
+from envstore.common.settings import normalized_url_prefix
 from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
 from envstore.launcher.nats_process import NatsServer
 from envstore.launcher.postgres_process import PostgresServer
+from envstore.launcher.prerequisites import describe_missing, missing_programs
 from envstore.launcher.s3_process import SeaweedS3Server
 
 # "api.webhooks" is the API's webhook delivering process (python -m envstore.api.webhooks).
@@ -48,6 +50,7 @@ class EmbeddedStack:
         self.api_port = api_port or pick_free_port(host)
         self.registry_port = registry_port or pick_free_port(host)
         self.extra_settings = dict(settings or {})
+        self.url_prefix = normalized_url_prefix(self._wanted_setting("ENVSTORE_URL_PREFIX") or "")
         # Kept in the data directory (mode 0600) rather than printed: output ends up in logs.
         self.admin_token = self.extra_settings.get("ENVSTORE_ADMIN_TOKEN") or read_or_create_secret(
             self.admin_token_file
@@ -55,7 +58,8 @@ class EmbeddedStack:
         self.nats = NatsServer(self.data_directory / "nats", host=host)
         self.postgres = PostgresServer(self.data_directory / "postgres", host=host)
         self.services: dict[str, LoggedChildProcess] = {}
-        # The API serves /metrics on its own port; every other service gets a metrics listener.
+        # The API serves /metrics on its own port; every other service gets a metrics listener
+        # (which answers /healthz and /readyz too).
         self.metrics_ports = {name: pick_free_port(host) for name in SERVICES if name != "api"}
         self.s3 = self._local_s3_server_if_wanted()
 
@@ -64,8 +68,14 @@ class EmbeddedStack:
         return self.data_directory / ADMIN_TOKEN_FILE
 
     @property
-    def api_url(self) -> str:
+    def api_origin(self) -> str:
+        """The API's listener, where the stack probes it (no prefix)."""
         return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def api_url(self) -> str:
+        """Where users reach the API: the listener and the URL prefix (``/api/v1/`` follows)."""
+        return f"{self.api_origin}{self.url_prefix}"
 
     @property
     def registry_url(self) -> str:
@@ -76,6 +86,19 @@ class EmbeddedStack:
         if name == "api":
             return f"{self.api_url}/metrics"
         return f"http://{self.host}:{self.metrics_ports[name]}/metrics"
+
+    def readiness_url(self, name: str) -> str:
+        """Where service ``name`` answers ``/readyz``: the API's and the registry's own listeners
+        (at the root, whatever the prefix), the metrics listener of every other service."""
+        if name == "api":
+            return f"{self.api_origin}/readyz"
+        if name == "registry":
+            return f"{self.registry_url}/readyz"
+        return f"http://{self.host}:{self.metrics_ports[name]}/readyz"
+
+    def _wanted_setting(self, key: str) -> str | None:
+        """A setting as the services will see it: the stack's own, else the environment's."""
+        return self.extra_settings.get(key, os.environ.get(key))
 
     # --- S3 storage: a local SeaweedFS when the settings ask for S3 but name no endpoint ---------
 
@@ -124,6 +147,10 @@ class EmbeddedStack:
         return environment
 
     async def start(self) -> None:
+        wanted = {**os.environ, **self.extra_settings}
+        missing = missing_programs(wanted, needs_local_s3=self.s3 is not None)
+        if missing:
+            raise StackError(describe_missing(missing).rstrip())
         self.data_directory.mkdir(parents=True, exist_ok=True)
         local_s3 = [self.s3.start()] if self.s3 is not None else []
         await asyncio.gather(self.nats.start(), self.postgres.start(), *local_s3)
@@ -155,23 +182,33 @@ class EmbeddedStack:
         await self.services[name].stop(signal.SIGTERM, grace_seconds=10)
 
     async def wait_until_ready(self, timeout_seconds: float = READY_TIMEOUT_SECONDS) -> None:
+        """Until every service answers 200 on ``/readyz`` (bounded; a service that exits or is not
+        ready in time is named, with what its ``/readyz`` said last)."""
         deadline = time.monotonic() + timeout_seconds
-        async with aiohttp.ClientSession() as http:
-            while True:
+        last_answer: dict[str, str] = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+
+            async def ready(name: str) -> bool:
+                try:
+                    async with http.get(self.readiness_url(name)) as response:
+                        last_answer[name] = f"HTTP {response.status}: {(await response.text()).strip()}"
+                        return response.status == 200
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    last_answer[name] = f"no answer ({type(error).__name__})"
+                    return False
+
+            waiting = set(self.services)
+            while waiting:
                 for name, child in self.services.items():
                     if child.has_exited():
                         raise StackError(describe_failure(f"service {name}", child))
-                try:
-                    async with http.get(f"{self.api_url}/api/v1/") as api, http.get(
-                        f"{self.registry_url}/v2/"
-                    ) as registry:
-                        # The registry answers an anonymous /v2/ with 401 and its challenge, as docker expects.
-                        if api.status == 200 and registry.status in (200, 401):
-                            return
-                except aiohttp.ClientError:
-                    pass
+                answers = await asyncio.gather(*(ready(name) for name in sorted(waiting)))
+                waiting -= {name for name, is_ready in zip(sorted(waiting), answers) if is_ready}
+                if not waiting:
+                    return
                 if time.monotonic() > deadline:
-                    raise StackError(f"the API did not answer at {self.api_url} within {timeout_seconds} s")
+                    details = "; ".join(f"{name} ({self.readiness_url(name)}): {last_answer[name]}" for name in sorted(waiting))
+                    raise StackError(f"not ready within {timeout_seconds} s: {details}")
                 await asyncio.sleep(0.1)
 
     async def stop(self) -> None:

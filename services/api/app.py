@@ -25,9 +25,11 @@ from envstore.api.routes import (
     catalog,
     environments,
     events,
+    health,
     metrics,
     namespaces,
     openapi,
+    registry_token,
     settings as settings_routes,
     specifications,
     status,
@@ -39,6 +41,8 @@ from envstore.api.routes.paths import Routes, strip_slash_after_query
 from envstore.common import http_telemetry
 from envstore.common.bus import EventBus
 from envstore.common.channels import ChannelGuard
+from envstore.common.proxy_headers import trusted_proxy_headers
+from envstore.common.service_runtime import bus_connection_check
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
 from envstore.common.telemetry import Telemetry
@@ -60,6 +64,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     artifact_storage = await storage_lifetime.enter_async_context(open_storage(settings))
     projector = Projector(pool, bus, artifact_storage)
     projecting = asyncio.create_task(projector.run(), name="projector")
+    readiness = app[http_telemetry.TELEMETRY].readiness
+    readiness.add("database", database.database_check(pool))
+    readiness.add("event bus", bus_connection_check(bus))
     app[CONTEXT] = ApiContext(
         settings,
         bus,
@@ -75,6 +82,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         ),
         ArtifactLinks.from_settings(settings),
         ChannelGuard.from_settings(settings),
+        readiness,
     )
     try:
         yield
@@ -89,7 +97,15 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[strip_slash_after_query, refuse_nul_in_url, api_errors, authenticate],
+        middlewares=[
+            strip_slash_after_query,
+            refuse_nul_in_url,
+            # After every middleware that clones the request (a clone forgets the forwarded scheme
+            # and host), before any that reads them.
+            trusted_proxy_headers(settings.trusted_proxies),
+            api_errors,
+            authenticate,
+        ],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
@@ -98,6 +114,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
     app.cleanup_ctx.append(resources)
     routes = Routes(app, settings.url_prefix)
     for module in (
+        health,
         status,
         auth_pages,
         specifications,
@@ -110,6 +127,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         storage,
         events,
         webhooks,
+        registry_token,
         openapi,
         ui,
     ):

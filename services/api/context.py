@@ -1,5 +1,6 @@
 """What request handlers share: settings, the bus, the read model, storage, the projector, tokens,
-the login password and its throttle, artifact links, where channels may be fetched from."""
+the login password and its throttle, artifact links, where channels may be fetched from, readiness
+checks."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from envstore.common.bus import EventBus
 from envstore.common.channels import ChannelGuard
 from envstore.common.events import Event
 from envstore.common.permissions import Principal
+from envstore.common.readiness import Readiness
 from envstore.common.settings import GLOBAL_ONLY_SETTINGS, EnvstoreSettings
 from envstore.common.storage import Storage
 from envstore.common.tokens import TokenAuthority
@@ -35,6 +37,9 @@ class ApiContext:
     login_throttle: LoginThrottle
     artifact_links: ArtifactLinks
     channel_guard: ChannelGuard
+    # What /readyz checks (the database, the bus): add a check here for anything else the API
+    # needs before it may take traffic.
+    readiness: Readiness
 
     async def publish_and_wait(self, event: Event, message_id: str) -> int:
         """Publish a command's event; answer once the read model shows it (bounded wait; after

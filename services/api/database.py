@@ -7,6 +7,8 @@ from importlib import resources
 
 import asyncpg
 
+from envstore.common.readiness import ReadinessCheck
+
 READ_MODEL_TABLES = (
     "projection_skipped_event",
     "webhook_delivery_attempt",
@@ -30,6 +32,16 @@ READ_MODEL_TABLES = (
 
 def schema_sql() -> str:
     return resources.files("envstore.api").joinpath("schema.sql").read_text()
+
+
+def database_check(pool: asyncpg.Pool) -> ReadinessCheck:
+    """Ready when the read model's database answers a query."""
+
+    async def answers() -> str | None:
+        await pool.fetchval("SELECT 1")
+        return None
+
+    return answers
 
 
 async def create_pool(dsn: str, attempts: int = 50) -> asyncpg.Pool:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from envstore.common.settings import EnvstoreSettings
 
-# scripts/fetch-ui.sh puts the pinned release here; it is not part of the repository.
+# Every wheel and sdist carries the pinned release here (setup.py); in a checkout, scripts/fetch-ui.sh
+# puts it here. It is not part of the repository.
 DEFAULT_UI_DIRECTORY = Path(__file__).resolve().parent / "static" / "conda-store-ui"
 UI_FILES = ("main.js", "main.css", "LICENSE", "main.js.LICENSE.txt", "VERSION")
 

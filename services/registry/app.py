@@ -17,6 +17,8 @@ import logging
 from aiohttp import web
 
 from envstore.common import http_telemetry
+from envstore.common.proxy_headers import trusted_proxy_headers
+from envstore.common.readiness import ReadinessCheck
 from envstore.common.service_runtime import connected_bus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
@@ -36,12 +38,26 @@ DEFAULT_IMAGE_WAIT_SECONDS = 600.0
 log = logging.getLogger(__name__)
 
 
-def create_app(registry: Registry, telemetry: Telemetry | None = None) -> web.Application:
-    app = web.Application()
+def create_app(registry: Registry, settings: EnvstoreSettings, telemetry: Telemetry | None = None) -> web.Application:
+    telemetry = telemetry or Telemetry.disabled(SERVICE)
+    app = web.Application(middlewares=[trusted_proxy_headers(settings.trusted_proxies)])
     app[REGISTRY] = registry
-    http_telemetry.install(app, telemetry or Telemetry.disabled(SERVICE))
+    http_telemetry.install(app, telemetry)
+    # Docker clients only know the root, so the registry has no URL prefix; probes look there too.
+    telemetry.readiness.add_routes(app.router)
     add_routes(app)
     return app
+
+
+def follower_check(follower: StreamFollower) -> ReadinessCheck:
+    """Ready while the registry follows the event stream (its index would go stale otherwise)."""
+
+    async def following() -> str | None:
+        if follower.task is None or follower.task.done():
+            return "no longer following the event stream (see the log)"
+        return None
+
+    return following
 
 
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
@@ -52,6 +68,7 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
         follower = StreamFollower(bus, index, [role_mappings, overrides])
         waits = ImageWaits(index, settings.registry_image_wait_seconds)
         await follower.start()
+        telemetry.readiness.add("event stream", follower_check(follower))
         registry = Registry(
             storage=storage,
             index=index,
@@ -61,7 +78,7 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
             dynamic=DynamicImages(bus, index, overrides),
         )
         runner = web.AppRunner(
-            create_app(registry, telemetry),
+            create_app(registry, settings, telemetry),
             access_log=logging.getLogger("envstore.registry.access"),
             access_log_class=http_telemetry.PathOnlyAccessLogger,
         )

@@ -29,6 +29,7 @@ from aiohttp import web
 from envstore.launcher.child_process import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import LOGIN_PASSWORD, ApiClient, environment_yaml
+from tests.deployments import Deployment
 
 # (namespace, environment, its one package), in build order: builds "1" to "4" of §6.1.
 WORLD_ENVIRONMENTS = (
@@ -70,8 +71,10 @@ def stack_settings(channel_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(directory: Path, channel_url: str, **extra: str) -> AsyncIterator[EmbeddedStack]:
-    async with EmbeddedStack(directory, settings=stack_settings(channel_url, **extra)) as stack:
+async def running_stack(
+    directory: Path, channel_url: str, deployment: Deployment, **extra: str
+) -> AsyncIterator[EmbeddedStack]:
+    async with deployment.stack(directory, stack_settings(channel_url, **extra)) as stack:
         yield stack
 
 
@@ -89,11 +92,14 @@ class World:
 
 
 @pytest.fixture(scope="session")
-async def world(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[World]:
+async def world(
+    tmp_path_factory: pytest.TempPathFactory, channel_url: str, deployment: Deployment
+) -> AsyncIterator[World]:
     directory = tmp_path_factory.mktemp("world")
     async with running_stack(
         directory,
         channel_url,
+        deployment,
         ENVSTORE_PREDEFINED_TOKENS=json.dumps({PREDEFINED_TOKEN: PREDEFINED_TOKEN_CLAIMS}),
         ENVSTORE_BUILD_ARTIFACTS=",".join(WORLD_ARTIFACTS),
         # conda-store's fixture world indexes no channel: its channels and packages are the
@@ -117,8 +123,10 @@ async def world(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> A
 
 
 @pytest.fixture(scope="session")
-async def workbench(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[EmbeddedStack]:
-    async with running_stack(tmp_path_factory.mktemp("workbench"), channel_url) as stack:
+async def workbench(
+    tmp_path_factory: pytest.TempPathFactory, channel_url: str, deployment: Deployment
+) -> AsyncIterator[EmbeddedStack]:
+    async with running_stack(tmp_path_factory.mktemp("workbench"), channel_url, deployment) as stack:
         yield stack
 
 
@@ -233,6 +241,28 @@ async def stalled_channel() -> AsyncIterator[StalledChannel]:
         yield channel
     finally:
         await channel.stop()
+
+
+async def allow_stalled_channels(admin: ApiClient, channel_url: str, namespace: str, *urls: str) -> None:
+    status, body = await admin.request(
+        "PUT", f"/api/v1/setting/{namespace}/", json={"conda_allowed_channels": [channel_url, *urls]}
+    )
+    assert status == 200, body
+
+
+async def stalled_build(admin: ApiClient, channel: StalledChannel, channel_url: str, namespace: str, name: str) -> int:
+    """A build that stays BUILDING: its solve waits on ``channel`` (at a path of its own)."""
+    url = f"{channel.url}/{name}"
+    await allow_stalled_channels(admin, channel_url, namespace, url)
+    build_id = await admin.submit(environment_yaml(name, ["tinyjson"], channels=[url]), namespace)
+
+    async def building() -> bool:
+        return (await admin.build(build_id))["status"] == "BUILDING" and any(
+            path.startswith(f"/stalled/{name}/") for path in channel.paths
+        )
+
+    await wait_until(building, f"build {build_id} solving against the stalled channel")
+    return build_id
 
 
 async def wait_until(check, what: str, timeout_seconds: float = 60, interval: float = 0.05):  # type: ignore[no-untyped-def]

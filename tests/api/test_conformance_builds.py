@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 import yaml
 
 from tests.api.conftest import WORLD_ENVIRONMENTS, World
 from tests.api_client import ApiClient
+
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
 
 PACKAGE_OF = {name: package for _, name, package in WORLD_ENVIRONMENTS}
 BUILD_KEYS = ("id", "environment_id", "specification", "packages", "status", "status_info", "size",
@@ -162,12 +166,13 @@ async def test_api_get_build_one_auth_logs(user: ApiClient, world: World) -> Non
     and a live one has conda's ``Preparing transaction:``/``Executing transaction:`` (§6.2);
     envstore's log is its workers' phases: the solve and the install."""
     build_id = world.builds["name3"]
-    async with user.session.get(f"/api/v1/build/{build_id}/logs/", allow_redirects=False) as response:
+    async with user.raw("GET", f"/api/v1/build/{build_id}/logs/", allow_redirects=False) as response:
         assert response.status == 307
         location = response.headers["Location"]
     # A signed link that expires (conda-store's has no query: its storage answers anyone).
     assert re.fullmatch(
-        rf"/storage/logs/[0-9a-f]{{8}}-\d+-{build_id}-name3\.log\?expires=\d+&signature=[0-9a-f]{{64}}", location
+        rf"{re.escape(user.prefix)}/storage/logs/[0-9a-f]{{8}}-\d+-{build_id}-name3\.log\?expires=\d+&signature=[0-9a-f]{{64}}",
+        location,
     )
     status, logs = await user.get(f"/api/v1/build/{build_id}/logs")
     assert status == 200
@@ -237,9 +242,10 @@ async def test_archive_installer_and_docker(user: ApiClient, world: World) -> No
     (conda-store: 500)."""
     build_id = world.builds["name1"]
     for route, head in (("archive/", b"\x1f\x8b"), ("installer/", b"#!")):
-        async with user.session.get(f"/api/v1/build/{build_id}/{route}", allow_redirects=False) as response:
+        async with user.raw("GET", f"/api/v1/build/{build_id}/{route}", allow_redirects=False) as response:
             assert response.status == 307, route
             location = response.headers["Location"]
+        # The Location is a path from the server's root (under the prefix), as browsers resolve it.
         async with user.session.get(location) as response:
             assert response.status == 200, route
             assert (await response.content.read(2)) == head, route

@@ -17,6 +17,9 @@ import pytest
 from tests.api.conftest import USERNAME, World, fresh, mint
 from tests.api_client import ApiClient, environment_yaml
 
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
+
 ENVIRONMENT_KEYS = {"id", "namespace", "name", "current_build_id", "current_build", "description"}
 
 
@@ -38,7 +41,7 @@ async def test_api_list_environments_unauth(anonymous: ApiClient, version: str) 
 async def test_api_list_environments_auth(user: ApiClient, world: World, version: str) -> None:
     """Case 15, with the exact shapes: v1 is a page of Environment objects (``current_build``
     null) with deprecation headers; v2 a cursor page without ``current_build``."""
-    async with user.session.get(f"/api/{version}/environment/") as response:
+    async with user.raw("GET", f"/api/{version}/environment/") as response:
         assert response.status == 200
         body = await response.json()
         if version == "v1":

@@ -5,9 +5,13 @@ the §6.1 world; anything that changes state runs on the workbench, in namespace
 
 from __future__ import annotations
 
+import pytest
 
 from tests.api.conftest import World, fresh
 from tests.api_client import ApiClient, environment_yaml
+
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
 
 
 

@@ -23,7 +23,11 @@ import pytest
 
 from envstore.launcher.stack import EmbeddedStack
 from tests.api.conftest import logged_in, running_stack
+from tests.deployments import Deployment
 from tests.api_client import ApiClient, environment_yaml
+
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
 
 COUNT = 150
 NAMESPACES = ("default", "page-b", "page-a")
@@ -36,9 +40,14 @@ def placement(index: int) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def crowded(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[EmbeddedStack]:
+async def crowded(
+    tmp_path_factory: pytest.TempPathFactory, channel_url: str, deployment: Deployment
+) -> AsyncIterator[EmbeddedStack]:
     async with running_stack(
-        tmp_path_factory.mktemp("crowded"), channel_url, ENVSTORE_CONDA_INDEXED_CHANNELS=",".join(INDEXED_CHANNELS)
+        tmp_path_factory.mktemp("crowded"),
+        channel_url,
+        deployment,
+        ENVSTORE_CONDA_INDEXED_CHANNELS=",".join(INDEXED_CHANNELS),
     ) as stack:
         await stack.stop_service("solver")
         async with ApiClient(stack.api_url, token=stack.admin_token) as admin:

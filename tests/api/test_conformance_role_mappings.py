@@ -14,13 +14,19 @@ import pytest
 
 from envstore.launcher.stack import EmbeddedStack
 from tests.api.conftest import mint, running_stack
+from tests.deployments import Deployment
 from tests.api_client import ApiClient, environment_yaml
+
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
 
 
 @pytest.fixture(scope="module")
-async def version_two(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[EmbeddedStack]:
+async def version_two(
+    tmp_path_factory: pytest.TempPathFactory, channel_url: str, deployment: Deployment
+) -> AsyncIterator[EmbeddedStack]:
     async with running_stack(
-        tmp_path_factory.mktemp("role-mappings-v2"), channel_url, ENVSTORE_ROLE_MAPPINGS_VERSION="2"
+        tmp_path_factory.mktemp("role-mappings-v2"), channel_url, deployment, ENVSTORE_ROLE_MAPPINGS_VERSION="2"
     ) as stack:
         yield stack
 

@@ -17,6 +17,9 @@ from envstore.launcher.stack import EmbeddedStack
 from tests.api.conftest import fresh
 from tests.api_client import ApiClient, environment_yaml
 
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
+
 LEVELS = ["/api/v1/setting/", "/api/v1/setting/namespace1/", "/api/v1/setting/namespace1/name1/"]
 SETTINGS_KEYS = {
     "default_namespace",

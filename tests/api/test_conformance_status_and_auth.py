@@ -8,10 +8,14 @@ import base64
 import datetime
 
 import jwt
+import pytest
 
 from tests.api.conftest import PASSWORD, PREDEFINED_TOKEN, USERNAME, World, logged_in, mint
 from tests.api.permission_strings import ADMIN, VIEWER
 from tests.api_client import ApiClient
+
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
 
 SUNSET = "Mon, 17 Mar 2025 00:00:00 UTC"
 
@@ -20,11 +24,11 @@ async def test_deprecation_warning(anonymous: ApiClient, user: ApiClient, world:
     """Case 1. conda-store's test wraps a throwaway handler; the routes it deprecates are the v1
     environment list and ``/build/{id}/docker/`` (§7.3), whose headers must be there even when the
     answer is an error (conda-store's decorator adds them to any response)."""
-    async with anonymous.session.get("/api/v1/environment/") as response:
+    async with anonymous.raw("GET", "/api/v1/environment/") as response:
         assert response.status == 200
         assert response.headers["Deprecation"] == "True"
         assert response.headers["Sunset"] == SUNSET
-    async with user.session.get(f"/api/v1/build/{world.builds['name1']}/docker/") as response:
+    async with user.raw("GET", f"/api/v1/build/{world.builds['name1']}/docker/") as response:
         # No build here has an image: conda-store's 400, still deprecated.
         assert response.status == 400
         assert await response.json() == {
@@ -33,7 +37,7 @@ async def test_deprecation_warning(anonymous: ApiClient, user: ApiClient, world:
         }
         assert response.headers["Deprecation"] == "True"
         assert response.headers["Sunset"] == SUNSET
-    async with anonymous.session.get("/api/v2/environment/") as response:
+    async with anonymous.raw("GET", "/api/v2/environment/") as response:
         assert "Deprecation" not in response.headers
 
 
@@ -109,27 +113,29 @@ async def test_login_with_the_wrong_password_is_refused(world: World) -> None:
 
 async def test_login_sets_conda_store_cookie_and_logout_clears_it(world: World) -> None:
     async with ApiClient(world.url) as client:
-        async with client.session.post(
-            "/login/?next=/ui/somewhere", json={"username": USERNAME, "password": PASSWORD}
+        somewhere = client.path("/ui/somewhere")
+        async with client.raw(
+            "POST", f"/login/?next={somewhere}", json={"username": USERNAME, "password": PASSWORD}
         ) as response:
             assert response.status == 200
-            assert await response.json() == {"status": "ok", "data": {"redirect_url": "/ui/somewhere"}, "message": None}
+            assert await response.json() == {"status": "ok", "data": {"redirect_url": somewhere}, "message": None}
             cookie = response.cookies["conda-store-auth"]
             assert cookie["httponly"]
             assert cookie["samesite"].lower() == "strict"
             assert 23 * 3600 < int(cookie["max-age"]) <= 24 * 3600
         status, body = await client.get("/api/v1/namespace/namespace1/")
         assert status == 200
-        async with client.session.post("/logout/?next=/ui/bye", allow_redirects=False) as response:
+        bye = client.path("/ui/bye")
+        async with client.raw("POST", f"/logout/?next={bye}", allow_redirects=False) as response:
             assert response.status == 303
-            assert response.headers["Location"] == "/ui/bye"
+            assert response.headers["Location"] == bye
         assert "conda-store-auth" not in {cookie.key for cookie in client.session.cookie_jar}
         status, body = await client.get("/api/v1/namespace/namespace1/")
         assert status == 403
 
 
 async def test_login_form_is_served(anonymous: ApiClient) -> None:
-    async with anonymous.session.get("/login/?next=/ui/") as response:
+    async with anonymous.raw("GET", "/login/?next=/ui/") as response:
         assert response.status == 200
         assert response.content_type == "text/html"
         assert "password" in await response.text()
@@ -221,7 +227,7 @@ async def test_every_route_answers_both_slash_forms(user: ApiClient, world: Worl
         "/metrics",
     ):
         for form in (path, path + "/"):
-            async with user.session.get(form, allow_redirects=False) as response:
+            async with user.raw("GET", form, allow_redirects=False) as response:
                 assert response.status == 200, form
     for form in ("/api/v1/namespace/namespace1/roles", "/api/v1/namespace/namespace1/roles/"):
         status, body = await user.get(form)

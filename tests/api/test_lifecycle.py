@@ -23,7 +23,7 @@ import yaml
 
 from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.stack import EmbeddedStack
-from tests.api.conftest import StalledChannel, fresh, wait_until
+from tests.api.conftest import StalledChannel, allow_stalled_channels, fresh, stalled_build, wait_until
 from tests.api_client import ApiClient, environment_yaml
 
 CANCEL_REASON = "build {build_id} marked as CANCELED due to being canceled from the REST API"
@@ -53,28 +53,6 @@ async def completed(admin: ApiClient, specification: str, namespace: str, kinds:
     build = await admin.wait_for_build(await admin.submit(specification, namespace))
     assert build["status"] == "COMPLETED", build["status_info"]
     return await admin.wait_for_artifacts(build["id"], kinds or {"LOGS", "LOCKFILE", "YAML"})
-
-
-async def allow_stalled_channels(admin: ApiClient, channel_url: str, namespace: str, *urls: str) -> None:
-    status, body = await admin.request(
-        "PUT", f"/api/v1/setting/{namespace}/", json={"conda_allowed_channels": [channel_url, *urls]}
-    )
-    assert status == 200, body
-
-
-async def stalled_build(admin: ApiClient, channel: StalledChannel, channel_url: str, namespace: str, name: str) -> int:
-    """A build that stays BUILDING: its solve waits on ``channel`` (at a path of its own)."""
-    url = f"{channel.url}/{name}"
-    await allow_stalled_channels(admin, channel_url, namespace, url)
-    build_id = await admin.submit(environment_yaml(name, ["tinyjson"], channels=[url]), namespace)
-
-    async def building() -> bool:
-        return (await build_of(admin, build_id))["status"] == "BUILDING" and any(
-            path.startswith(f"/stalled/{name}/") for path in channel.paths
-        )
-
-    await wait_until(building, f"build {build_id} solving against the stalled channel")
-    return build_id
 
 
 async def test_rollback_switches_the_current_build_and_the_environment_link(

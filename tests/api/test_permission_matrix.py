@@ -223,6 +223,9 @@ ROWS = [
     Row("POST", "/api/v1/token/", perms(), 200, fixed("/api/v1/token/", json={})),
     Row("GET", "/openapi.json", perms(), 200, fixed("/openapi.json")),
     Row("GET", "/metrics", perms(), 200, fixed("/metrics")),
+    Row("GET", "/healthz", perms(), 200, fixed("/healthz")),
+    Row("GET", "/readyz", perms(), 200, fixed("/readyz")),
+    Row("GET", "/registry/token", perms(), 200, fixed("/registry/token", params={"service": "envstore-registry"})),
     # Unsigned: only for callers who may read the artifact's environment (signed links: test_artifact_links).
     Row("GET", "/storage/{key}", READ, 200, stored_artifact),
     # specifications

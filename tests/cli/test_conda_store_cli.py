@@ -17,10 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 from conda_lock.lockfile import parse_conda_lock_file
+from yarl import URL
 
 from envstore.common.demo_channel import UNSATISFIABLE_SPEC
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import LOGIN_PASSWORD, ApiClient, environment_yaml
+from tests.deployments import Deployment
+
+# The same tests at the root, under /conda-store, and behind a TLS-terminating proxy.
+pytestmark = pytest.mark.every_deployment
 
 AUTH_MODES = ("none", "token", "basic")
 BASIC_USER = "cli-user"
@@ -42,7 +47,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-async def cli_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: str):  # type: ignore[no-untyped-def]
+async def cli_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: str, deployment: Deployment):  # type: ignore[no-untyped-def]
     settings = {
         "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
@@ -51,7 +56,7 @@ async def cli_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: str):
         # The basic-auth user is an administrator, as every login is with conda-store's default backend.
         "ENVSTORE_AUTH_ADMIN_USERS": BASIC_USER,
     }
-    async with EmbeddedStack(tmp_path_factory.mktemp("cli-stack"), settings=settings) as running:
+    async with deployment.stack(tmp_path_factory.mktemp("cli-stack"), settings) as running:
         yield running
 
 
@@ -104,9 +109,11 @@ class CondaStoreCli:
     auth: str
     token: str | None
     temporary_directory: Path
+    client_environment: dict[str, str] = field(default_factory=dict)  # e.g. trust in a proxy's certificate
 
     def environment(self, **overrides: str) -> dict[str, str]:
         environment = {key: value for key, value in os.environ.items() if not key.startswith("CONDA_STORE_")}
+        environment.update(self.client_environment)
         environment.update(
             {
                 "CONDA_STORE_URL": self.url,
@@ -151,11 +158,12 @@ class CondaStoreCli:
 
 
 @pytest.fixture(params=AUTH_MODES)
-def cli(request: pytest.FixtureRequest, cli_stack: EmbeddedStack, tmp_path: Path) -> CondaStoreCli:
+def cli(request: pytest.FixtureRequest, cli_stack: EmbeddedStack, deployment: Deployment, tmp_path: Path) -> CondaStoreCli:
     # Basic auth keeps the login cookie in aiohttp's cookie jar, which refuses cookies from
-    # IP-address hosts: use the name, as users do.
-    url = f"http://localhost:{cli_stack.api_port}"
-    return CondaStoreCli(url, request.param, cli_stack.admin_token, tmp_path)
+    # IP-address hosts: use the name, as users do. The URL includes the prefix, as conda-store's
+    # CLI requires.
+    url = str(URL(cli_stack.api_url).with_host("localhost"))
+    return CondaStoreCli(url, request.param, cli_stack.admin_token, tmp_path, deployment.client_environment(cli_stack))
 
 
 def authenticated(cli: CondaStoreCli) -> bool:

@@ -1,6 +1,7 @@
 """One envstore stack for the registry's tests: builds ask for DOCKER_MANIFEST, images are built on
 a busybox base (so their ``#!/bin/sh`` programs run in the unpacked rootfs), and two predefined
-tokens stand for users with narrower rights than the admin's."""
+tokens stand for users with narrower rights than the admin's. Its API is under ``/conda-store``,
+and nginx can be put in front of it (``proxy``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
 from tests.registry.oci_tools import Registry, busybox_base_layout
+from tests.reverse_proxy import PROXY_HOST, NginxProxy
 
 # Reads team/* only.
 READER_TOKEN = "registry-tests-reader"
@@ -38,9 +40,29 @@ async def registry_stack(session_directory: Path, channel_url: str) -> AsyncIter
         "ENVSTORE_IMAGE_BASE": busybox_base_layout(base_layout),
         "ENVSTORE_PREDEFINED_TOKENS": json.dumps(PREDEFINED_TOKENS),
         "ENVSTORE_REGISTRY_IMAGE_WAIT_SECONDS": "120",
+        # The API under a prefix, and nginx (tests/reverse_proxy.py) trusted in front of both: the
+        # token realm the registry names must carry both.
+        "ENVSTORE_URL_PREFIX": "/conda-store",
+        "ENVSTORE_TRUSTED_PROXIES": PROXY_HOST,
     }
     async with EmbeddedStack(session_directory / "registry-stack", settings=settings) as stack:
         yield stack
+
+
+@pytest.fixture(scope="package")
+async def proxy(registry_stack: EmbeddedStack) -> AsyncIterator[NginxProxy]:
+    """nginx terminating TLS in front of the stack's API and registry."""
+    nginx = NginxProxy(
+        registry_stack.data_directory / "nginx",
+        registry_stack.url_prefix,
+        f"{registry_stack.host}:{registry_stack.api_port}",
+        f"{registry_stack.host}:{registry_stack.registry_port}",
+    )
+    await nginx.start()
+    try:
+        yield nginx
+    finally:
+        await nginx.stop()
 
 
 @pytest.fixture(scope="package")

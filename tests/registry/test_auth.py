@@ -1,10 +1,15 @@
-"""Registry authentication as docker clients meet it: the Basic challenge on ``/v2/``, an envstore
-token as password (any user name) or as a bearer token, 401 for credentials that are not a valid
-token, 403 for a valid token without read permission on the environment."""
+"""Registry authentication as docker clients meet it: the Bearer challenge on ``/v2/`` naming the
+API's token realm (skopeo goes through it), an envstore token as password (any user name) or as a
+bearer token, 401 for credentials that are not a valid token, 403 for a valid token without read
+permission on the environment."""
 
 from __future__ import annotations
 
 import base64
+import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +19,7 @@ from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient
 from tests.registry.conftest import READER_TOKEN, auth, built_image
 from tests.registry.oci_tools import Registry, skopeo_copy, skopeo_inspect
+from tests.reverse_proxy import NginxProxy
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -37,7 +43,9 @@ async def test_version_check_challenges_until_a_valid_token_is_sent(
 ) -> None:
     async with http.get("/v2/") as response:
         assert response.status == 401
-        assert response.headers["WWW-Authenticate"] == 'Basic realm="envstore registry"'
+        assert response.headers["WWW-Authenticate"] == (
+            f'Bearer realm="{registry_stack.api_url}/registry/token",service="envstore-registry"'
+        )
         assert response.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
         assert (await error_of(response))[1] == "UNAUTHORIZED"
     async with http.get("/v2/", headers=basic("whoever", registry_stack.admin_token)) as response:
@@ -56,7 +64,7 @@ async def test_wrong_token_is_401_and_missing_permission_is_403(
             status, code, message = await error_of(response)
             assert (status, code) == (401, "UNAUTHORIZED")
             assert "valid envstore token" in message
-            assert response.headers["WWW-Authenticate"].startswith("Basic ")
+            assert response.headers["WWW-Authenticate"].startswith('Bearer realm="')
 
     # The reader may read team/*, not private/*.
     async with http.get("/v2/team/tools/manifests/latest", headers=basic("reader", READER_TOKEN)) as response:
@@ -100,3 +108,27 @@ async def test_catalog_lists_only_readable_repositories(
     assert "team/tools" in repositories and "private/secrets" not in repositories
     async with http.get("/v2/_catalog", headers=auth(registry_stack.admin_token)) as response:
         assert {"team/tools", "private/secrets"} <= set((await response.json())["repositories"])
+
+
+async def test_skopeo_pulls_through_a_tls_proxy_getting_its_token_from_the_realm(
+    images: None, registry_stack: EmbeddedStack, proxy: NginxProxy, tmp_path: Path
+) -> None:
+    certificates = tmp_path / "certificates"  # skopeo trusts the *.crt files of this folder
+    certificates.mkdir()
+    shutil.copyfile(proxy.certificate, certificates / "proxy.crt")
+    reference = f"docker://127.0.0.1:{proxy.port}/team/tools:latest"
+
+    copied = subprocess.run(
+        ["skopeo", "copy", f"--src-cert-dir={certificates}", f"--src-creds=reader:{READER_TOKEN}",
+         reference, f"oci:{tmp_path / 'image'}:tools"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+    assert copied.returncode == 0, copied.stderr
+    assert json.loads((tmp_path / "image" / "index.json").read_text())["manifests"]
+    # The challenge sent skopeo to the realm under the prefix, through the proxy, with its credentials.
+    requests = (proxy.directory / "access.log").read_text()
+    assert re.search(r'"GET /conda-store/registry/token\?[^"]*scope=repository%3Ateam%2Ftools%3Apull[^"]*" 200', requests), requests
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as http:
+        async with http.get(f"{proxy.url}/v2/") as response:
+            assert response.headers["WWW-Authenticate"].startswith(f'Bearer realm="{proxy.url}/conda-store/registry/token"')

@@ -104,8 +104,8 @@ def test_grafana_is_provisioned_with_the_data_sources_and_the_dashboard(compose:
 
 
 def test_the_image_installs_every_package_and_data_file() -> None:
-    """The Dockerfile runs ``pip install .`` (not editable): every package and every data file
-    under ``libs/`` and ``services/`` must be declared in pyproject.toml, or the image lacks it."""
+    """The Dockerfile builds the wheel and installs it (not editable): every package and every data
+    file under ``libs/`` and ``services/`` must be declared in pyproject.toml, or the image lacks it."""
     setuptools = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]
     directory_of = {package: Path(directory) for package, directory in setuptools["package-dir"].items()}
 
@@ -134,11 +134,16 @@ def test_the_image_installs_every_package_and_data_file() -> None:
     )
 
     copied = [
-        line.split()[1]
+        source
         for line in (DEPLOY / "Dockerfile").read_text().splitlines()
-        if line.startswith("COPY ")
+        if line.startswith("COPY ") and "--from=" not in line
+        for source in line.split()[1:-1]
     ]
     assert all((REPOSITORY / source).exists() for source in copied)
+    # What setup.py's build hook runs (it puts conda-store's UI into the wheel) is in the image's build.
+    assert {"setup.py", "scripts/fetch_ui.py"} <= set(copied)
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    assert all(f"!{source}" in ignored or f"!{source}/" in ignored for source in copied), "copied but not in the context"
 
 
 def test_compose_hands_secrets_over_as_files_generated_by_make_secrets(compose: dict, tmp_path: Path) -> None:

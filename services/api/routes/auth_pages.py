@@ -104,6 +104,8 @@ async def login(request: web.Request) -> web.Response:
         max_age=int((expiration - datetime.datetime.now(datetime.UTC)).total_seconds()),
         domain=settings.auth_cookie_domain,
         path="/",
+        # Over HTTPS (a TLS-terminating proxy included) the cookie never travels in clear text.
+        secure=request.secure,
     )
     return response
 

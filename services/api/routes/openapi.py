@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from envstore.api.context import SETTINGS
 from envstore.api.routes.paths import Routes, path_parameters
 from envstore.api.routes.status import VERSION
+from envstore.common.public_urls import public_api_url
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -15,7 +17,8 @@ DESCRIPTIONS = {200: "OK", 303: "See other", 307: "Redirect to the artifact", 40
                 404: "Not found", 409: "Conflict", 503: "Unavailable"}
 
 
-def openapi_document(routes: Routes) -> dict:
+def openapi_document(routes: Routes, server_url: str) -> dict:
+    """Paths are relative to ``server_url``, the API's base as the client reaches it (prefix included)."""
     paths: dict[str, dict] = {}
     for route in routes.described:
         operation: dict = {
@@ -36,17 +39,20 @@ def openapi_document(routes: Routes) -> dict:
         }
         if route.body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": route.body}}}
-        paths.setdefault(routes.prefix + route.path, {})[route.method.lower()] = operation
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.0.3",
         "info": {"title": "envstore (conda-store compatible API)", "version": VERSION},
+        "servers": [{"url": server_url}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": paths,
     }
 
 
 def register(routes: Routes) -> None:
+    settings = routes.app[SETTINGS]
+
     async def openapi(request: web.Request) -> web.Response:
-        return web.json_response(openapi_document(routes))
+        return web.json_response(openapi_document(routes, public_api_url(request, settings, on_api_listener=True)))
 
     routes.add("GET", "/openapi.json", openapi, "This document")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from envstore.api.context import SETTINGS, context_of
+from envstore.api.context import SETTINGS
 from envstore.api.routes.paths import Routes
 from envstore.api.security_headers import CONTENT_SECURITY_POLICY, external_origins, new_nonce, ui_policy
+from envstore.common.public_urls import public_api_url
 from envstore.common.settings import EnvstoreSettings
 from envstore.api.ui_shell import UI_FILES, missing_ui_files, shell_config, shell_page, ui_directory
 
@@ -24,10 +25,7 @@ class UserInterface:
     prefix: str  # "" or "/conda-store"
 
     def base_url(self, request: web.Request) -> str:
-        external = context_of(request).settings.api_external_url
-        if external:
-            return external.rstrip("/")
-        return f"{request.url.origin()}{self.prefix}"
+        return public_api_url(request, self.settings, on_api_listener=True)
 
     async def page(self, request: web.Request) -> web.Response:
         missing = missing_ui_files(self.settings)
@@ -36,8 +34,9 @@ class UserInterface:
                 status=503,
                 content_type="text/plain",
                 text=f"conda-store's UI is not installed: {', '.join(missing)} missing in "
-                f"{ui_directory(self.settings)}. Run scripts/fetch-ui.sh, or point ENVSTORE_UI_DIRECTORY "
-                "at a folder holding the built files of @conda-store/conda-store-ui.\n",
+                f"{ui_directory(self.settings)}. Install envstore from a wheel or sdist (both carry the UI), "
+                "run scripts/fetch-ui.sh in a source checkout, or point ENVSTORE_UI_DIRECTORY at a folder "
+                "holding the built files of @conda-store/conda-store-ui.\n",
             )
         config = shell_config(self.settings, self.base_url(request), self.prefix)
         # The UI sends unknown client routes to ".../not-found"; say so to crawlers and scripts too.
@@ -70,7 +69,9 @@ def register(routes: Routes) -> None:
     ui = UserInterface(routes.app[SETTINGS], routes.prefix)
     if missing_ui_files(ui.settings):
         log.warning(
-            "conda-store's UI files are not in %s: /ui/ answers 503 (run scripts/fetch-ui.sh)", ui_directory(ui.settings)
+            "conda-store's UI files are not in %s: /ui/ answers 503 (install envstore from a wheel or sdist, "
+            "or run scripts/fetch-ui.sh in a checkout)",
+            ui_directory(ui.settings),
         )
     router = routes.app.router
     router.add_get(f"{ui.prefix}/ui", ui.to_ui)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,9 +97,17 @@ def relocation_plan(records: list[tuple[str, str, str]], content_of: Callable[[s
     return RelocationPlan(tuple(text), tuple(binary))
 
 
+# CPython 3.11 before 3.11.8 can fail ast.parse with "SystemError: AST constructor recursion depth
+# mismatch" when threads parse at once (gh-106905), and plans are made in worker threads, several
+# builds at a time: one parse at a time, process-wide, as the bug is.
+AST_PARSE_LOCK = threading.Lock()
+
+
 def conda_unpack_records(script: bytes) -> list[tuple[str, str, str]]:
     """The ``_prefix_records`` list that conda-pack wrote into ``bin/conda-unpack``."""
-    for statement in ast.parse(script).body:
+    with AST_PARSE_LOCK:
+        tree = ast.parse(script)
+    for statement in tree.body:
         if (
             isinstance(statement, ast.Assign)
             and any(isinstance(target, ast.Name) and target.id == "_prefix_records" for target in statement.targets)
