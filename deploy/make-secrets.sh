@@ -1,18 +1,44 @@
 #!/usr/bin/env bash
-# The secrets compose.yaml hands to envstore's containers, generated once into deploy/secrets/
-# (a directory only its owner may open; kept if present: delete a file and run again to rotate
-# it, see docs/SECURITY.md).
+# The secrets envstore's deployments hand to their containers, generated once into a directory
+# only its owner may open:
+#   bash deploy/make-secrets.sh                     # deploy/secrets/      (compose.yaml)
+#   bash deploy/make-secrets.sh deploy/k8s/secrets  # deploy/k8s/secrets/  (the Kustomize secretGenerator)
+# Files that exist are kept: delete one and run again to rotate it (docs/SECURITY.md says what else
+# each rotation needs; a PostgreSQL password must also be changed in the database).
 set -euo pipefail
-directory="$(cd "$(dirname "$0")" && pwd)/secrets"
+deploy="$(cd "$(dirname "$0")" && pwd)"
+directory="${1:-$deploy/secrets}"
 mkdir -p "$directory"
 chmod 700 "$directory"
-for name in admin-token auth-secret auth-password; do
-    if [ ! -s "$directory/$name" ]; then
-        (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > "$directory/$name")
-        echo "generated $directory/$name"
+directory="$(cd "$directory" && pwd)"
+
+generate() {  # generate NAME PYTHON-EXPRESSION (over the module secrets)
+    if [ ! -s "$directory/$1" ]; then
+        (umask 077; python3 -c "import secrets; print($2)" > "$directory/$1")
+        echo "generated $directory/$1"
     fi
+}
+
+for name in admin-token auth-secret auth-password storage-url-secret webhook-secret-key; do
+    generate "$name" "secrets.token_urlsafe(48)"
 done
-# Compose bind-mounts each file into the containers, which run as another user (uid 10001):
-# the files are readable, the directory (0700) keeps other users of this machine out.
+# token_urlsafe's alphabet needs no quoting inside a URL, so the passwords go into the DSNs as they are.
+for role in superuser writer reader; do
+    generate "postgres-$role-password" "secrets.token_urlsafe(32)"
+done
+generate s3-access-key "secrets.token_hex(10)"
+generate s3-secret-key "secrets.token_urlsafe(30)"
+
+# The services' connection strings, written anew from the passwords each run (the host `postgres`
+# is the PostgreSQL service's name in compose.yaml and in the Kustomize manifests).
+write_dsn() {  # write_dsn FILE ROLE PASSWORD-FILE
+    (umask 077; printf 'postgresql://%s:%s@postgres:5432/envstore\n' "$2" "$(cat "$directory/$3")" > "$directory/$1")
+}
+write_dsn database-url envstore postgres-writer-password
+write_dsn reader-database-url envstore_reader postgres-reader-password
+
+# Compose bind-mounts each file into the containers, which run as other users (envstore: uid
+# 10001, PostgreSQL: uid 70): the files are readable, the directory (0700) keeps other users of
+# this machine out. Kubernetes reads them into Secrets (`kubectl apply -k`).
 chmod 644 "$directory"/*
-echo "log in to http://localhost:8080/ui/ with any user name and the password in $directory/auth-password"
+echo "secrets are in $directory; log in to the UI with any user name and the password in $directory/auth-password"
