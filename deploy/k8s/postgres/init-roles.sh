@@ -8,9 +8,17 @@
 # The passwords are read from the files POSTGRES_WRITER_PASSWORD_FILE and
 # POSTGRES_READER_PASSWORD_FILE by psql itself (\set with backquotes), so they appear in no
 # command line. Changing one later: ALTER ROLE ... PASSWORD in the database (docs/SECURITY.md).
-set -eu
-: "${POSTGRES_WRITER_PASSWORD_FILE:?names the envstore role's password file}"
-: "${POSTGRES_READER_PASSWORD_FILE:?names the envstore_reader role's password file}"
+# The image runs it (it is executable; a sourced script's `set -u` would leak into the image's
+# entrypoint, so none is used).
+set -e
+for file in "${POSTGRES_WRITER_PASSWORD_FILE:?names the envstore role's password file}" \
+            "${POSTGRES_READER_PASSWORD_FILE:?names the envstore_reader role's password file}"; do
+    # An unreadable file would make psql set an empty password, which logs nobody in.
+    if [ ! -r "$file" ] || [ ! -s "$file" ]; then
+        echo "init-roles.sh: cannot read a password from $file" >&2
+        exit 1
+    fi
+done
 psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
     -v database="$POSTGRES_DB" <<'SQL'
 \set writer_password `cat "$POSTGRES_WRITER_PASSWORD_FILE"`
