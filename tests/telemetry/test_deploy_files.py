@@ -1,8 +1,8 @@
-"""``deploy/`` holds together without Docker: the compose file runs every service of the embedded
-stack from the one image, Prometheus scrapes each of them where it serves ``/metrics``, Grafana is
-provisioned with the data sources its dashboard uses, and the image installs every package and
-data file. (Whether the dashboard's series exist is checked against running services in
-``test_build_telemetry``.)"""
+"""``deploy/``'s telemetry and image hold together without Docker: Prometheus scrapes every
+replica of every service where it serves ``/metrics``, Grafana is provisioned with the data
+sources its dashboard uses, and the image installs every package and data file. (Whether the
+dashboard's series exist is checked against running services in ``test_build_telemetry``; the
+compose topology and its secrets in ``tests/deploy/test_compose.py``.)"""
 
 from __future__ import annotations
 
@@ -15,12 +15,9 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from envstore.launcher.cli import _parser
-from envstore.launcher.stack import SERVICES
 
 REPOSITORY = Path(__file__).parents[2]
 DEPLOY = REPOSITORY / "deploy"
-INFRASTRUCTURE = ("nats", "postgres", "seaweedfs", "jaeger", "prometheus", "grafana")
 
 
 @pytest.fixture(scope="module")
@@ -37,45 +34,27 @@ def envstore_containers(compose: dict) -> dict[str, dict]:
     }
 
 
-def scrape_targets() -> dict[str, str]:
-    """host:port → metrics path, from prometheus.yml."""
+def scrape_targets() -> dict[str, tuple[str, int, str]]:
+    """Compose service name → (DNS record type, port, metrics path), from prometheus.yml's
+    DNS-based service discovery."""
     configuration = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
-    return {
-        target: job.get("metrics_path", "/metrics")
-        for job in configuration["scrape_configs"]
-        for static in job["static_configs"]
-        for target in static["targets"]
-    }
+    targets = {}
+    for job in configuration["scrape_configs"]:
+        for discovery in job["dns_sd_configs"]:
+            for name in discovery["names"]:
+                targets[name] = (discovery["type"], discovery["port"], job.get("metrics_path", "/metrics"))
+    return targets
 
 
-def test_compose_runs_every_service_from_one_image_beside_its_infrastructure(compose: dict) -> None:
-    assert set(INFRASTRUCTURE) <= set(compose["services"])
-    containers = envstore_containers(compose)
-    assert set(containers) == set(SERVICES)
-    assert len({definition["image"] for definition in containers.values()}) == 1
-    for service, definition in containers.items():
-        # The image's entrypoint is `envstore service`; the command must be a service it accepts.
-        assert _parser().parse_args(["service", *definition["command"]]).name == service
-        environment = definition["environment"]
-        for key in (
-            "ENVSTORE_NATS_URL",
-            "ENVSTORE_DATABASE_URL",
-            "ENVSTORE_S3_ENDPOINT_URL",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ):
-            host = urlparse(environment[key]).hostname
-            assert host in compose["services"], f"{service}: {key} points at {host}, not a compose service"
-        assert environment["ENVSTORE_STORAGE_BACKEND"] == "s3"
-
-
-def test_prometheus_scrapes_every_service_where_it_serves_metrics(compose: dict) -> None:
-    targets = scrape_targets()
+def test_prometheus_scrapes_every_replica_of_every_service_where_it_serves_metrics(compose: dict) -> None:
+    """Each job asks Docker's DNS for every container of one service (two replicas each)."""
+    jobs = scrape_targets()
     for service, definition in envstore_containers(compose).items():
         name = next(key for key, value in compose["services"].items() if value is definition)
         environment = definition["environment"]
         port = int(environment["ENVSTORE_METRICS_PORT"]) or int(environment["ENVSTORE_API_PORT"])
-        assert targets.get(f"{name}:{port}") == "/metrics", f"{service} is not scraped at {name}:{port}"
-    assert {target.split(":")[0] for target in targets} <= set(compose["services"])
+        assert jobs.get(name) == ("A", port, "/metrics"), f"{service} is not scraped at every {name}:{port}"
+    assert set(jobs) <= set(compose["services"])
     mounts = compose["services"]["prometheus"]["volumes"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
 
@@ -144,25 +123,3 @@ def test_the_image_installs_every_package_and_data_file() -> None:
     assert {"setup.py", "scripts/fetch_ui.py"} <= set(copied)
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     assert all(f"!{source}" in ignored or f"!{source}/" in ignored for source in copied), "copied but not in the context"
-
-
-def test_compose_hands_secrets_over_as_files_generated_by_make_secrets(compose: dict, tmp_path: Path) -> None:
-    """No shared default: the login password, the admin token and the token-signing key come
-    from compose secrets (files made by deploy/make-secrets.sh), not from literal values."""
-    secret_files = {name: definition["file"] for name, definition in compose["secrets"].items()}
-    for service, definition in envstore_containers(compose).items():
-        environment = definition["environment"]
-        for key, secret in (("ADMIN_TOKEN", "admin_token"), ("AUTH_SECRET", "auth_secret"), ("AUTH_PASSWORD", "auth_password")):
-            assert f"ENVSTORE_{key}" not in environment, (service, key)
-            assert environment[f"ENVSTORE_{key}_FILE"] == f"/run/secrets/{secret}", (service, key)
-            assert secret in definition["secrets"], (service, secret)
-    copy = tmp_path / "deploy"
-    copy.mkdir()
-    (copy / "make-secrets.sh").write_bytes((DEPLOY / "make-secrets.sh").read_bytes())
-    subprocess.run(["bash", str(copy / "make-secrets.sh")], check=True, capture_output=True)
-    generated = {name: (copy / path).read_text().strip() for name, path in secret_files.items()}
-    assert all(len(value) >= 32 for value in generated.values())
-    assert len(set(generated.values())) == len(generated)
-    assert (copy / "secrets").stat().st_mode & 0o777 == 0o700
-    subprocess.run(["bash", str(copy / "make-secrets.sh")], check=True, capture_output=True)
-    assert {name: (copy / path).read_text().strip() for name, path in secret_files.items()} == generated
