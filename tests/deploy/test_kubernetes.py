@@ -24,6 +24,7 @@ from envstore.common.telemetry import TelemetrySettings
 from envstore.launcher.cli import _parser
 from envstore.launcher.nats_process import find_nats_server_executable
 from envstore.launcher.stack import SERVICES
+from tests.deploy.credentials import CREDENTIALS, generated_values, held_credentials
 from tests.deploy.kubelet import container_environment, ingress_admitted, objects_by_name, selects
 from tests.deploy.kustomize import pod_containers, pod_template, render
 
@@ -33,25 +34,6 @@ KUBERNETES = DEPLOY / "k8s"
 # The oldest Kubernetes release still commonly run, and the newest the schemas cover.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-# Credentials a service would otherwise generate into its own data directory: per pod, so
-# replicas (and the API and the registry, which check each other's tokens) would disagree.
-CREDENTIALS = {
-    "api": {
-        "admin_token",
-        "auth_secret",
-        "auth_password",
-        "storage_url_secret",
-        "webhook_secret_key",
-        "database_url",
-        "s3_access_key",
-        "s3_secret_key",
-    },
-    "registry": {"admin_token", "auth_secret", "reader_database_url", "s3_access_key", "s3_secret_key"},
-    "solver": {"s3_access_key", "s3_secret_key"},
-    "builder": {"s3_access_key", "s3_secret_key"},
-    "packager": {"s3_access_key", "s3_secret_key"},
-    "api.webhooks": {"webhook_secret_key"},
-}
 # [NOT YET] NATS credentials: a place is left for them (an optional Secret per service).
 NATS_CREDENTIALS_VARIABLE = "ENVSTORE_NATS_CREDENTIALS_FILE"
 
@@ -301,22 +283,11 @@ def test_every_service_reads_the_shared_secrets_and_only_those_it_needs(
 ) -> None:
     """Each service's settings resolve every credential it would otherwise generate per pod, to
     the same value in every service that uses it; a service gets no credential it does not use."""
-    secrets = {path.name: path.read_text().strip() for path in (kubernetes_directory / "secrets").iterdir()}
-    expected = {
-        "admin_token": secrets["admin-token"],
-        "auth_secret": secrets["auth-secret"],
-        "auth_password": secrets["auth-password"],
-        "storage_url_secret": secrets["storage-url-secret"],
-        "webhook_secret_key": secrets["webhook-secret-key"],
-        "database_url": secrets["database-url"],
-        "reader_database_url": secrets["reader-database-url"],
-        "s3_access_key": secrets["s3-access-key"],
-        "s3_secret_key": secrets["s3-secret-key"],
-    }
+    expected = generated_values(kubernetes_directory / "secrets")
     services = objects_by_name(objects, "Service")
     for service, deployment in envstore_deployments.items():
         environment, settings, _ = service_settings(objects, deployment, tmp_path / service, monkeypatch)
-        held = {name for name in expected if f"ENVSTORE_{name.upper()}_FILE" in environment or f"ENVSTORE_{name.upper()}" in environment}
+        held = held_credentials(environment)
         assert held == CREDENTIALS[service], service
         for name in held:
             assert credential(settings, name) == expected[name], (service, name)

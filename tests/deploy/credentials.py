@@ -1,0 +1,51 @@
+"""Which credentials each envstore service is handed, in compose and in Kubernetes alike: every
+one it would otherwise generate into its own data directory (per container, so replicas — and the
+API and the registry, which check each other's tokens — would disagree), and no other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+S3 = {"s3_access_key", "s3_secret_key"}
+CREDENTIALS = {
+    "api": {
+        "admin_token",
+        "auth_secret",
+        "auth_password",
+        "storage_url_secret",
+        "webhook_secret_key",
+        "database_url",
+        *S3,
+    },
+    "registry": {"admin_token", "auth_secret", "reader_database_url", *S3},
+    "solver": S3,
+    "builder": S3,
+    "packager": S3,
+    "api.webhooks": {"webhook_secret_key"},
+}
+# The file deploy/make-secrets.sh writes for each.
+SECRET_FILES = {
+    "admin_token": "admin-token",
+    "auth_secret": "auth-secret",
+    "auth_password": "auth-password",
+    "storage_url_secret": "storage-url-secret",
+    "webhook_secret_key": "webhook-secret-key",
+    "database_url": "database-url",
+    "reader_database_url": "reader-database-url",
+    "s3_access_key": "s3-access-key",
+    "s3_secret_key": "s3-secret-key",
+}
+
+
+def generated_values(secrets_directory: Path) -> dict[str, str]:
+    """Each credential setting's value as make-secrets.sh generated it into ``secrets_directory``."""
+    return {setting: (secrets_directory / name).read_text().strip() for setting, name in SECRET_FILES.items()}
+
+
+def held_credentials(environment: dict[str, str]) -> set[str]:
+    """The credential settings an environment hands over (as a value or a file)."""
+    return {
+        setting
+        for setting in SECRET_FILES
+        if f"ENVSTORE_{setting.upper()}" in environment or f"ENVSTORE_{setting.upper()}_FILE" in environment
+    }
