@@ -44,7 +44,7 @@ from envstore.api.rebuild import rebuild_projection
 from envstore.common.artifact_keys import artifact_key
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.events import (
     ArtifactReady,
     BlobRef,

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.demo_channel import make_channel
 from envstore.common.events import BuildProgress
 from envstore.launcher.stack import EmbeddedStack

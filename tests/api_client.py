@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -53,6 +54,19 @@ class ApiClient:
 
     async def get(self, path: str, **options: Any) -> tuple[int, Any]:
         return await self.request("GET", path, **options)
+
+    async def wait_until(
+        self, path: str, ready: Callable[[Any], bool], timeout_seconds: float = 30
+    ) -> tuple[int, Any]:
+        """GET ``path`` until ``ready(body)`` holds (bounded); the last answer."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            status, body = await self.get(path)
+            if status == 200 and ready(body):
+                return status, body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path} did not become ready in {timeout_seconds} s: {status} {body}")
+            await asyncio.sleep(0.05)
 
     async def submit(self, specification: str, namespace: str = "tests", **fields: Any) -> int:
         status, body = await self.request(

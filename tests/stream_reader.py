@@ -5,7 +5,7 @@ from __future__ import annotations
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from envstore.common.events import Event, EventCodec, UnknownEvent, build_id_of
+from envstore.common.events import BuildSubmitted, Event, EventCodec, UndecodableEvent, build_id_of
 
 
 async def stream_events(nats_url: str, stream: str = "ENVSTORE") -> list[tuple[int, Event]]:
@@ -27,8 +27,8 @@ async def stream_events(nats_url: str, stream: str = "ENVSTORE") -> list[tuple[i
         async for message in subscription.messages:
             sequence = message.metadata.sequence.stream
             try:
-                events.append((sequence, codec.decode(message.subject, message.data)))
-            except UnknownEvent:
+                events.append((sequence, codec.decode(message.subject, message.data, sequence)))
+            except UndecodableEvent:
                 pass
             if sequence >= last:
                 break
@@ -39,4 +39,12 @@ async def stream_events(nats_url: str, stream: str = "ENVSTORE") -> list[tuple[i
 
 
 async def events_of_build(nats_url: str, build_id: int) -> list[Event]:
-    return [event for sequence, event in await stream_events(nats_url) if build_id_of(event, sequence) == build_id]
+    return [event for _, event in await stream_events(nats_url) if build_id_of(event) == build_id]
+
+
+async def submission_of(nats_url: str, build_id: int) -> BuildSubmitted:
+    """A build's ``build.submitted`` event, found by its id."""
+    return next(
+        event for _, event in await stream_events(nats_url)
+        if isinstance(event, BuildSubmitted) and event.build_id == build_id
+    )

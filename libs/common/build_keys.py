@@ -33,13 +33,13 @@ def build_key(
     raise ValueError(f"unknown build key version {version}; use 1, 2 or 3")
 
 
-def build_key_of_submission(submitted: BuildSubmitted, build_id: int) -> str:
-    """The key of the build a ``build.submitted`` event (at sequence ``build_id``) started."""
+def build_key_of_submission(submitted: BuildSubmitted) -> str:
+    """The key of the build a ``build.submitted`` event started."""
     return build_key(
         submitted.build_key_version,
         submitted.spec_sha256,
         submitted.scheduled_on,
-        build_id,
+        submitted.build_id,
         submitted.environment,
         submitted.namespace,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from envstore.common.build_reporter import BuildReporter
-from envstore.common.bus import BuildFailure
+from envstore.common.build_policy import BuildFailure
 from envstore.common.events import BlobRef
 from envstore.common.storage import Storage
 

@@ -8,7 +8,7 @@ import datetime
 import time
 from collections.abc import AsyncIterator
 
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.events import BlobRef, BuildProgress
 from envstore.common.storage import Storage
 

@@ -45,8 +45,8 @@ class Metrics:
         )
         self.events_handled = Counter(
             "envstore_events_handled",
-            "Events a worker's durable consumer handled, by subject and outcome.",
-            ["durable", "subject", "outcome"],
+            "Events a worker's durable consumer handled, by event type and outcome.",
+            ["durable", "event_type", "outcome"],
             registry=self.registry,
         )
         self.consumer_pending = Gauge(
@@ -90,8 +90,8 @@ class Metrics:
     def observe_phase(self, service: str, phase: str, outcome: str, seconds: float) -> None:
         self.phase_duration.labels(service=service, phase=phase, outcome=outcome).observe(seconds)
 
-    def count_event_handled(self, durable: str, subject: str, outcome: str) -> None:
-        self.events_handled.labels(durable=durable, subject=subject, outcome=outcome).inc()
+    def count_event_handled(self, durable: str, event_type: str, outcome: str) -> None:
+        self.events_handled.labels(durable=durable, event_type=event_type, outcome=outcome).inc()
 
     def set_consumer_lag(self, durable: str, pending: int, ack_pending: int) -> None:
         self.consumer_pending.labels(durable=durable).set(pending)

@@ -8,9 +8,12 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from envstore.common.bus import EventBus
+from envstore.common.build_policy import BuildPipelinePolicy, PhaseLimits
+from envstore.common.events import Event
+from envstore.common.transport import EventBus
+from envstore.common.worker_runtime import ConsumerSettings, Handler, Worker
 from envstore.common.logs import configure_logging
 from envstore.common.readiness import ReadinessCheck
 from envstore.common.settings import EnvstoreSettings
@@ -84,11 +87,23 @@ def run_service(service: str, serve: Serve) -> None:
     os._exit(0)
 
 
-def consumer_options(settings: EnvstoreSettings) -> dict[str, float | int]:
-    """The work-sharing consumer's limits, from settings (the same for every worker)."""
-    return {
-        "concurrency": settings.worker_concurrency,
-        "ack_wait_seconds": settings.worker_ack_wait_seconds,
-        "max_attempts": settings.worker_max_attempts,
-        "phase_timeout_seconds": settings.worker_phase_timeout_seconds,
-    }
+async def run_pipeline_worker(
+    bus: EventBus, settings: EnvstoreSettings, durable: str, event_types: Sequence[type[Event]], handler: Handler
+) -> None:
+    """A build pipeline worker: the shared worker runtime on a durable consumer of
+    ``event_types``, with the build policy (attempts, time limits, cancellation) around
+    ``handler``. Replicas calling this with the same ``durable`` share the work."""
+    policy = BuildPipelinePolicy(
+        bus, PhaseLimits(settings.worker_max_attempts, settings.worker_phase_timeout_seconds)
+    )
+    consumer = ConsumerSettings(
+        durable=durable,
+        subjects=[event_type.subject_pattern() for event_type in event_types],
+        concurrency=settings.worker_concurrency,
+        ack_wait_seconds=settings.worker_ack_wait_seconds,
+    )
+    await policy.start_watching_cancellations()
+    try:
+        await Worker(bus, consumer, policy.wrap(handler)).run()
+    finally:
+        await policy.stop_watching()

@@ -35,7 +35,7 @@ from envstore.common.readiness import Readiness
 from envstore.common.trace_exporters import exporter_names, span_processors
 
 if TYPE_CHECKING:
-    from envstore.common.bus import Delivery
+    from envstore.common.worker_runtime import Delivery
 
 INSTRUMENTATION_NAME = "envstore"
 
@@ -122,9 +122,10 @@ class Telemetry:
     # --- spans -----------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def producer_span(self, subject: str, message_id: str) -> Iterator[Span]:
+    def producer_span(self, event_type: str, subject: str, message_id: str) -> Iterator[Span]:
+        # Span names carry the event type, not the subject (one per aggregate: unbounded).
         with self.tracer.start_as_current_span(
-            f"publish {subject}",
+            f"publish {event_type}",
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "nats",
@@ -152,7 +153,7 @@ class Telemetry:
         if delivery.build_id is not None:
             attributes["envstore.build_id"] = delivery.build_id
         with self.tracer.start_as_current_span(
-            f"process {delivery.subject}",
+            f"process {delivery.event_type}",
             context=self.context_from(delivery.headers),
             kind=SpanKind.CONSUMER,
             attributes=attributes,
@@ -170,25 +171,25 @@ class Telemetry:
             try:
                 await handler(delivery)
             except asyncio.CancelledError:
-                self.metrics.count_event_handled(durable, delivery.subject, "canceled")
+                self.metrics.count_event_handled(durable, delivery.event_type, "canceled")
                 raise
             except Exception as error:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-                self.metrics.count_event_handled(durable, delivery.subject, "failed")
+                self.metrics.count_event_handled(durable, delivery.event_type, "failed")
                 raise
-            self.metrics.count_event_handled(durable, delivery.subject, "ok")
+            self.metrics.count_event_handled(durable, delivery.event_type, "ok")
 
         return observed
 
     @contextlib.contextmanager
     def projection_span(
-        self, subject: str, sequence: int, headers: Mapping[str, str] | None
+        self, event_type: str, subject: str, sequence: int, headers: Mapping[str, str] | None
     ) -> Iterator[Span]:
         """The read model applying one event in one PostgreSQL transaction, in the trace of the
         event's publisher."""
         with self.tracer.start_as_current_span(
-            f"project {subject}",
+            f"project {event_type}",
             context=self.context_from(headers),
             kind=SpanKind.CLIENT,
             attributes={

@@ -29,6 +29,7 @@ from envstore.api.routes import (
     metrics,
     namespaces,
     openapi,
+    projection,
     registry_token,
     settings as settings_routes,
     specifications,
@@ -39,10 +40,10 @@ from envstore.api.routes import (
 )
 from envstore.api.routes.paths import Routes, strip_slash_after_query
 from envstore.common import http_telemetry
-from envstore.common.bus import EventBus
 from envstore.common.channels import ChannelGuard
 from envstore.common.proxy_headers import trusted_proxy_headers
 from envstore.common.service_runtime import bus_connection_check
+from envstore.common.transport import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
 from envstore.common.telemetry import Telemetry
@@ -54,7 +55,8 @@ log = logging.getLogger(__name__)
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await database.create_pool(settings.database_url)
-    await database.ensure_schema(pool)
+    if await database.ensure_schema(pool):
+        log.warning("the read model was of another schema version: dropped; replaying the stream into it")
     bus = await EventBus.connect(
         settings.nats_url, settings.nats_stream, name="api", telemetry=app[http_telemetry.TELEMETRY]
     )
@@ -67,6 +69,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     readiness = app[http_telemetry.TELEMETRY].readiness
     readiness.add("database", database.database_check(pool))
     readiness.add("event bus", bus_connection_check(bus))
+    readiness.add("projection", projector.stall_check)
     app[CONTEXT] = ApiContext(
         settings,
         bus,
@@ -127,6 +130,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         storage,
         events,
         webhooks,
+        projection,
         registry_token,
         openapi,
         ui,

@@ -9,8 +9,15 @@ import asyncpg
 
 from envstore.common.readiness import ReadinessCheck
 
+# Raise when the read model's tables or the meaning of an event in them change: a read model of
+# another version is dropped and replayed from the stream at start (the log is the truth).
+SCHEMA_VERSION = 2
+
 READ_MODEL_TABLES = (
     "projection_skipped_event",
+    "projection_dead_letter",
+    "aggregate_position",
+    "projection_schema",
     "webhook_delivery_attempt",
     "webhook",
     "setting_override",
@@ -56,16 +63,35 @@ async def create_pool(dsn: str, attempts: int = 50) -> asyncpg.Pool:
     raise AssertionError("unreachable")
 
 
-async def ensure_schema(pool: asyncpg.Pool) -> None:
+async def ensure_schema(pool: asyncpg.Pool) -> bool:
+    """The read model's tables, at this release's schema version; True if an older read model was
+    dropped (the projector then replays the stream into the new one)."""
     async with pool.acquire() as connection:
         # One migrator at a time when several API replicas start together.
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock(4242001)")
-            await connection.execute(schema_sql())
+            existing = await connection.fetchval("SELECT to_regclass('projection_checkpoint') IS NOT NULL")
+            version = None
+            if existing and await connection.fetchval("SELECT to_regclass('projection_schema') IS NOT NULL"):
+                version = await connection.fetchval("SELECT max(version) FROM projection_schema")
+            dropped = bool(existing) and version != SCHEMA_VERSION
+            if dropped:
+                await connection.execute("DROP TABLE IF EXISTS " + ", ".join(READ_MODEL_TABLES) + " CASCADE")
+            await _create_tables(connection)
+            return dropped
 
 
-async def drop_read_model(pool: asyncpg.Pool) -> None:
+async def _create_tables(connection: asyncpg.Connection) -> None:
+    await connection.execute(schema_sql())
+    if await connection.fetchval("SELECT count(*) FROM projection_schema") == 0:
+        await connection.execute("INSERT INTO projection_schema (version) VALUES ($1)", SCHEMA_VERSION)
+
+
+async def recreate_read_model(pool: asyncpg.Pool) -> None:
+    """An empty read model (for a replay of the whole stream)."""
     async with pool.acquire() as connection:
-        await connection.execute(
-            "DROP TABLE IF EXISTS " + ", ".join(READ_MODEL_TABLES) + " CASCADE"
-        )
+        async with connection.transaction():
+            # Hold the schema lock so a running API does not recreate tables half-way.
+            await connection.execute("SELECT pg_advisory_xact_lock(4242001)")
+            await connection.execute("DROP TABLE IF EXISTS " + ", ".join(READ_MODEL_TABLES) + " CASCADE")
+            await _create_tables(connection)

@@ -197,12 +197,12 @@ async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted,
             event.spec_sha256,
             utc(event.occurred_at),
         )
-    key = build_key_of_submission(event, sequence)
-    await connection.execute(
-        """INSERT INTO build (id, environment_id, specification_id, status, build_key,
+    key = build_key_of_submission(event)
+    inserted = await connection.fetchval(
+        """INSERT INTO build (id, submission_sequence, environment_id, specification_id, status, build_key,
                               build_key_version, platforms, artifacts_wanted, scheduled_on)
-           VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING""",
-        sequence,
+           VALUES ($1, $9, $2, $3, 'QUEUED', $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING id""",
+        event.build_id,
         environment_id,
         specification_id,
         key,
@@ -210,12 +210,16 @@ async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted,
         json.dumps(event.platforms),
         json.dumps(event.artifacts),
         utc(event.scheduled_on),
+        sequence,
     )
-    # The first build of a new environment is its current build at once (as in conda-store).
+    if inserted is None:
+        raise ValueError(f"build id {event.build_id} is taken by an earlier submission")
+    # The first build of a new environment is its current build at once (as in conda-store: there
+    # is no earlier current build to keep); later builds become current only once COMPLETED.
     await connection.execute(
         "UPDATE environment SET current_build_id = $2 WHERE id = $1 AND current_build_id IS NULL",
         environment_id,
-        sequence,
+        event.build_id,
     )
 
 
@@ -436,9 +440,10 @@ async def build_delete_requested(
     connection: asyncpg.Connection, event: BuildDeleteRequested, sequence: int
 ) -> None:
     await connection.execute(
-        "UPDATE build SET deleted_on = COALESCE(deleted_on, $2) WHERE id = $1",
+        "UPDATE build SET deleted_on = COALESCE(deleted_on, $2), kept_artifacts = $3 WHERE id = $1",
         event.build_id,
         utc(event.occurred_at),
+        json.dumps(list(event.keep)),
     )
 
 
@@ -449,9 +454,10 @@ async def build_deleted(connection: asyncpg.Connection, event: BuildDeleted, seq
         list(event.kept),
     )
     await connection.execute(
-        "UPDATE build SET size = 0, deleted_on = COALESCE(deleted_on, $2) WHERE id = $1",
+        "UPDATE build SET size = 0, deleted_on = COALESCE(deleted_on, $2), kept_artifacts = $3 WHERE id = $1",
         event.build_id,
         utc(event.occurred_at),
+        json.dumps(list(event.kept)),
     )
 
 

@@ -1,32 +1,50 @@
 """The projector: applies every event, in stream order, to PostgreSQL, in the same transaction
 that advances the checkpoint (a tracking record), so each event is applied exactly once.
 
+It fails loud: an event the read model cannot apply (unreadable, of an unknown type, on the wrong
+subject, or refused by the read model for its content) stops the projection at that event. The
+stall is recorded with the checkpoint (sequence, subject, error), shown by ``/readyz``, the
+``envstore_projection_stalled`` metric and ``GET /api/v1/projection/``, and retried every few
+seconds (a fixed release applies it). An operator may instead decide to skip it: the decision is
+an event of the log (``projection.event_skipped``), so a replay makes the same one, and the event
+goes to the dead-letter table. Nothing is skipped silently.
+
 Several API replicas may each run one: the checkpoint update is a compare-and-set, so an event
 is applied by whichever replica gets there first and skipped by the others. Waiters (read your
-own writes) are woken when the checkpoint passes their sequence, whoever applied it.
+own writes) are woken when the checkpoint passes their sequence, whoever applied it; other
+processes reading the read model (the registry) hear of every commit (``NOTIFY``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+from dataclasses import dataclass
 
 import asyncpg
-import msgspec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from envstore.common.bus import EventBus
-from envstore.common.events import BuildSubmitted
+from envstore.api.projection import apply_event
+from envstore.common.events import (
+    BuildSubmitted,
+    Event,
+    ProjectionEventSkipped,
+    UndecodableEvent,
+    aggregate_filters,
+    skip_decision_subject,
+)
 from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage
-from envstore.common.events import UnknownEvent
-from envstore.api.projection import apply_event
+from envstore.common.transport import EventBus
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "read_model"
+NOTIFY_CHANNEL = "envstore_projection"
 BATCH_LIMIT = 500  # events applied in one transaction at most
 IDLE_WAIT_SECONDS = 5.0
+STALL_RETRY_SECONDS = 5.0
 
 
 # Errors that come from an event's content (the same every time), as opposed to an outage.
@@ -36,20 +54,34 @@ CONTENT_ERRORS = (
     TypeError,
     ValueError,
     KeyError,
+    AttributeError,
 )
-REJECTIONS_BEFORE_SKIP = 3
+
+
+@dataclass(frozen=True)
+class Stall:
+    """The event the projection stopped at."""
+
+    sequence: int
+    subject: str
+    error: str
+    since: datetime.datetime
 
 
 class EventRejected(Exception):
-    def __init__(self, sequence: int, subject: str, error: BaseException) -> None:
+    def __init__(self, sequence: int, subject: str, error: BaseException | str) -> None:
         super().__init__(f"event {sequence} ({subject}): {error}")
         self.sequence = sequence
         self.subject = subject
-        self.error = error
+        self.error = str(error)
 
 
 class CheckpointMoved(Exception):
     """The read model was reset (or is behind this replica): project again from its checkpoint."""
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
 class Projector:
@@ -58,8 +90,9 @@ class Projector:
         self.bus = bus
         self.storage = storage  # large specifications live there
         self.applied_sequence = 0
-        self._rejections: dict[int, int] = {}  # sequence → times the read model refused it
+        self.stall: Stall | None = None
         self._advanced = asyncio.Condition()
+        self._retry_now = asyncio.Event()
 
     async def checkpoint(self) -> int:
         async with self.pool.acquire() as connection:
@@ -76,8 +109,31 @@ class Projector:
                 CHECKPOINT,
             )
 
+    async def recorded_stall(self) -> Stall | None:
+        """The stall as recorded in the read model (by this replica or another)."""
+        row = await self.pool.fetchrow(
+            """SELECT stalled_sequence, stalled_subject, stalled_error, stalled_since
+               FROM projection_checkpoint WHERE name = $1 AND stalled_sequence IS NOT NULL""",
+            CHECKPOINT,
+        )
+        if row is None:
+            return None
+        return Stall(row["stalled_sequence"], row["stalled_subject"], row["stalled_error"], row["stalled_since"])
+
+    async def stall_check(self) -> str | None:
+        """For /readyz: the event the projection is stalled at, if it is."""
+        stall = await self.recorded_stall()
+        if stall is None:
+            return None
+        return f"stalled at event {stall.sequence} ({stall.subject}) since {stall.since:%Y-%m-%d %H:%M:%S}: {stall.error}"
+
+    def retry_now(self) -> None:
+        """Retry a stalled event at once (an operator just decided about it)."""
+        self._retry_now.set()
+
     async def run(self) -> None:
-        """Project forever; recover from database or bus outages by resuming at the checkpoint."""
+        """Project forever; recover from database or bus outages by resuming at the checkpoint;
+        stop at an event that cannot be applied until it is fixed or skipped."""
         while True:
             try:
                 await self.initialize()
@@ -85,39 +141,70 @@ class Projector:
             except asyncio.CancelledError:
                 raise
             except EventRejected as rejection:
-                await self._note_rejection(rejection)
+                await self._stalled(rejection)
             except Exception:
                 log.warning("projection interrupted; resuming from the checkpoint", exc_info=True)
                 await asyncio.sleep(0.5)
 
-    async def _note_rejection(self, rejection: EventRejected) -> None:
-        """An event the read model refuses for what it contains (not an outage) is retried alone,
-        then, after ``REJECTIONS_BEFORE_SKIP`` refusals, recorded and skipped, so one bad event
-        cannot stop every later one from being shown. It stays in the stream: a rebuild after a
-        fix applies it."""
-        count = self._rejections.get(rejection.sequence, 0) + 1
-        self._rejections[rejection.sequence] = count
-        log.error("event %s refused by the read model (%s of %s): %s", rejection.sequence, count,
-                  REJECTIONS_BEFORE_SKIP, rejection.error)
-        if count < REJECTIONS_BEFORE_SKIP:
+    async def _stalled(self, rejection: EventRejected) -> None:
+        if await self._skip_if_decided(rejection):
             return
+        if self.stall is None or self.stall.sequence != rejection.sequence:
+            log.error(
+                "projection stalled at event %s (%s): %s — fix the release or skip it "
+                "(POST /api/v1/projection/skip/)",
+                rejection.sequence, rejection.subject, rejection.error,
+            )
+        stall = Stall(rejection.sequence, rejection.subject, rejection.error[:4000], _utc_now())
+        if self.stall is not None and self.stall.sequence == stall.sequence:
+            stall = Stall(stall.sequence, stall.subject, stall.error, self.stall.since)
+        self.stall = stall
+        await self.pool.execute(
+            """UPDATE projection_checkpoint
+               SET stalled_sequence = $2, stalled_subject = $3, stalled_error = $4,
+                   stalled_since = COALESCE(CASE WHEN stalled_sequence = $2 THEN stalled_since END, $5)
+               WHERE name = $1""",
+            CHECKPOINT, stall.sequence, stall.subject, stall.error, stall.since,
+        )
+        self._retry_now.clear()
+        try:
+            await asyncio.wait_for(self._retry_now.wait(), STALL_RETRY_SECONDS)
+        except TimeoutError:
+            pass
+
+    async def _skip_if_decided(self, rejection: EventRejected) -> bool:
+        """An operator's decision in the log to skip this event: dead-letter it and go on."""
+        decision_message = await self.bus.last_message_on(skip_decision_subject(rejection.sequence))
+        if decision_message is None:
+            return False
+        decision = self.bus.codec.decode(decision_message.subject, decision_message.data, decision_message.sequence)
+        assert isinstance(decision, ProjectionEventSkipped)
         async with self.pool.acquire() as connection:
             async with connection.transaction():
-                skipped = await connection.fetchval(
-                    """UPDATE projection_checkpoint SET last_sequence = $2
+                moved = await connection.fetchval(
+                    """UPDATE projection_checkpoint
+                       SET last_sequence = $2, stalled_sequence = NULL, stalled_subject = NULL,
+                           stalled_error = NULL, stalled_since = NULL
                        WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
                     CHECKPOINT,
                     rejection.sequence,
                 )
-                if skipped is not None:
+                if moved is not None:
                     await connection.execute(
-                        """INSERT INTO projection_skipped_event (sequence, subject, error)
-                           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
+                        """INSERT INTO projection_dead_letter (sequence, subject, error, reason, decided_by, decided_on)
+                           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
                         rejection.sequence,
                         rejection.subject,
-                        str(rejection.error)[:2000],
+                        rejection.error[:4000],
+                        decision.reason,
+                        decision.principal,
+                        datetime.datetime.fromtimestamp(decision.occurred_at, datetime.UTC).replace(tzinfo=None),
                     )
-        self._rejections.pop(rejection.sequence, None)
+                    await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rejection.sequence))
+        log.warning("event %s skipped by %s's decision: %s", rejection.sequence, decision.principal, decision.reason)
+        self.stall = None
+        await self._advance_to(rejection.sequence)
+        return True
 
     async def _project_from_checkpoint(self) -> None:
         start = await self.checkpoint()
@@ -135,9 +222,7 @@ class Projector:
                 # Whatever else has already arrived goes into the same transaction: one commit
                 # per batch instead of per event is what makes a replay fast.
                 batch = [first]
-                # After a refusal the event is retried on its own, to tell it from its neighbours.
-                limit = 1 if first.metadata.sequence.stream in self._rejections else BATCH_LIMIT
-                while len(batch) < limit and subscription.pending_msgs > 0:
+                while len(batch) < BATCH_LIMIT and subscription.pending_msgs > 0:
                     batch.append(await subscription.next_msg(timeout=1))
                 await self._apply_batch([message for message in batch if self._is_new(message)])
         finally:
@@ -156,6 +241,45 @@ class Projector:
         first, last = sequences[0], sequences[-1]
         if sequences != list(range(first, last + 1)):
             raise CheckpointMoved(f"events {first}..{last} did not arrive in one run")
+        events = []
+        rejection: EventRejected | None = None
+        for message, sequence in zip(messages, sequences):
+            try:
+                events.append((message, sequence, await self._decode(message, sequence)))
+            except EventRejected as refused:
+                rejection = refused
+                break
+        try:
+            if events:
+                await self._commit(events)
+        except EventRejected as refused:
+            # One event of the batch is refused: apply those before it on their own, then stop there.
+            before = [item for item in events if item[1] < refused.sequence]
+            if before:
+                await self._commit(before)
+            raise refused from None
+        if rejection is not None:
+            raise rejection
+        if self.stall is not None:
+            self.stall = None
+            await self.pool.execute(
+                """UPDATE projection_checkpoint SET stalled_sequence = NULL, stalled_subject = NULL,
+                   stalled_error = NULL, stalled_since = NULL WHERE name = $1""",
+                CHECKPOINT,
+            )
+            log.info("projection resumed after event %s", last)
+
+    async def _decode(self, message: Msg, sequence: int) -> Event:
+        try:
+            event = self.bus.codec.decode(message.subject, message.data, sequence)
+        except UndecodableEvent as error:
+            raise EventRejected(sequence, message.subject, error.reason) from None
+        if isinstance(event, BuildSubmitted):
+            event = await with_full_specification(event, self.storage)
+        return event
+
+    async def _commit(self, events: list[tuple[Msg, int, Event]]) -> None:
+        first, last = events[0][1], events[-1][1]
         async with self.pool.acquire() as connection:
             async with connection.transaction():
                 # Strictly the next sequences (the stream has no gaps: events are never deleted).
@@ -167,28 +291,32 @@ class Projector:
                     last,
                 )
                 if claimed is not None:
-                    for message, sequence in zip(messages, sequences):
-                        await self._apply_one(connection, message, sequence)
+                    positions: dict[str, int] = {}
+                    for message, sequence, event in events:
+                        await self._apply_one(connection, message, sequence, event)
+                        # Release 0.1.0's subjects belong to no aggregate's subject tree.
+                        if message.subject == event.subject:
+                            for subjects in aggregate_filters(event):
+                                positions[subjects] = sequence
+                    if positions:
+                        await connection.executemany(
+                            """INSERT INTO aggregate_position (subjects, last_sequence) VALUES ($1, $2)
+                               ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
+                            list(positions.items()),
+                        )
+                    await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last))
         if claimed is None:
             current = await self.checkpoint()
             if current < last:
                 raise CheckpointMoved(f"checkpoint is {current}, expected {first - 1}")
         await self._advance_to(last)
 
-    async def _apply_one(self, connection: asyncpg.Connection, message: Msg, sequence: int) -> None:
-        try:
-            event = self.bus.codec.decode(message.subject, message.data)
-        except UnknownEvent:
-            return
-        except msgspec.ValidationError as error:
-            raise EventRejected(sequence, message.subject, error) from error
-        if isinstance(event, BuildSubmitted):
-            event = await with_full_specification(event, self.storage)
-        with self.bus.telemetry.projection_span(message.subject, sequence, message.headers):
+    async def _apply_one(self, connection: asyncpg.Connection, message: Msg, sequence: int, event: Event) -> None:
+        with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
             try:
                 await apply_event(connection, event, sequence)
             except CONTENT_ERRORS as error:
-                raise EventRejected(sequence, message.subject, error) from error
+                raise EventRejected(sequence, message.subject, f"{type(error).__name__}: {error}") from error
 
     async def _advance_to(self, sequence: int) -> None:
         async with self._advanced:

@@ -10,6 +10,7 @@ import asyncpg
 
 from envstore.api.visibility import SqlFilter, restrict_environments, restrict_namespaces
 from envstore.common.permissions import Principal
+from envstore.common.read_model_rules import role_mapping_bindings, setting_overrides
 
 BUILD_SORT_COLUMNS = {"id": "b.id", "started_on": "b.started_on", "scheduled_on": "b.scheduled_on", "ended_on": "b.ended_on"}
 
@@ -88,6 +89,8 @@ def build_document(row: asyncpg.Record, specification: dict | None, artifacts: l
 ENVIRONMENT_SELECT = """SELECT e.id, e.name, e.description, e.current_build_id, e.deleted_on,
        n.id AS ns_id, n.name AS ns_name, n.metadata AS ns_metadata
 FROM environment e JOIN namespace n ON n.id = e.namespace_id"""
+
+LEFT_TO_REMOVE = "(b.deleted_on IS NULL OR COALESCE(jsonb_array_length(b.kept_artifacts), 0) > 0)"
 
 BUILD_SELECT = """SELECT b.*, e.name AS environment_name, n.name AS namespace_name
 FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id"""
@@ -173,26 +176,13 @@ class ReadModel:
         return [dict(row) for row in rows]
 
     async def database_bindings(self, primary_namespace: str, version: int) -> dict[str, list[str]]:
-        """Role bindings granted through role mappings to a caller of ``primary_namespace``."""
-        bindings: dict[str, list[str]] = {}
-        if version == 2:
-            rows = await self.pool.fetch(
-                """SELECT n.name AS namespace, m.role FROM namespace_role_mapping_v2 m
-                   JOIN namespace n ON n.id = m.namespace_id JOIN namespace o ON o.id = m.other_namespace_id
-                   WHERE o.name = $1 AND n.deleted_on IS NULL ORDER BY m.id""",
-                primary_namespace,
-            )
-            for row in rows:
-                bindings.setdefault(f"{row['namespace']}/*", []).append(row["role"])
-            return bindings
-        rows = await self.pool.fetch(
-            """SELECT m.entity, m.role FROM namespace_role_mapping m JOIN namespace n ON n.id = m.namespace_id
-               WHERE n.name = $1 AND n.deleted_on IS NULL ORDER BY m.id""",
-            primary_namespace,
-        )
-        for row in rows:
-            bindings.setdefault(row["entity"], []).append(row["role"])
-        return bindings
+        return await role_mapping_bindings(self.pool, primary_namespace, version)
+
+    async def aggregate_position(self, subjects: str) -> int:
+        """The stream sequence of the last event the read model applied on an aggregate's subjects."""
+        return await self.pool.fetchval(
+            "SELECT last_sequence FROM aggregate_position WHERE subjects = $1", subjects
+        ) or 0
 
     # --- environments -------------------------------------------------------------------------
 
@@ -442,21 +432,18 @@ class ReadModel:
         )
 
     async def builds_of_environment(self, environment_id: int) -> list[asyncpg.Record]:
+        """Builds with something left to remove: not deleted, or deleted keeping some artifacts."""
         return await self.pool.fetch(
-            f"{BUILD_SELECT} WHERE b.environment_id = $1 AND b.deleted_on IS NULL ORDER BY b.id", environment_id
+            f"{BUILD_SELECT} WHERE b.environment_id = $1 AND {LEFT_TO_REMOVE} ORDER BY b.id", environment_id
         )
 
     async def builds_of_namespace(self, namespace_id: int) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
-            f"{BUILD_SELECT} WHERE n.id = $1 AND b.deleted_on IS NULL ORDER BY b.id", namespace_id
-        )
+        return await self.pool.fetch(f"{BUILD_SELECT} WHERE n.id = $1 AND {LEFT_TO_REMOVE} ORDER BY b.id", namespace_id)
 
     # --- settings, usage, metrics -------------------------------------------------------------
 
     async def setting_overrides(self, scopes: list[str]) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch("SELECT scope, data FROM setting_override WHERE scope = ANY($1::text[])", scopes)
-        by_scope = {row["scope"]: _json(row["data"]) for row in rows}
-        return [by_scope.get(scope, {}) for scope in scopes]
+        return await setting_overrides(self.pool, scopes)
 
     async def usage(self, principal: Principal) -> dict[str, dict[str, Any]]:
         sql = SqlFilter()
@@ -481,8 +468,11 @@ class ReadModel:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM build GROUP BY status")
         return {row["status"]: row["n"] for row in rows}
 
-    async def skipped_event_count(self) -> int:
-        return await self.pool.fetchval("SELECT count(*) FROM projection_skipped_event")
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT sequence, subject, error, reason, decided_by, decided_on FROM projection_dead_letter ORDER BY sequence"
+        )
+        return [dict(row) for row in rows]
 
     async def environment_count(self) -> int:
         return await self.pool.fetchval("SELECT count(*) FROM environment WHERE deleted_on IS NULL")

@@ -8,7 +8,7 @@ import asyncpg
 
 from envstore.api import database
 from envstore.api.projector import Projector
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
 
@@ -27,14 +27,7 @@ async def rebuild_projection(settings: EnvstoreSettings, stall_seconds: float = 
 
 
 async def _drop_and_replay(pool: asyncpg.Pool, bus: EventBus, storage: Storage, stall_seconds: float) -> int:
-    async with pool.acquire() as connection:
-        async with connection.transaction():
-            # Hold the schema lock so a running API does not recreate tables half-way.
-            await connection.execute("SELECT pg_advisory_xact_lock(4242001)")
-            await connection.execute(
-                "DROP TABLE IF EXISTS " + ", ".join(database.READ_MODEL_TABLES) + " CASCADE"
-            )
-            await connection.execute(database.schema_sql())
+    await database.recreate_read_model(pool)
     last = await bus.last_sequence()
     projector = Projector(pool, bus, storage)
     running = asyncio.create_task(projector.run())

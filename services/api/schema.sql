@@ -1,8 +1,33 @@
 -- The API's read model: a projection of the event stream. Dropping it and replaying the stream
--- rebuilds it identically (ids are assigned in stream order; times come from the events).
+-- rebuilds it identically (ids are carried by events or assigned in stream order; times come from
+-- the events). A read model of another schema version is dropped and replayed at start.
+CREATE TABLE IF NOT EXISTS projection_schema (
+    version integer NOT NULL
+);
 CREATE TABLE IF NOT EXISTS projection_checkpoint (
     name text PRIMARY KEY,
+    last_sequence bigint NOT NULL,
+    -- An event the read model cannot apply stops the projection there (fail loud), until fixed
+    -- or skipped by an operator's decision (an event in the log).
+    stalled_sequence bigint,
+    stalled_subject text,
+    stalled_error text,
+    stalled_since timestamp
+);
+-- The last stream sequence of each aggregate's subjects (an environment's tree, a namespace's own
+-- events, a namespace's tree): what a command checked against this read model expects.
+CREATE TABLE IF NOT EXISTS aggregate_position (
+    subjects text PRIMARY KEY,
     last_sequence bigint NOT NULL
+);
+-- Events an operator decided to skip (projection.event_skipped), with why the read model refused them.
+CREATE TABLE IF NOT EXISTS projection_dead_letter (
+    sequence bigint PRIMARY KEY,
+    subject text NOT NULL,
+    error text NOT NULL,
+    reason text NOT NULL,
+    decided_by text NOT NULL,
+    decided_on timestamp NOT NULL
 );
 CREATE TABLE IF NOT EXISTS namespace (
     id integer PRIMARY KEY,
@@ -28,7 +53,8 @@ CREATE TABLE IF NOT EXISTS environment (
     UNIQUE (namespace_id, name)
 );
 CREATE TABLE IF NOT EXISTS build (
-    id bigint PRIMARY KEY,  -- the stream sequence of its build.submitted event
+    id bigint PRIMARY KEY,  -- allocated before submission (release 0.1.0: its stream sequence)
+    submission_sequence bigint NOT NULL,  -- the stream sequence of its build.submitted event
     environment_id integer NOT NULL REFERENCES environment(id),
     specification_id integer NOT NULL REFERENCES specification(id),
     status text NOT NULL,
@@ -42,7 +68,8 @@ CREATE TABLE IF NOT EXISTS build (
     scheduled_on timestamp NOT NULL,
     started_on timestamp,
     ended_on timestamp,
-    deleted_on timestamp
+    deleted_on timestamp,
+    kept_artifacts jsonb  -- what a deletion of this build keeps (null: nothing)
 );
 CREATE INDEX IF NOT EXISTS build_environment ON build(environment_id);
 CREATE TABLE IF NOT EXISTS build_artifact (
@@ -119,7 +146,8 @@ CREATE TABLE IF NOT EXISTS setting_override (
 );
 -- Webhooks (their secrets live only, encrypted, in the event stream) and their delivery log.
 CREATE TABLE IF NOT EXISTS webhook (
-    id bigint PRIMARY KEY,  -- the stream sequence of its webhook.registered event
+    id bigint PRIMARY KEY,  -- allocated before registration (release 0.1.0: its stream sequence)
+    registered_sequence bigint NOT NULL,  -- the stream sequence of its webhook.registered event
     url text NOT NULL,
     namespace text,
     environment text,
@@ -156,8 +184,3 @@ CREATE TABLE IF NOT EXISTS webhook_delivery_attempt (
 );
 CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_webhook ON webhook_delivery_attempt(webhook_id, sequence);
 CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_event ON webhook_delivery_attempt(webhook_id, event_id);
-CREATE TABLE IF NOT EXISTS projection_skipped_event (
-    sequence bigint PRIMARY KEY,  -- still in the stream; a rebuild after a fix applies it
-    subject text NOT NULL,
-    error text NOT NULL
-);

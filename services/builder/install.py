@@ -8,7 +8,7 @@ from pathlib import Path
 
 import rattler
 
-from envstore.common.bus import BuildFailure
+from envstore.common.build_policy import BuildFailure
 from envstore.common.lock import LockedPackage, record_from_locked_package
 
 MAX_BUILD_PATH = 255
@@ -37,15 +37,6 @@ async def install_prefix(
         if type(error).__name__ in {"InstallerError", "LinkError", "TransactionError", "ExtractError"}:
             raise BuildFailure("install", f"installing the packages failed: {error}") from None
         raise
-
-
-def point_environment_at(link: Path, prefix: Path) -> None:
-    """Atomically make ``<ns>/envs/<name>`` point at ``prefix``."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    os.symlink(prefix, temporary)
-    os.replace(temporary, link)
 
 
 def directory_size(path: Path) -> int:

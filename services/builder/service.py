@@ -6,26 +6,29 @@ import time
 
 from envstore.common.build_log import attach_failure_log
 from envstore.common.build_reporter import BuildReporter
-from envstore.common.bus import BuildFailure, Delivery, EventBus
-from envstore.common.build_keys import build_key_of_submission
+from envstore.common.transport import EventBus
+from envstore.common.worker_runtime import Delivery
+from envstore.common.build_policy import BuildFailure
 from envstore.common.events import (
     BuildBuilt,
+    BuildCompleted,
     BuildDeleted,
     BuildDeleteRequested,
     BuildSolved,
-    BuildSubmitted,
     DoomedBuild,
     EnvironmentCurrentBuildSet,
     EnvironmentDeleted,
     NamespaceDeleted,
+    WORKER_SUBSCRIPTIONS,
 )
 from envstore.common.lock import Lock, installed_package
-from envstore.common.service_runtime import connected_bus, consumer_options, run_service
+from envstore.common.service_runtime import connected_bus, run_pipeline_worker, run_service
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.storage import Storage, open_storage
 from envstore.common.telemetry import Telemetry
 from envstore.builder.housekeeping import remove_build, remove_environment_link
-from envstore.builder.install import check_build_path, install_prefix, measure, point_environment_at
+from envstore.builder.current_link import point_environment_at
+from envstore.builder.install import check_build_path, install_prefix, measure
 
 SERVICE = "builder"
 
@@ -41,8 +44,11 @@ class BuilderService:
         event = delivery.event
         if isinstance(event, BuildSolved):
             await self.build(event)
+        elif isinstance(event, BuildCompleted):
+            # The current build changes last: only once every artifact is ready.
+            await self.switch_current_build(event.namespace, event.environment, event.build_key, delivery.stream_sequence)
         elif isinstance(event, EnvironmentCurrentBuildSet):
-            await self.switch_current_build(event)
+            await self.switch_current_build(event.namespace, event.environment, event.build_key, delivery.stream_sequence)
         elif isinstance(event, BuildDeleteRequested):
             await self.delete_build(
                 DoomedBuild(event.build_id, event.namespace, event.build_key), list(event.keep)
@@ -59,21 +65,20 @@ class BuilderService:
     async def delete_build(self, doomed: DoomedBuild, keep: list[str]) -> None:
         await remove_build(self.settings.environments_root, self.storage, doomed.namespace, doomed.build_key, keep)
         await self.bus.publish(
-            BuildDeleted(build_id=doomed.build_id, kept=keep), message_id=f"deleted:{doomed.build_id}"
+            BuildDeleted(build_id=doomed.build_id, kept=keep),
+            message_id=f"deleted:{doomed.build_id}:{'+'.join(sorted(keep)) or 'all'}",
         )
 
-    async def switch_current_build(self, event: EnvironmentCurrentBuildSet) -> None:
-        submitted = await self.bus.event_at(event.build_id)
-        if not isinstance(submitted, BuildSubmitted):
+    async def switch_current_build(self, namespace: str, environment: str, build_key: str, decided_at: int) -> None:
+        if not build_key:
             return
-        key = build_key_of_submission(submitted, event.build_id)
-        namespace_directory = self.settings.environments_root / event.namespace
-        prefix = namespace_directory / key
-        if prefix.exists():
-            point_environment_at(namespace_directory / "envs" / event.environment, prefix)
+        namespace_directory = self.settings.environments_root / namespace
+        await point_environment_at(namespace_directory / "envs" / environment, namespace_directory / build_key, decided_at)
 
     async def build(self, event: BuildSolved) -> None:
         build = event.build
+        if await self.bus.has_event_on(BuildBuilt.subject_for(build.build_id)):
+            return  # built by an earlier delivery
         reporter = BuildReporter(self.bus, build.build_id, SERVICE)
         try:
             await self._build_and_publish(event, reporter)
@@ -98,11 +103,10 @@ class BuilderService:
         async with reporter.phase("install", f"{len(packages)} packages into {prefix}"):
             await install_prefix(packages, prefix, self.settings.package_cache, self.platform)
         install_seconds = time.perf_counter() - started
-        point_environment_at(namespace_directory / "envs" / build.environment, prefix)
         size = await measure(prefix)
         await reporter.note("install", f"prefix size {size} bytes")
         log_blob = await reporter.store(self.storage)
-        await self.bus.publish(
+        await self.bus.publish_once(
             BuildBuilt(
                 build=build,
                 lock=event.lock,
@@ -120,18 +124,7 @@ class BuilderService:
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
     async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
         service = BuilderService(settings, bus, storage)
-        await bus.consume(
-            "builder",
-            [
-                BuildSolved.SUBJECT,
-                EnvironmentCurrentBuildSet.SUBJECT,
-                BuildDeleteRequested.SUBJECT,
-                EnvironmentDeleted.SUBJECT,
-                NamespaceDeleted.SUBJECT,
-            ],
-            service.handle,
-            **consumer_options(settings),
-        )
+        await run_pipeline_worker(bus, settings, SERVICE, WORKER_SUBSCRIPTIONS[SERVICE], service.handle)
 
 
 def main() -> None:

@@ -1,19 +1,21 @@
 """The docker registry service: envstore's images over the Docker Registry HTTP API v2 (pull).
 
-Wiring, top-down: connect to the bus and open storage; replay the stream into the registry's own
-read models (the tag index, namespace role mappings, stored settings) and keep following it;
-only then listen, so a restarted registry answers from its full index. The service stops when
-asked, or fails loudly if following the stream fails.
+Wiring, top-down: connect to the bus (dynamic images submit builds), open storage, and open the
+read model (PostgreSQL, read-only: the API's projection of the log, the one fold every reader
+shares) with a watch on its changes; then listen. It starts in constant time whatever the log's
+length: nothing is replayed.
 
-Settings (``ENVSTORE_<KEY>``): ``registry_host``, ``registry_port``, and
-``registry_image_wait_seconds`` (default 600: how long a pull waits for a build still running,
-dynamic images included).
+Settings (``ENVSTORE_<KEY>``): ``registry_host``, ``registry_port``, ``reader_database_url``
+(default ``database_url``), and ``registry_image_wait_seconds`` (default 600: how long a pull
+waits for a build still running, dynamic images included).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import asyncpg
 from aiohttp import web
 
 from envstore.common import http_telemetry
@@ -24,17 +26,16 @@ from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
 from envstore.common.telemetry import Telemetry
 from envstore.registry.auth import Authenticator
+from envstore.registry.catalog import Catalog
 from envstore.registry.dynamic_images import DynamicImages
 from envstore.registry.image_waits import ImageWaits
 from envstore.registry.images import ImageStore
-from envstore.registry.role_mappings import RoleMappings
+from envstore.registry.projection_watch import ProjectionWatch
 from envstore.registry.routes import REGISTRY, Registry, add_routes
-from envstore.registry.settings_overrides import SettingsOverrides
-from envstore.registry.stream_follower import StreamFollower
-from envstore.registry.tag_index import TagIndex
 
 SERVICE = "registry"
 DEFAULT_IMAGE_WAIT_SECONDS = 600.0
+DATABASE_ATTEMPTS = 50
 log = logging.getLogger(__name__)
 
 
@@ -49,33 +50,43 @@ def create_app(registry: Registry, settings: EnvstoreSettings, telemetry: Teleme
     return app
 
 
-def follower_check(follower: StreamFollower) -> ReadinessCheck:
-    """Ready while the registry follows the event stream (its index would go stale otherwise)."""
+async def open_read_model(dsn: str) -> asyncpg.Pool:
+    """A pool on the read model, waiting (bounded) for a database that is still starting."""
+    for attempt in range(DATABASE_ATTEMPTS):
+        try:
+            return await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError):
+            if attempt == DATABASE_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.2)
+    raise AssertionError("unreachable")
 
-    async def following() -> str | None:
-        if follower.task is None or follower.task.done():
-            return "no longer following the event stream (see the log)"
+
+def read_model_check(pool: asyncpg.Pool) -> ReadinessCheck:
+    """Ready while the read model answers (every pull reads it)."""
+
+    async def answers() -> str | None:
+        await pool.fetchval("SELECT 1")
         return None
 
-    return following
+    return answers
 
 
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
+    dsn = settings.read_only_database_url
     async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
-        index = TagIndex()
-        role_mappings = RoleMappings()
-        overrides = SettingsOverrides(settings)
-        follower = StreamFollower(bus, index, [role_mappings, overrides])
-        waits = ImageWaits(index, settings.registry_image_wait_seconds)
-        await follower.start()
-        telemetry.readiness.add("event stream", follower_check(follower))
+        pool = await open_read_model(dsn)
+        telemetry.readiness.add("read model", read_model_check(pool))
+        watch = ProjectionWatch(dsn)
+        await watch.start()
+        catalog = Catalog(pool)
         registry = Registry(
             storage=storage,
-            index=index,
+            catalog=catalog,
             images=ImageStore(storage),
-            authenticator=Authenticator(settings, role_mappings),
-            waits=waits,
-            dynamic=DynamicImages(bus, index, overrides),
+            authenticator=Authenticator(settings, pool),
+            waits=ImageWaits(catalog, watch, settings.registry_image_wait_seconds),
+            dynamic=DynamicImages(bus, catalog, watch, settings),
         )
         runner = web.AppRunner(
             create_app(registry, settings, telemetry),
@@ -86,8 +97,8 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
         try:
             await web.TCPSite(runner, settings.registry_host, settings.registry_port).start()
             log.info("registry listening on %s:%s", settings.registry_host, settings.registry_port)
-            assert follower.task is not None
-            await follower.task  # runs until the service is stopped; raises if following fails
+            await asyncio.Event().wait()
         finally:
             await runner.cleanup()
-            await follower.stop()
+            await watch.stop()
+            await pool.close()

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+import asyncpg
+
 from envstore.common.permissions import Principal
 from envstore.common.public_urls import public_api_url
+from envstore.common.read_model_rules import with_role_mappings
 from envstore.common.registry_tokens import REGISTRY_TOKEN_PATH, bearer_challenge, presented_token
 from envstore.common.settings import EnvstoreSettings
-from envstore.common.tokens import principal_for_token
+from envstore.common.tokens import TokenAuthority
 from envstore.registry.errors import denied, unauthorized
-from envstore.registry.role_mappings import RoleMappings
 
 READ = "environment::read"
 
@@ -48,28 +50,24 @@ class Caller:
 
 
 class Authenticator:
-    def __init__(self, settings: EnvstoreSettings, role_mappings: RoleMappings) -> None:
+    def __init__(self, settings: EnvstoreSettings, pool: asyncpg.Pool) -> None:
         self.settings = settings
-        self.role_mappings = role_mappings
+        self.tokens = TokenAuthority.from_settings(settings)
+        self.pool = pool  # the read model: role mappings, as the API applies them
 
     def realm(self, request: web.Request) -> str:
         return public_api_url(request, self.settings, on_api_listener=False) + REGISTRY_TOKEN_PATH
 
-    def caller(self, request: web.Request) -> Caller:
+    async def caller(self, request: web.Request) -> Caller:
         sent, token = presented_token(request)
-        principal = principal_for_token(token, self.settings)
+        principal = self.tokens.principal_for(token)
         realm = self.realm(request)
         if sent and not principal.authenticated:
             raise unauthorized(
                 bearer_challenge(realm),
                 "authentication failed: the password (or bearer token) must be a valid envstore token",
             )
-        if principal.authenticated:
-            bindings = self.role_mappings.bindings_for(
-                principal.primary_namespace, self.settings.role_mappings_version
-            )
-            if bindings:
-                principal = principal.with_database_bindings(bindings)
+        principal = await with_role_mappings(self.pool, principal, self.settings.role_mappings_version)
         return Caller(principal, sent, realm)
 
     def require_login(self, caller: Caller) -> None:

@@ -11,9 +11,9 @@ named), and the specification goes through the API's own validation and settings
 allowed channels, required packages) before anything is published: nothing else reaches the solver.
 
 A missing environment is submitted once: concurrent pulls in this process share one submission,
-and the submission's ``Nats-Msg-Id`` is derived from the name, so registry replicas racing on the
-same name publish one build between them (JetStream drops the duplicates and answers with the
-first build's sequence).
+and the submission's ``Nats-Msg-Id`` is derived from the name and the environment's position in
+the log, so registry replicas racing on the same name publish one build between them (JetStream
+drops the duplicates and answers with the first build's sequence).
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ import msgspec
 import yaml
 
 from envstore.common.artifact_kinds import ArtifactKind
-from envstore.common.bus import EventBus
+from envstore.common.events import BuildSubmitted, environment_tree
+from envstore.common.ids import IdAllocator
+from envstore.common.read_model_rules import effective_settings
+from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import DYNAMIC_NAMESPACE, NAME_PATTERN, NAME_RULE, SpecificationError
 from envstore.common.submission import SubmissionRequest, build_submission
+from envstore.common.transport import EventBus
+from envstore.registry.catalog import Catalog
 from envstore.registry.errors import RegistryError, name_invalid
-from envstore.registry.settings_overrides import SettingsOverrides
-from envstore.registry.tag_index import TagIndex
+from envstore.registry.projection_watch import ProjectionWatch
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +78,20 @@ def parse_dynamic_name(url_name: str, tokens: list[str]) -> DynamicImageName:
 
 
 class DynamicImages:
-    def __init__(self, bus: EventBus, index: TagIndex, settings: SettingsOverrides) -> None:
+    def __init__(self, bus: EventBus, catalog: Catalog, watch: ProjectionWatch, settings: EnvstoreSettings) -> None:
         self.bus = bus
-        self.index = index
+        self.catalog = catalog
+        self.watch = watch
         self.settings = settings
+        self.build_ids = IdAllocator(bus, "build", BuildSubmitted.legacy_subject())
         self._submissions: dict[str, asyncio.Task[None]] = {}
 
-    def exists(self, name: DynamicImageName) -> bool:
-        return self.index.repository(DYNAMIC_NAMESPACE, name.environment) is not None
+    async def exists(self, name: DynamicImageName) -> bool:
+        return await self.catalog.repository(DYNAMIC_NAMESPACE, name.environment) is not None
 
     async def ensure_submitted(self, name: DynamicImageName) -> None:
-        """Submit the environment's build unless it exists; returns once the index has it."""
-        if self.exists(name):
+        """Submit the environment's build unless it exists; returns once the read model has it."""
+        if await self.exists(name):
             return
         environment = name.environment
         submission = self._submissions.get(environment)
@@ -98,7 +104,7 @@ class DynamicImages:
 
     async def _submit(self, name: DynamicImageName) -> None:
         environment = name.environment
-        settings = self.settings.effective(DYNAMIC_NAMESPACE, environment)
+        settings = await effective_settings(self.catalog.pool, self.settings, DYNAMIC_NAMESPACE, environment)
         request = SubmissionRequest(specification=name.specification(), namespace=DYNAMIC_NAMESPACE)
         try:
             event = build_submission(request, settings)
@@ -106,22 +112,28 @@ class DynamicImages:
             raise name_invalid(f"{DYNAMIC_NAMESPACE}/{'/'.join(name.tokens)}", str(error)) from None
         if ArtifactKind.DOCKER_MANIFEST not in event.artifacts:
             event = msgspec.structs.replace(event, artifacts=[*event.artifacts, str(ArtifactKind.DOCKER_MANIFEST)])
-        # Deterministic: the same name (and specification, and generation of the environment
-        # after deletions) is one build however many replicas submit it.
-        generation = self.index.deletions(DYNAMIC_NAMESPACE, environment)
-        message_id = f"registry-dynamic:{DYNAMIC_NAMESPACE}/{environment}:{event.spec_sha256}:{generation}"
-        acknowledgement = await self.bus.publish(event, message_id=message_id)
+        event = msgspec.structs.replace(event, build_id=await self.build_ids.next())
+        # Deterministic: the same name (and specification, and incarnation of the environment,
+        # told by its position in the log) is one build however many replicas submit it.
+        position = await self.catalog.pool.fetchval(
+            "SELECT last_sequence FROM aggregate_position WHERE subjects = $1",
+            environment_tree(DYNAMIC_NAMESPACE, environment),
+        ) or 0
+        message_id = f"registry-dynamic:{DYNAMIC_NAMESPACE}/{environment}:{event.spec_sha256}:{position}"
+        acknowledgement = await self.bus.publish(event, message_id=message_id, principal="service:registry")
         log.info(
-            "dynamic image %s/%s: %s build %d for %s",
+            "dynamic image %s/%s: %s the build submitted at %d for %s",
             DYNAMIC_NAMESPACE,
             environment,
             "joined" if acknowledgement.duplicate else "submitted",
             acknowledgement.seq,
             name.dependencies,
         )
-        if not await self.index.wait_until(
-            lambda: self.index.applied_sequence >= acknowledgement.seq, INDEX_WAIT_SECONDS
-        ):
+
+        async def in_read_model() -> bool:
+            return await self.catalog.checkpoint() >= acknowledgement.seq
+
+        if not await self.watch.wait_until(in_read_model, INDEX_WAIT_SECONDS):
             raise RegistryError(
-                503, "UNAVAILABLE", f"build {acknowledgement.seq} was submitted but the registry's index lags; retry"
+                503, "UNAVAILABLE", f"the build was submitted (event {acknowledgement.seq}) but the read model lags; retry"
             )

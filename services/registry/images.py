@@ -3,7 +3,7 @@
 A repository serves exactly the manifests of its own builds (by tag, or by digest in either form)
 and the blobs those manifests reference: a digest known elsewhere in storage is not readable
 through a repository that does not use it. What a repository references is computed from its
-manifests when first asked and kept until its images change.
+manifests when first asked and kept until its set of images changes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from envstore.registry.media_types import (
     choose_manifest_type,
     to_docker_v2,
 )
-from envstore.registry.tag_index import BuildImage, Repository
+from envstore.registry.catalog import BuildImage
 
 log = logging.getLogger(__name__)
 CACHED_MANIFESTS = 2048
@@ -50,7 +50,7 @@ class _StoredImage:
 
 @dataclass
 class _RepositoryContents:
-    version: int
+    images: tuple[str, ...]  # the manifests' digests it was computed from
     manifests: dict[str, ManifestDocument] = field(default_factory=dict)  # digest → document
     blobs: dict[str, int] = field(default_factory=dict)  # digest → size
 
@@ -59,7 +59,7 @@ class ImageStore:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self._images: OrderedDict[str, _StoredImage] = OrderedDict()
-        self._contents: OrderedDict[tuple[str, str], _RepositoryContents] = OrderedDict()
+        self._contents: OrderedDict[str, _RepositoryContents] = OrderedDict()
 
     async def manifest(self, build: BuildImage, accept_headers: list[str], name: str, tag: str) -> ManifestDocument:
         """The build's image in the form the client accepts (``Accept``)."""
@@ -75,21 +75,21 @@ class ImageStore:
             name, tag, "the image is an OCI image manifest (or Docker's v2 schema 2); Accept allows neither"
         )
 
-    async def manifest_by_digest(self, repository: Repository, digest: str) -> ManifestDocument | None:
-        return (await self._contents_of(repository)).manifests.get(digest)
+    async def manifest_by_digest(self, name: str, images: list[BuildImage], digest: str) -> ManifestDocument | None:
+        return (await self._contents_of(name, images)).manifests.get(digest)
 
-    async def blob_size(self, repository: Repository, digest: str) -> int | None:
-        return (await self._contents_of(repository)).blobs.get(digest)
+    async def blob_size(self, name: str, images: list[BuildImage], digest: str) -> int | None:
+        return (await self._contents_of(name, images)).blobs.get(digest)
 
-    async def _contents_of(self, repository: Repository) -> _RepositoryContents:
-        key = (repository.namespace, repository.environment)
-        contents = self._contents.get(key)
-        if contents is not None and contents.version == repository.version:
-            self._contents.move_to_end(key)
+    async def _contents_of(self, name: str, images: list[BuildImage]) -> _RepositoryContents:
+        """What the repository ``name``'s ``images`` reference."""
+        fingerprint = tuple(build.manifest.digest for build in images if build.manifest is not None)
+        contents = self._contents.get(name)
+        if contents is not None and contents.images == fingerprint:
+            self._contents.move_to_end(name)
             return contents
-        version = repository.version
-        contents = _RepositoryContents(version)
-        for image in await asyncio.gather(*(self._image(build) for build in repository.images())):
+        contents = _RepositoryContents(fingerprint)
+        for image in await asyncio.gather(*(self._image(build) for build in images)):
             if image is None:
                 continue
             for form in image.forms():
@@ -97,10 +97,9 @@ class ImageStore:
             for descriptor in [image.document.get("config", {}), *image.document.get("layers", [])]:
                 if "digest" in descriptor:
                     contents.blobs[descriptor["digest"]] = int(descriptor.get("size", 0))
-        if repository.version == version:
-            self._contents[key] = contents
-            while len(self._contents) > CACHED_REPOSITORIES:
-                self._contents.popitem(last=False)
+        self._contents[name] = contents
+        while len(self._contents) > CACHED_REPOSITORIES:
+            self._contents.popitem(last=False)
         return contents
 
     async def _image(self, build: BuildImage) -> _StoredImage | None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from envstore.common.events import BlobRef
 from envstore.common.storage import Storage, digest_hex
 from envstore.registry.auth import READ, Authenticator
+from envstore.registry.catalog import LATEST, BuildImage, Catalog
 from envstore.registry.dynamic_images import DynamicImages
 from envstore.registry.errors import (
     API_VERSION_HEADERS,
@@ -35,7 +36,6 @@ from envstore.registry.errors import (
 from envstore.registry.image_waits import ImageWaits
 from envstore.registry.images import ImageStore, ManifestDocument
 from envstore.registry.repository_names import RepositoryName, parse_repository_name
-from envstore.registry.tag_index import LATEST, TagIndex
 
 DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -49,7 +49,7 @@ class Registry:
     """Everything the handlers use, opened and closed by ``app.serve``."""
 
     storage: Storage
-    index: TagIndex
+    catalog: Catalog
     images: ImageStore
     authenticator: Authenticator
     waits: ImageWaits
@@ -63,14 +63,21 @@ def _registry(request: web.Request) -> Registry:
     return request.app[REGISTRY]
 
 
-def _readable_repository(request: web.Request) -> RepositoryName:
+async def _readable_repository(request: web.Request) -> RepositoryName:
     """The URL's repository, after checking that the caller may read it."""
     registry = _registry(request)
     name = parse_repository_name(request.match_info["name"])
-    caller = registry.authenticator.caller(request)
+    caller = await registry.authenticator.caller(request)
     registry.authenticator.require(caller, name.arn, READ, name.text)
     request["caller"] = caller
     return name
+
+
+async def _images(registry: Registry, name: RepositoryName) -> list[BuildImage]:
+    repository = await registry.catalog.repository(name.namespace, name.environment)
+    if repository is None:
+        raise name_unknown(name.text)
+    return await registry.catalog.images(repository)
 
 
 def _checked_digest(digest: str) -> str:
@@ -86,17 +93,15 @@ def _checked_digest(digest: str) -> str:
 
 async def version_check(request: web.Request) -> web.Response:
     registry = _registry(request)
-    registry.authenticator.require_login(registry.authenticator.caller(request))
+    registry.authenticator.require_login(await registry.authenticator.caller(request))
     return web.json_response({})
 
 
 async def catalog(request: web.Request) -> web.Response:
     registry = _registry(request)
-    caller = registry.authenticator.caller(request)
+    caller = await registry.authenticator.caller(request)
     names = [
-        repository.name
-        for repository in registry.index.repositories()
-        if repository.images() and caller.principal.is_allowed(repository.name, READ)
+        name for name in await registry.catalog.repositories_with_images() if caller.principal.is_allowed(name, READ)
     ]
     page, link = _page(names, request, "/v2/_catalog")
     return web.json_response({"repositories": page}, headers=link)
@@ -104,23 +109,20 @@ async def catalog(request: web.Request) -> web.Response:
 
 async def manifest(request: web.Request) -> web.Response:
     registry = _registry(request)
-    name = _readable_repository(request)
+    name = await _readable_repository(request)
     reference = request.match_info["reference"]
     if ":" in reference:
         digest = _checked_digest(reference)
-        repository = registry.index.repository(name.namespace, name.environment)
-        if repository is None:
-            raise name_unknown(name.text)
-        document = await registry.images.manifest_by_digest(repository, digest)
+        document = await registry.images.manifest_by_digest(name.text, await _images(registry, name), digest)
         if document is None:
             raise manifest_unknown(name.text, reference)
     else:
         if len(reference) > MAX_TAG_LENGTH:
             raise tag_invalid(name.text, reference)
-        if name.dynamic is not None and reference == LATEST and not registry.dynamic.exists(name.dynamic):
+        if name.dynamic is not None and reference == LATEST and not await registry.dynamic.exists(name.dynamic):
             # Pulling a new dynamic image submits a build: the API's permissions for a submission.
             registry.authenticator.require(request["caller"], name.arn, "environment:create", name.text)
-            if not registry.index.namespace_exists(name.namespace):
+            if not await registry.catalog.namespace_exists(name.namespace):
                 registry.authenticator.require(request["caller"], name.namespace, "namespace::create", name.text)
             await registry.dynamic.ensure_submitted(name.dynamic)
         build = await registry.waits.build_with_image(name, reference)
@@ -142,12 +144,9 @@ def _manifest_response(request: web.Request, document: ManifestDocument) -> web.
 
 async def blob(request: web.Request) -> web.StreamResponse:
     registry = _registry(request)
-    name = _readable_repository(request)
+    name = await _readable_repository(request)
     digest = _checked_digest(request.match_info["digest"])
-    repository = registry.index.repository(name.namespace, name.environment)
-    if repository is None:
-        raise name_unknown(name.text)
-    size = await registry.images.blob_size(repository, digest)
+    size = await registry.images.blob_size(name.text, await _images(registry, name), digest)
     if size is None:
         raise blob_unknown(name.text, digest)
     headers = {
@@ -213,11 +212,11 @@ def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
 
 async def tags(request: web.Request) -> web.Response:
     registry = _registry(request)
-    name = _readable_repository(request)
-    repository = registry.index.repository(name.namespace, name.environment)
+    name = await _readable_repository(request)
+    repository = await registry.catalog.repository(name.namespace, name.environment)
     if repository is None:
         raise name_unknown(name.text)
-    page, link = _page(repository.tags(), request, f"/v2/{name.text}/tags/list")
+    page, link = _page(await registry.catalog.tags(repository), request, f"/v2/{name.text}/tags/list")
     return web.json_response({"name": name.text, "tags": page}, headers=link)
 
 

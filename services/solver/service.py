@@ -13,11 +13,13 @@ from nats.aio.msg import Msg
 from envstore.common.build_keys import build_key_of_submission
 from envstore.common.build_log import attach_failure_log
 from envstore.common.build_reporter import BuildReporter
-from envstore.common.bus import BuildFailure, Delivery, EventBus
+from envstore.common.build_policy import BuildFailure
 from envstore.common.channels import ChannelGuard, channel_url
-from envstore.common.events import BuildRef, BuildSolved, BuildSubmitted
+from envstore.common.events import WORKER_SUBSCRIPTIONS, BuildRef, BuildSolved, BuildSubmitted
+from envstore.common.transport import EventBus
+from envstore.common.worker_runtime import Delivery
 from envstore.common.lock import Lock, installed_package, locked_package_from_record
-from envstore.common.service_runtime import connected_bus, consumer_options, run_service
+from envstore.common.service_runtime import connected_bus, run_pipeline_worker, run_service
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.specification import EnvironmentSpecification
@@ -30,15 +32,16 @@ from envstore.solver.solve import SolveRequest, Solver
 SERVICE = "solver"
 
 
-def build_ref_of(event: BuildSubmitted, build_id: int) -> BuildRef:
+def build_ref_of(event: BuildSubmitted, submission_sequence: int) -> BuildRef:
     return BuildRef(
-        build_id=build_id,
+        build_id=event.build_id,
         namespace=event.namespace,
         environment=event.environment,
-        build_key=build_key_of_submission(event, build_id),
+        build_key=build_key_of_submission(event),
         spec_sha256=event.spec_sha256,
         artifacts=event.artifacts,
         platforms=event.platforms,
+        submission_sequence=submission_sequence,
     )
 
 
@@ -56,6 +59,8 @@ class SolverService:
         event = delivery.event
         assert isinstance(event, BuildSubmitted)
         build = build_ref_of(event, delivery.stream_sequence)
+        if await self.bus.has_event_on(BuildSolved.subject_for(build.build_id)):
+            return  # solved by an earlier delivery
         reporter = BuildReporter(self.bus, build.build_id, SERVICE)
         try:
             await self._solve_and_publish(event, build, reporter)
@@ -88,7 +93,7 @@ class SolverService:
             cache_hit = outcome.cache_hits == len(request.platforms)
         lock_blob = await self.storage.put_bytes(lock.encode())
         log_blob = await reporter.store(self.storage)
-        await self.bus.publish(
+        await self.bus.publish_once(
             BuildSolved(
                 build=build,
                 lock=lock_blob,
@@ -186,12 +191,7 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
         service = SolverService(settings, bus, storage, solver, channel_guard)
         remote_solves = RemoteSolves(solver, channel_guard)
         await bus.client.subscribe(SOLVE_SUBJECT, queue="solver", cb=remote_solves.answer)
-        await bus.consume(
-            "solver",
-            [BuildSubmitted.SUBJECT],
-            service.handle,
-            **consumer_options(settings),
-        )
+        await run_pipeline_worker(bus, settings, SERVICE, WORKER_SUBSCRIPTIONS[SERVICE], service.handle)
 
 
 def main() -> None:

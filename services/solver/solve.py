@@ -12,7 +12,7 @@ import aiohttp
 import rattler
 from rattler.exceptions import InvalidMatchSpecError, SolverError
 
-from envstore.common.bus import BuildFailure
+from envstore.common.build_policy import BuildFailure
 from envstore.common.lock import Lock, locked_package_from_record
 from envstore.solver.repodata_state import repodata_fingerprint
 from envstore.solver.solve_cache import SolveCache, solve_cache_key

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp import web
 
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import SpecificationError
 from envstore.common.submission import SubmissionRequest, build_submission

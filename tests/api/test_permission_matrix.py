@@ -226,6 +226,10 @@ ROWS = [
     Row("GET", "/healthz", perms(), 200, fixed("/healthz")),
     Row("GET", "/readyz", perms(), 200, fixed("/readyz")),
     Row("GET", "/registry/token", perms(), 200, fixed("/registry/token", params={"service": "envstore-registry"})),
+    Row("GET", "/api/v1/projection/", perms("namespace::delete", "setting::update"), 200, fixed("/api/v1/projection/")),
+    # Not stalled: an admin's decision is refused for that (409), anyone else's for permissions.
+    Row("POST", "/api/v1/projection/skip/", perms("namespace::delete", "setting::update"), 409,
+        fixed("/api/v1/projection/skip/", json={"sequence": 1, "reason": "matrix"})),
     # Unsigned: only for callers who may read the artifact's environment (signed links: test_artifact_links).
     Row("GET", "/storage/{key}", READ, 200, stored_artifact),
     # specifications

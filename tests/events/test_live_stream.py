@@ -27,7 +27,7 @@ async def build_history(stack: EmbeddedStack, build_id: int, through: int) -> li
     return [
         (sequence, event.__struct_config__.tag)
         for sequence, event in await stream_events(stack.nats.url)
-        if build_id_of(event, sequence) == build_id and sequence <= through
+        if build_id_of(event) == build_id and sequence <= through
     ]
 
 

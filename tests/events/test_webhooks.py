@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from envstore.api.webhooks.signature import signature_is_valid
-from envstore.common.events import BuildRef, BuildSubmitted, Event, build_id_of
+from envstore.common.events import BuildRef, BuildSubmitted, Event, WebhookRegistered, build_id_of
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
 from tests.events.webhook_receiver import WebhookReceiver
@@ -24,13 +24,17 @@ async def register(admin: ApiClient, **fields: Any) -> dict[str, Any]:
     return body["data"]
 
 
-async def namespace_events(stack: EmbeddedStack, namespace: str, after: int) -> dict[int, str]:
-    """The stream's events after sequence ``after`` that concern ``namespace``: id → type."""
+async def namespace_events(stack: EmbeddedStack, namespace: str, webhook_id: int) -> dict[int, str]:
+    """The stream's events after the webhook's registration that concern ``namespace``: id → type."""
+    after = next(
+        sequence for sequence, event in await stream_events(stack.nats.url)
+        if isinstance(event, WebhookRegistered) and event.webhook_id == webhook_id
+    )
     build_namespaces: dict[int, str] = {}
     selected: dict[int, str] = {}
     for sequence, event in await stream_events(stack.nats.url):
         if isinstance(event, BuildSubmitted):
-            build_namespaces[sequence] = event.namespace
+            build_namespaces[event.build_id] = event.namespace
         if sequence > after and _namespace_of(event, sequence, build_namespaces) == namespace:
             selected[sequence] = event.__struct_config__.tag
     return selected
@@ -41,7 +45,7 @@ def _namespace_of(event: Event, sequence: int, build_namespaces: dict[int, str])
         return event.build.namespace  # type: ignore[attr-defined]
     if getattr(event, "namespace", None):
         return event.namespace  # type: ignore[attr-defined]
-    build_id = build_id_of(event, sequence)
+    build_id = build_id_of(event)
     return build_namespaces.get(build_id) if build_id is not None else None
 
 
@@ -64,7 +68,7 @@ async def test_a_receiver_gets_every_event_of_a_build_with_valid_signatures(
         secret = webhook["secret"]
         build_id = await admin.submit(environment_yaml("signed", ["hello", "tinyjson"]), namespace="hooked")
         assert (await admin.wait_for_build(build_id))["status"] == "COMPLETED"
-        expected = await namespace_events(subscription_stack, "hooked", after=webhook["id"])
+        expected = await namespace_events(subscription_stack, "hooked", webhook["id"])
         await receiver.wait_until(lambda: set(expected) <= receiver.delivered_ids())
 
     delivered = {post.event_id: post for post in receiver.posts}
@@ -88,7 +92,7 @@ async def test_three_failures_then_success_all_four_attempts_are_in_the_log(
         webhook = await register(admin, url=receiver.url, namespace="flaky", event_types=["build.completed"])
         build_id = await admin.submit(environment_yaml("retried", ["hello"]), namespace="flaky")
         assert (await admin.wait_for_build(build_id))["status"] == "COMPLETED"
-        expected = await namespace_events(subscription_stack, "flaky", after=webhook["id"])
+        expected = await namespace_events(subscription_stack, "flaky", webhook["id"])
         completed = next(event_id for event_id, kind in expected.items() if kind == "build.completed")
         await receiver.wait_until(lambda: completed in receiver.delivered_ids())
 
@@ -123,7 +127,7 @@ async def test_killing_the_delivering_process_mid_stream_loses_no_delivery(
             assert (await admin.wait_for_build(build_id))["status"] == "COMPLETED"
         subscription_stack.start_service(DELIVERING_PROCESS)
 
-        expected = await namespace_events(subscription_stack, "crashing", after=webhook["id"])
+        expected = await namespace_events(subscription_stack, "crashing", webhook["id"])
         await receiver.wait_until(lambda: set(expected) <= receiver.delivered_ids())
 
     assert receiver.delivered_ids() == set(expected)

@@ -15,7 +15,7 @@ from envstore.common.demo_channel import FIVE_PACKAGE_SOLUTION, FIVE_PACKAGE_SPE
 from envstore.common.settings import host_platform
 from envstore.common.events import BuildSubmitted
 from tests.api_client import ApiClient, environment_yaml
-from tests.stream_reader import stream_events
+from tests.stream_reader import submission_of, stream_events
 
 
 def channel_packages(channel_url: str) -> dict[str, dict]:
@@ -228,7 +228,7 @@ async def test_a_specification_too_large_for_an_event_is_stored_and_still_built(
     build = await api.wait_for_build(build_id)
     assert build["status"] == "COMPLETED", build["status_info"]
     assert build["specification"]["spec"]["description"] == description.strip()
-    submitted = next(event for sequence, event in await stream_events(stack.nats.url) if sequence == build_id)
+    submitted = await submission_of(stack.nats.url, build_id)
     assert isinstance(submitted, BuildSubmitted)
     assert submitted.specification_blob is not None and submitted.specification_blob.size > 200_000
     assert "dependencies" not in submitted.specification

@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.events import BuildDeleted, EnvironmentCurrentBuildSet
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient

@@ -11,7 +11,7 @@ import pytest
 import rattler
 from aiohttp import web
 
-from envstore.common.bus import BuildFailure
+from envstore.common.build_policy import BuildFailure
 from envstore.common.demo_channel import FIVE_PACKAGE_SOLUTION, FIVE_PACKAGE_SPEC, UNSATISFIABLE_SPEC, make_channel
 from envstore.common.settings import host_platform
 from envstore.solver.solve import SolveRequest, Solver

@@ -104,17 +104,17 @@ async def test_one_build_is_one_trace_from_the_api_request_through_every_worker(
     (packaging,) = [
         span
         for span in in_trace
-        if span.service == "packager" and span.name == "process envstore.build.built"
+        if span.service == "packager" and span.name == "process build.built"
     ]
     chain = ancestry(packaging, by_id)
     assert [(span.service, span.kind, span.name) for span in chain] == [
         ("api", "SERVER", "POST /api/v1/specification/"),
-        ("api", "PRODUCER", "publish envstore.build.submitted"),
-        ("solver", "CONSUMER", "process envstore.build.submitted"),
-        ("solver", "PRODUCER", "publish envstore.build.solved"),
-        ("builder", "CONSUMER", "process envstore.build.solved"),
-        ("builder", "PRODUCER", "publish envstore.build.built"),
-        ("packager", "CONSUMER", "process envstore.build.built"),
+        ("api", "PRODUCER", "publish build.submitted"),
+        ("solver", "CONSUMER", "process build.submitted"),
+        ("solver", "PRODUCER", "publish build.solved"),
+        ("builder", "CONSUMER", "process build.solved"),
+        ("builder", "PRODUCER", "publish build.built"),
+        ("packager", "CONSUMER", "process build.built"),
     ]
     starts = [span.start for span in chain]
     assert starts == sorted(starts)
@@ -137,10 +137,10 @@ async def test_one_build_is_one_trace_from_the_api_request_through_every_worker(
 
     # The projector's database span for each event of the build sits under the event's publisher.
     projected = {span.name: span for span in in_trace if span.service == "api" and span.kind == "CLIENT"}
-    for subject in ("envstore.build.submitted", "envstore.build.solved", "envstore.build.built"):
-        span = projected[f"project {subject}"]
+    for event_type in ("build.submitted", "build.solved", "build.built"):
+        span = projected[f"project {event_type}"]
         assert span.attributes["db.system.name"] == "postgresql"
-        assert by_id[span.parent_span_id].name == f"publish {subject}"
+        assert by_id[span.parent_span_id].name == f"publish {event_type}"
 
 
 def version_checks(spans: list[RecordedSpan]) -> list[RecordedSpan]:
@@ -161,17 +161,13 @@ async def test_every_worker_answers_metrics_with_its_phases_and_consumer_lag(
     completed_build: int, traced_stack: EmbeddedStack
 ) -> None:
     phase_of = {"solver": "solve", "builder": "install", "packager": "lockfile"}
-    consumed_by = {
-        "solver": "envstore.build.submitted",
-        "builder": "envstore.build.solved",
-        "packager": "envstore.build.built",
-    }
+    consumed_by = {"solver": "build.submitted", "builder": "build.solved", "packager": "build.built"}
     for worker in WORKERS:
         series = await scrape(traced_stack.metrics_url(worker))
         phase = {"service": worker, "phase": phase_of[worker]}
         assert value(series, "envstore_phase_duration_seconds_count", **phase, outcome="ok") >= 1
         assert value(series, "envstore_phase_duration_seconds_bucket", **phase, outcome="ok", le="+Inf") >= 1
-        handled = {"durable": worker, "subject": consumed_by[worker], "outcome": "ok"}
+        handled = {"durable": worker, "event_type": consumed_by[worker], "outcome": "ok"}
         assert value(series, "envstore_events_handled_total", **handled) >= 1
         assert value(series, "envstore_consumer_pending_messages", durable=worker) >= 0
         assert value(series, "envstore_consumer_ack_pending_messages", durable=worker) >= 0

@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from envstore.common import http_telemetry
 from envstore.common.build_reporter import BuildReporter
-from envstore.common.bus import Delivery, EventBus
+from envstore.common.transport import EventBus
+from envstore.common.worker_runtime import ConsumerSettings, Delivery, Worker
 from envstore.common.events import NamespaceCreated, NamespaceUpdated
 from envstore.common.telemetry import Telemetry
 from envstore.common.trace_exporters import TelemetryConfigurationError, exporter_names, span_processors
@@ -60,7 +61,8 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 async def consuming(
     bus: EventBus, durable: str, subjects: list[str], handler: Callable[[Delivery], Awaitable[None]]
 ) -> AsyncIterator[None]:
-    task = asyncio.create_task(bus.consume(durable, subjects, handler, concurrency=1, ack_wait_seconds=10))
+    consumer = ConsumerSettings(durable=durable, subjects=subjects, concurrency=1, ack_wait_seconds=10)
+    task = asyncio.create_task(Worker(bus, consumer, handler).run())
     try:
         yield
     finally:
@@ -93,8 +95,8 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
                 updates.put_nowait(delivery)
 
             async with (
-                consuming(buses["solver"], "solver", [NamespaceCreated.SUBJECT], solver_handles),
-                consuming(buses["builder"], "builder", [NamespaceUpdated.SUBJECT], builder_handles),
+                consuming(buses["solver"], "solver", [NamespaceCreated.subject_pattern()], solver_handles),
+                consuming(buses["builder"], "builder", [NamespaceUpdated.subject_pattern()], builder_handles),
             ):
                 with telemetry["api"].tracer.start_as_current_span(
                     "POST /api/v1/namespace/{name}/"
@@ -106,7 +108,7 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
                 process = await finished_span(exported["solver"], lambda span: span.kind is SpanKind.CONSUMER)
                 phase = await finished_span(exported["solver"], lambda span: span.name == "solve")
                 republish = await finished_span(
-                    exported["solver"], lambda span: span.name == f"publish {NamespaceUpdated.SUBJECT}"
+                    exported["solver"], lambda span: span.name == f"publish {NamespaceUpdated.tag()}"
                 )
                 process_again = await finished_span(
                     exported["builder"], lambda span: span.kind is SpanKind.CONSUMER
@@ -131,7 +133,7 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
     assert header is not None, second_hop.headers
     assert (int(header["trace"], 16), int(header["span"], 16)) == (trace_id, republish.context.span_id)
     # What the spans say about the message and the phase.
-    assert process.name == f"process {NamespaceCreated.SUBJECT}"
+    assert process.name == f"process {NamespaceCreated.tag()}"
     assert process.attributes["messaging.consumer.group.name"] == "solver"
     assert process.attributes["messaging.message.id"] == "created:traced"
     assert phase.attributes["envstore.build_id"] == 7
@@ -140,7 +142,7 @@ async def test_a_consumer_continues_the_publishers_trace_across_two_hops(tmp_pat
     series = samples(solver_metrics.decode())
     handled = (
         "envstore_events_handled_total",
-        frozenset({("durable", "solver"), ("subject", NamespaceCreated.SUBJECT), ("outcome", "ok")}),
+        frozenset({("durable", "solver"), ("event_type", NamespaceCreated.tag()), ("outcome", "ok")}),
     )
     assert series[handled] == 1
     phase_count = (

@@ -10,14 +10,15 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from envstore.api.context import context_of, principal_of, require
+from envstore.api.context import actor_of, context_of, principal_of, require
 from envstore.api.envelopes import ApiError, ack, error_response, ok
 from envstore.api.pagination import is_whole_number, page_of, page_response, whole_number
 from envstore.api.read_model import BuildFilters
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.storage import signed_storage_url
 from envstore.common.artifact_kinds import ArtifactKind
-from envstore.common.events import BlobRef, BuildCancelRequested, BuildDeleteRequested, BuildSubmitted
+from envstore.common.build_policy import publish_canceled
+from envstore.common.events import BlobRef, BuildDeleteRequested, BuildSubmitted, environment_tree
 
 BUILD_MISSING = "build id does not exist"
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
@@ -88,13 +89,14 @@ async def get_build(request: web.Request) -> web.Response:
 async def rebuild(request: web.Request) -> web.Response:
     row = await build_row_for(request, "environment::update", message="Unauthorized to update environment")
     context = context_of(request)
-    original = await context.bus.event_at(row["id"])
+    original = await context.bus.event_at(row["submission_sequence"])
     if not isinstance(original, BuildSubmitted):
         raise ApiError(404, BUILD_MISSING)
     settings = await context.effective_settings(original.namespace, original.environment)
     event = BuildSubmitted(
         namespace=original.namespace,
         environment=original.environment,
+        build_id=await context.build_ids.next(),
         specification=original.specification,
         specification_blob=original.specification_blob,
         spec_sha256=original.spec_sha256,
@@ -105,32 +107,45 @@ async def rebuild(request: web.Request) -> web.Response:
         build_key_version=settings.build_key_version,
         rebuild_of=row["id"],
     )
-    build_id = await context.publish_and_wait(event, f"rebuild:{uuid.uuid4()}")
-    return ok({"build_id": build_id}, message="rebuild triggered")
+    await context.publish_and_wait(event, f"rebuild:{uuid.uuid4()}", actor_of(request))
+    return ok({"build_id": event.build_id}, message="rebuild triggered")
 
 
 async def cancel(request: web.Request) -> web.Response:
     row = await build_row_for(request, "build::cancel", message="Unauthorized to cancel build")
     if row["status"] in ("QUEUED", "BUILDING"):
-        await context_of(request).publish_and_wait(
-            BuildCancelRequested(build_id=row["id"]), f"cancel:{row['id']}"
-        )
+        # The outcome at once (once-only: a build that ended meanwhile keeps its own); workers
+        # interrupt its running phase and start no other.
+        context = context_of(request)
+        await publish_canceled(context.bus, row["id"], actor_of(request))
+        await context.projector.wait_for(await context.bus.last_sequence(), context.settings.projection_wait_seconds)
     return ack(f"build {row['id']} canceled")
 
 
 async def delete_build(request: web.Request) -> web.Response:
-    row = await build_row_for(request, "build::delete", message="Unauthorized to delete build")
-    if row["status"] not in ("FAILED", "COMPLETED", "CANCELED"):
-        raise ApiError(400, "cannot delete build since not finished building")
+    build_id = build_id_from(request)
     context = context_of(request)
-    await context.publish_and_wait(
-        BuildDeleteRequested(
+    first = await build_row_for(request, "build::delete", message="Unauthorized to delete build")
+
+    async def decide() -> BuildDeleteRequested:
+        row = await context.read_model.build_row(build_id)
+        if row is None:
+            raise ApiError(404, BUILD_MISSING)
+        if row["status"] not in ("FAILED", "COMPLETED", "CANCELED"):
+            raise ApiError(400, "cannot delete build since not finished building")
+        return BuildDeleteRequested(
             build_id=row["id"],
             namespace=row["namespace_name"],
+            environment=row["environment_name"],
             build_key=row["build_key"],
             keep=list(context.settings.build_artifacts_kept_on_deletion),
-        ),
-        f"delete:{row['id']}",
+        )
+
+    await context.command(
+        environment_tree(first["namespace_name"], first["environment_name"]),
+        decide,
+        f"delete:{build_id}:{uuid.uuid4()}",
+        actor_of(request),
     )
     return ack()
 

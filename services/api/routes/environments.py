@@ -7,7 +7,7 @@ import uuid
 
 from aiohttp import web
 
-from envstore.api.context import context_of, principal_of, require
+from envstore.api.context import actor_of, context_of, principal_of, require
 from envstore.api.envelopes import ApiError, ack, dumps, ok
 from envstore.api.pagination import END_CURSOR, decode_cursor, encode_cursor, page_of, page_response, whole_number
 from envstore.api.read_model import EnvironmentFilters, Page
@@ -15,7 +15,13 @@ from envstore.api.routes.builds import redirect_to_artifact
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
 from envstore.common.artifact_kinds import ArtifactKind
-from envstore.common.events import DoomedBuild, EnvironmentCurrentBuildSet, EnvironmentDeleted, EnvironmentUpdated
+from envstore.common.events import (
+    DoomedBuild,
+    EnvironmentCurrentBuildSet,
+    EnvironmentDeleted,
+    EnvironmentUpdated,
+    environment_tree,
+)
 
 ENVIRONMENT_MISSING = "environment does not exist"
 BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
@@ -108,14 +114,23 @@ async def update_environment(request: web.Request) -> web.Response:
     require(request, f"{namespace}/{name}", "environment::update", message="Unauthorized to update environment")
     body = await read_json_object(request)
     context = context_of(request)
-    environment = await context.read_model.environment(namespace, name)
-    if environment is None:
-        raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
     build_id = body.get("build_id")
     description = body.get("description")
-    if build_id is not None:
-        if not isinstance(build_id, int) or isinstance(build_id, bool):
-            raise ApiError(400, "build_id must be a whole number")
+    if build_id is not None and (not isinstance(build_id, int) or isinstance(build_id, bool)):
+        raise ApiError(400, "build_id must be a whole number")
+    if description is not None and not isinstance(description, str):
+        raise ApiError(400, "description must be a string")
+    aggregate = environment_tree(namespace, name)
+    message_id = f"environment-update:{uuid.uuid4()}"
+
+    async def existing_environment():  # type: ignore[no-untyped-def]
+        environment = await context.read_model.environment(namespace, name)
+        if environment is None:
+            raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
+        return environment
+
+    async def rollback() -> EnvironmentCurrentBuildSet:
+        environment = await existing_environment()
         # Past PostgreSQL's bigint no build can exist (and the query would fail).
         build = await context.read_model.build_row(build_id) if 0 < build_id < 2**63 else None
         if build is None:
@@ -125,17 +140,20 @@ async def update_environment(request: web.Request) -> web.Response:
         # conda-store checks only the name; the build must also belong to this namespace.
         if build["environment_id"] != environment["id"]:
             raise ApiError(400, "cannot update environment to build id since specification does not match environment name")
-        await context.publish_and_wait(
-            EnvironmentCurrentBuildSet(namespace=namespace, environment=name, build_id=build_id),
-            f"current-build:{uuid.uuid4()}",
+        return EnvironmentCurrentBuildSet(
+            namespace=namespace, environment=name, build_id=build_id, build_key=build["build_key"]
         )
+
+    async def describe() -> EnvironmentUpdated:
+        await existing_environment()
+        return EnvironmentUpdated(namespace=namespace, environment=name, description=description)
+
+    if build_id is None and description is None:
+        await existing_environment()
+    if build_id is not None:
+        await context.command(aggregate, rollback, f"{message_id}:current-build", actor_of(request))
     if description is not None:
-        if not isinstance(description, str):
-            raise ApiError(400, "description must be a string")
-        await context.publish_and_wait(
-            EnvironmentUpdated(namespace=namespace, environment=name, description=description),
-            f"environment-updated:{uuid.uuid4()}",
-        )
+        await context.command(aggregate, describe, f"{message_id}:description", actor_of(request))
     return ack()
 
 
@@ -144,15 +162,21 @@ async def delete_environment(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     require(request, f"{namespace}/{name}", "environment::delete", message="Unauthorized to delete environment")
     context = context_of(request)
-    row = await context.read_model.environment_row(namespace, name)
-    if row is None:
-        raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
-    builds = [
-        DoomedBuild(build_id=build["id"], namespace=namespace, build_key=build["build_key"])
-        for build in await context.read_model.builds_of_environment(row["id"])
-    ]
-    await context.publish_and_wait(
-        EnvironmentDeleted(namespace=namespace, environment=name, builds=builds), f"environment-deleted:{uuid.uuid4()}"
+
+    async def decide() -> EnvironmentDeleted:
+        row = await context.read_model.environment_row(namespace, name)
+        if row is None:
+            raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
+        # Every build of the environment as of this position: a build submitted since would
+        # move the environment's position and make this decision again.
+        builds = [
+            DoomedBuild(build_id=build["id"], namespace=namespace, build_key=build["build_key"])
+            for build in await context.read_model.builds_of_environment(row["id"])
+        ]
+        return EnvironmentDeleted(namespace=namespace, environment=name, builds=builds)
+
+    await context.command(
+        environment_tree(namespace, name), decide, f"environment-deleted:{uuid.uuid4()}", actor_of(request)
     )
     return ack()
 

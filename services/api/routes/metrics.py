@@ -21,6 +21,7 @@ async def metrics(request: web.Request) -> web.Response:
     disk = await asyncio.to_thread(shutil.disk_usage, context.settings.environments_root.parent)
     counts = await context.read_model.build_status_counts()
     last_sequence = await context.bus.last_sequence()
+    stall = await context.projector.recorded_stall()
     lines = [
         f"conda_store_disk_free {disk.free}",
         f"conda_store_disk_total {disk.total}",
@@ -36,9 +37,12 @@ async def metrics(request: web.Request) -> web.Response:
         "# HELP envstore_projection_lag_events Events in the stream not yet in the read model.",
         "# TYPE envstore_projection_lag_events gauge",
         f"envstore_projection_lag_events {max(0, last_sequence - context.projector.applied_sequence)}",
-        "# HELP envstore_projection_skipped_events Events the read model refused and skipped.",
-        "# TYPE envstore_projection_skipped_events gauge",
-        f"envstore_projection_skipped_events {await context.read_model.skipped_event_count()}",
+        "# HELP envstore_projection_stalled The stream sequence of the event the projection is stopped at (0: not stalled).",
+        "# TYPE envstore_projection_stalled gauge",
+        f"envstore_projection_stalled {stall.sequence if stall is not None else 0}",
+        "# HELP envstore_projection_dead_letters Events an operator decided to skip.",
+        "# TYPE envstore_projection_dead_letters gauge",
+        f"envstore_projection_dead_letters {len(await context.read_model.dead_letters())}",
     ]
     await context.bus.report_every_consumer_lag()
     process_series = await request.app[TELEMETRY].metrics.render()

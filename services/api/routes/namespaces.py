@@ -7,7 +7,7 @@ import uuid
 
 from aiohttp import web
 
-from envstore.api.context import context_of, principal_of, require
+from envstore.api.context import actor_of, context_of, principal_of, require
 from envstore.api.envelopes import ApiError, ack, dumps, ok
 from envstore.api.pagination import page_of
 from envstore.api.routes.paths import Routes
@@ -18,6 +18,8 @@ from envstore.common.events import (
     NamespaceDeleted,
     NamespaceRoleMappingChanged,
     NamespaceUpdated,
+    namespace_own,
+    namespace_tree,
 )
 from envstore.common.permissions import ARN_PATTERN, KNOWN_ROLES, stored_role
 from envstore.common.specification import check_name
@@ -61,9 +63,13 @@ async def create_namespace(request: web.Request) -> web.Response:
         raise ApiError(400, str(error)) from None
     require(request, name, "namespace::create", message="Unauthorized to create namespace")
     context = context_of(request)
-    if await context.read_model.namespace(name) is not None:
-        raise ApiError(409, "namespace already exists")
-    await context.publish_and_wait(NamespaceCreated(namespace=name), _message_id("namespace-created"))
+
+    async def decide() -> NamespaceCreated:
+        if await context.read_model.namespace(name) is not None:
+            raise ApiError(409, "namespace already exists")
+        return NamespaceCreated(namespace=name)
+
+    await context.command(namespace_own(name), decide, _message_id("namespace-created"), actor_of(request))
     return ack()
 
 
@@ -93,32 +99,48 @@ async def update_namespace(request: web.Request) -> web.Response:
     # caller's own included: granting more than the caller holds would make them admin anywhere.
     if role_mappings and not principal_of(request).covers(role_mappings):
         raise ApiError(403, "role_mappings may grant only roles you hold yourself on those namespaces and environments")
-    await context_of(request).publish_and_wait(
-        NamespaceUpdated(namespace=row["name"], metadata=metadata, role_mappings=role_mappings),
-        _message_id("namespace-updated"),
+    await _namespace_command(
+        request, row["name"], NamespaceUpdated(namespace=row["name"], metadata=metadata, role_mappings=role_mappings), "namespace-updated"
     )
     return ack()
+
+
+async def _namespace_command(request: web.Request, name: str, event: object, kind: str) -> None:
+    """Publish ``event`` if the namespace still exists when it lands (its own events' position)."""
+    context = context_of(request)
+
+    async def decide():  # type: ignore[no-untyped-def]
+        if await context.read_model.namespace(name) is None:
+            raise ApiError(404, NAMESPACE_MISSING)
+        return event
+
+    await context.command(namespace_own(name), decide, _message_id(kind), actor_of(request))
 
 
 async def update_metadata(request: web.Request) -> web.Response:
     row = await _existing_namespace(request, "namespace::update")
     metadata = await read_json_object(request)
-    await context_of(request).publish_and_wait(
-        NamespaceUpdated(namespace=row["name"], metadata=metadata), _message_id("namespace-updated")
-    )
+    await _namespace_command(request, row["name"], NamespaceUpdated(namespace=row["name"], metadata=metadata), "namespace-updated")
     return ok(None)
 
 
 async def delete_namespace(request: web.Request) -> web.Response:
     row = await _existing_namespace(request, "namespace::delete")
+    name = row["name"]
     context = context_of(request)
-    builds = [
-        DoomedBuild(build_id=build["id"], namespace=row["name"], build_key=build["build_key"])
-        for build in await context.read_model.builds_of_namespace(row["id"])
-    ]
-    await context.publish_and_wait(
-        NamespaceDeleted(namespace=row["name"], builds=builds), _message_id("namespace-deleted")
-    )
+
+    async def decide() -> NamespaceDeleted:
+        current = await context.read_model.namespace(name)
+        if current is None:
+            raise ApiError(404, NAMESPACE_MISSING)
+        # Every build of every environment as of the namespace tree's position.
+        builds = [
+            DoomedBuild(build_id=build["id"], namespace=name, build_key=build["build_key"])
+            for build in await context.read_model.builds_of_namespace(current["id"])
+        ]
+        return NamespaceDeleted(namespace=name, builds=builds)
+
+    await context.command(namespace_tree(name), decide, _message_id("namespace-deleted"), actor_of(request))
     return ack()
 
 
@@ -147,9 +169,7 @@ async def list_roles(request: web.Request) -> web.Response:
 
 async def delete_roles(request: web.Request) -> web.Response:
     row = await _existing_namespace(request, "namespace::read", "namespace-role-mapping::delete")
-    await context_of(request).publish_and_wait(
-        NamespaceRoleMappingChanged(namespace=row["name"]), _message_id("roles-cleared")
-    )
+    await _namespace_command(request, row["name"], NamespaceRoleMappingChanged(namespace=row["name"]), "roles-cleared")
     return ack()
 
 
@@ -165,18 +185,25 @@ async def get_role(request: web.Request) -> web.Response:
 async def _change_role(request: web.Request, permission: str, must_exist: bool | None) -> web.Response:
     row = await _existing_namespace(request, "namespace::read", permission)
     body = await read_json_object(request)
-    other = await _other_namespace(request, body.get("other_namespace"))
+    other_name = body.get("other_namespace")
+    await _other_namespace(request, other_name)
     role = _role(body.get("role")) if must_exist is not None else None
     context = context_of(request)
-    existing = await context.read_model.v2_role_mappings(row["id"], other["id"])
-    if must_exist is False and existing:
-        raise ApiError(409, f"namespace {row['name']} already grants a role to {other['name']}; use PUT to change it")
-    if must_exist is True and not existing:
-        raise ApiError(404, "failed to find role")
-    await context.publish_and_wait(
-        NamespaceRoleMappingChanged(namespace=row["name"], other_namespace=other["name"], role=role),
-        _message_id("role-changed"),
-    )
+    name = row["name"]
+
+    async def decide() -> NamespaceRoleMappingChanged:
+        current = await context.read_model.namespace(name)
+        if current is None:
+            raise ApiError(404, NAMESPACE_MISSING)
+        other = await _other_namespace(request, other_name)
+        existing = await context.read_model.v2_role_mappings(current["id"], other["id"])
+        if must_exist is False and existing:
+            raise ApiError(409, f"namespace {name} already grants a role to {other['name']}; use PUT to change it")
+        if must_exist is True and not existing:
+            raise ApiError(404, "failed to find role")
+        return NamespaceRoleMappingChanged(namespace=name, other_namespace=other["name"], role=role)
+
+    await context.command(namespace_own(name), decide, _message_id("role-changed"), actor_of(request))
     return ack()
 
 

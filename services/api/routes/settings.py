@@ -7,7 +7,7 @@ import uuid
 from aiohttp import web
 from pydantic import ValidationError
 
-from envstore.api.context import context_of, require
+from envstore.api.context import actor_of, context_of, require
 from envstore.api.envelopes import ApiError, ok
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
@@ -57,6 +57,7 @@ async def put_settings(request: web.Request) -> web.Response:
     await context.publish_and_wait(
         SettingsChanged(namespace=namespace, environment=environment, values=normalized),
         f"settings:{uuid.uuid4()}",
+        actor_of(request),
     )
     return ok(None, message=f"global setting keys {sorted(values)} updated")
 

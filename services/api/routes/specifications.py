@@ -9,11 +9,12 @@ import uuid
 import msgspec
 from aiohttp import web
 
-from envstore.api.context import context_of, principal_of
+from envstore.api.context import actor_of, context_of, principal_of
 from envstore.api.envelopes import ApiError, dumps, ok
 from envstore.api.nul_characters import contains_nul
 from envstore.api.routes.paths import Routes
 from envstore.common.channels import allowed_channels, channel_refusal, channel_url
+from envstore.common.events import BuildSubmitted
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.specification_documents import offload_large_specification
 from envstore.common.specification import SpecificationError, load_environment_specification, parse_specification_text
@@ -93,10 +94,19 @@ async def create_specification(request: web.Request) -> web.Response:
     )
     if refusal:
         raise ApiError(400, refusal)
-    message_id = request.headers.get("Idempotency-Key") or f"submit:{uuid.uuid4()}"
+    idempotency_key = request.headers.get("Idempotency-Key")
+    message_id = f"submit:{idempotency_key}" if idempotency_key else f"submit:{uuid.uuid4()}"
     event = await offload_large_specification(event, context.storage)
-    build_id = await context.publish_and_wait(event, f"submit:{message_id}" if "Idempotency-Key" in request.headers else message_id)
-    return ok({"build_id": build_id})
+    event = msgspec.structs.replace(event, build_id=await context.build_ids.next())
+    # A submission adds a build whatever the environment's state: no expected position. (Commands
+    # that remove or switch builds expect the environment's, so they see every submission.)
+    acknowledgement = await context.publish_and_wait(event, message_id, actor_of(request))
+    if acknowledgement.duplicate:
+        # The same Idempotency-Key again: the build its first request made.
+        first = await context.bus.event_at(acknowledgement.seq)
+        assert isinstance(first, BuildSubmitted)
+        return ok({"build_id": first.build_id})
+    return ok({"build_id": event.build_id})
 
 
 async def remote_solve(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from envstore.api.context import SETTINGS, context_of, principal_of
+from envstore.api.context import SETTINGS, actor_of, context_of, principal_of
 from envstore.api.envelopes import ApiError, ack, ok
 from envstore.api.pagination import is_whole_number, page_of, page_response
 from envstore.api.routes.paths import Routes
@@ -137,12 +137,13 @@ async def _body(request: web.Request, model: type[WebhookRegistration] | type[We
 
 
 async def _published(request: web.Request, event: Any, message_id: str) -> tuple[int, bool]:
-    """Publish and wait until the read model shows it; the sequence and whether an earlier request
-    with the same Idempotency-Key published it already."""
+    """Publish and wait until the read model shows it; the webhook's id and whether an earlier
+    request with the same Idempotency-Key published it already (then: that request's webhook)."""
     context = context_of(request)
-    acknowledgement = await context.bus.publish(event, message_id)
-    await context.projector.wait_for(acknowledgement.seq, context.settings.projection_wait_seconds)
-    return acknowledgement.seq, bool(acknowledgement.duplicate)
+    acknowledgement = await context.publish_and_wait(event, message_id, actor_of(request))
+    if acknowledgement.duplicate:
+        event = await context.bus.event_at(acknowledgement.seq)
+    return event.webhook_id, bool(acknowledgement.duplicate)
 
 
 async def _document(request: web.Request, webhook_id: int) -> dict[str, Any]:
@@ -157,6 +158,7 @@ async def register_webhook(request: web.Request) -> web.Response:
     target = await _validated_target(request, registration.model_dump())
     secret = registration.secret or new_secret()
     event = WebhookRegistered(
+        webhook_id=await context_of(request).webhook_ids.next(),
         url=target.url,
         namespace=target.namespace,
         environment=target.environment,

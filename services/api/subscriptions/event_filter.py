@@ -6,19 +6,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from envstore.api.subscriptions.event_scope import EventScope
-from envstore.common.events import EVENT_TYPES, STREAM_SUBJECTS, WEBHOOK_EVENTS, Event
+from envstore.common.events import EVENT_TYPES, STREAM_SUBJECTS, WEBHOOK_EVENTS, Event, ProjectionEventSkipped, subject_patterns
 
 
 def event_type_name(event_type: type[Event]) -> str:
     """The ``type`` tag of an event class (``build.progress``)."""
-    return str(event_type.__struct_config__.tag)
+    return event_type.tag()
 
 
-# Webhook events are bookkeeping of deliveries: they are neither streamed nor delivered.
+# Webhook events are bookkeeping of deliveries, and operators' decisions about the read model are
+# not users' business: they are neither streamed nor delivered.
 SUBSCRIBABLE_EVENT_TYPES: dict[str, type[Event]] = {
-    event_type_name(event_type): event_type for event_type in EVENT_TYPES if event_type not in WEBHOOK_EVENTS
+    event_type_name(event_type): event_type
+    for event_type in EVENT_TYPES
+    if event_type not in WEBHOOK_EVENTS and event_type is not ProjectionEventSkipped
 }
-SUBSCRIBABLE_SUBJECTS: tuple[str, ...] = tuple(event_type.SUBJECT for event_type in SUBSCRIBABLE_EVENT_TYPES.values())
+# Today's subjects and release 0.1.0's (a resumed stream may start in an old log).
+SUBSCRIBABLE_SUBJECTS: tuple[str, ...] = tuple(
+    subject
+    for event_type in SUBSCRIBABLE_EVENT_TYPES.values()
+    for subject in (*subject_patterns(event_type), event_type.legacy_subject())
+)
 
 
 class FilterError(ValueError):
@@ -69,5 +77,7 @@ class EventFilter:
     def stream_subject(self) -> str:
         """The narrowest single subject to read from the stream for this filter."""
         if len(self.event_types) == 1:
-            return SUBSCRIBABLE_EVENT_TYPES[next(iter(self.event_types))].SUBJECT
+            patterns = subject_patterns(SUBSCRIBABLE_EVENT_TYPES[next(iter(self.event_types))])
+            if len(patterns) == 1:
+                return patterns[0]
         return STREAM_SUBJECTS

@@ -1,7 +1,7 @@
 """Which namespace, environment and build an event concerns.
 
 Most events name them; the rest carry only a build id, and the build's ``build.submitted`` event
-(at the stream sequence equal to the build id) names its namespace and environment. Those look-ups
+(found by the build's id: ``EventBus.submission_of``) names its namespace and environment. Those look-ups
 are cached (bounded), and concurrent look-ups of one build share one request."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from nats.js.errors import NotFoundError
-
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.events import BuildRef, BuildSubmitted, Event, build_id_of
 
 log = logging.getLogger(__name__)
@@ -53,13 +51,13 @@ class EventScopes:
         self._builds: OrderedDict[int, asyncio.Future[BuildLocation | None]] = OrderedDict()
 
     async def scope_of(self, event: Event, sequence: int) -> EventScope:
-        build_id = build_id_of(event, sequence)
+        build_id = build_id_of(event)
         build = getattr(event, "build", None)
         if isinstance(build, BuildRef):
             return EventScope(build.namespace, build.environment, build_id)
         namespace, environment = _named(event, "namespace"), _named(event, "environment")
         if isinstance(event, BuildSubmitted):
-            self._remember(sequence, (event.namespace, event.environment))
+            self._remember(event.build_id, (event.namespace, event.environment))
         if namespace is None and build_id is not None:
             location = await self.build_location(build_id)
             if location is not None:
@@ -84,13 +82,11 @@ class EventScopes:
             raise
 
     async def _look_up(self, build_id: int) -> BuildLocation | None:
-        try:
-            submission = await self.bus.event_at(build_id)
-        except NotFoundError:
+        found = await self.bus.submission_of(build_id)
+        if found is None:
             return None
-        if isinstance(submission, BuildSubmitted):
-            return submission.namespace, submission.environment
-        return None
+        _, submission = found
+        return submission.namespace, submission.environment
 
     def _remember(self, build_id: int, location: BuildLocation) -> None:
         if build_id in self._builds and self._builds[build_id].done():

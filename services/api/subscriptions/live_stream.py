@@ -19,7 +19,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from envstore.api.subscriptions.live_tail import LiveSubscriber, LiveTail
 from envstore.api.subscriptions.selection import EventSelection
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 from envstore.common.events import STREAM_SUBJECTS
 
 RECONNECT_DELAY_MILLISECONDS = 2000

@@ -19,7 +19,7 @@ from nats.js.client import JetStreamContext
 
 from envstore.api.subscriptions.selection import EventSelection
 from envstore.api.subscriptions.stream_item import StreamItem, StreamItems
-from envstore.common.bus import EventBus
+from envstore.common.transport import EventBus
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,13 @@ import functools
 import logging
 from dataclasses import dataclass
 
-import msgspec
 from nats.aio.msg import Msg
 
 from envstore.api.subscriptions.envelope import envelope_json
 from envstore.api.subscriptions.event_filter import event_type_name
 from envstore.api.subscriptions.event_scope import EventScope, EventScopes
-from envstore.common.bus import EventBus
-from envstore.common.events import Event, UnknownEvent
+from envstore.common.transport import EventBus
+from envstore.common.events import Event, UndecodableEvent
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +44,18 @@ class StreamItems:
         """None for a message no subscriber can get (a subject this version does not know)."""
         sequence = message.metadata.sequence.stream
         try:
-            event = self.bus.codec.decode(message.subject, message.data)
-        except UnknownEvent:
+            event = self.bus.codec.decode(message.subject, message.data, sequence)
+        except UndecodableEvent as error:
+            log.warning("%s; not sent", error)
             return None
-        except msgspec.DecodeError:
-            log.warning("event #%s on %s cannot be decoded; not sent", sequence, message.subject)
-            return None
+        return await self.item_of(event, message.subject, sequence, message.data)
+
+    async def item_of(self, event: Event, subject: str, sequence: int, payload: bytes) -> StreamItem:
+        """The item of an event decoded already (by the worker runtime)."""
         event_type = event_type_name(type(event))
         scope = await self.scopes.scope_of(event, sequence)
-        envelope = envelope_json(sequence, event_type, message.subject, event.occurred_at, scope, message.data)
-        return StreamItem(sequence, message.subject, event, event_type, scope, envelope)
+        # Release 0.1.0's events are sent as they read today (upcast: their ids filled in).
+        if subject != event.subject:
+            payload = self.bus.codec.encode(event)
+        envelope = envelope_json(sequence, event_type, subject, event.occurred_at, scope, payload)
+        return StreamItem(sequence, subject, event, event_type, scope, envelope)

@@ -1,7 +1,8 @@
 """One webhook's deliveries: its own durable JetStream consumer, from the event after its
 registration, each event POSTed (several at once), every attempt published as
-``webhook.delivery_attempted``, a failure retried with doubling delays (the message is nak'ed
-with a delay) until it succeeds or attempts run out.
+``webhook.delivery_attempted``, a failure retried with doubling delays (the message is handed back
+with a delay) until it succeeds or attempts run out. It runs on the worker runtime every service
+shares (``envstore.common.worker_runtime``).
 
 The message is acknowledged only after the attempt's outcome is published, so a delivering process
 killed mid-POST loses nothing: JetStream hands the event out again after ``ack_wait``. A receiver
@@ -13,28 +14,24 @@ goes as the webhook is now, and a deleted webhook gets nothing more."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
-
-import msgspec
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from envstore.api.subscriptions.event_filter import SUBSCRIBABLE_SUBJECTS
 from envstore.api.subscriptions.stream_item import StreamItems
 from envstore.api.webhooks.registry import Webhook, WebhookRegistry
 from envstore.api.webhooks.sender import Post, PostOutcome, WebhookSender
-from envstore.common.bus import EventBus
-from envstore.common.events import UnknownEvent, WebhookDeleted, WebhookDeliveryAttempted, WebhookUpdated
+from envstore.common.events import WebhookDeleted, WebhookDeliveryAttempted, WebhookUpdated
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.transport import EventBus
+from envstore.common.worker_runtime import ConsumerSettings, Delivery, Redeliver, Worker
 
 log = logging.getLogger(__name__)
 
-FETCH_WAIT_SECONDS = 5.0
-WEBHOOK_CHANGES = (WebhookUpdated.SUBJECT, WebhookDeleted.SUBJECT)
+WEBHOOK_CHANGES = (WebhookUpdated, WebhookDeleted)
+WEBHOOK_CHANGE_SUBJECTS = tuple(
+    subject for change in WEBHOOK_CHANGES for subject in (change.subject_pattern(), change.legacy_subject())
+)
 
 
 @dataclass(frozen=True)
@@ -65,25 +62,18 @@ def consumer_name(webhook_id: int) -> str:
     return f"webhook-{webhook_id}"
 
 
-def consumer_config(webhook_id: int, policy: DeliveryPolicy) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=consumer_name(webhook_id),
+def consumer_settings(webhook: Webhook, policy: DeliveryPolicy) -> ConsumerSettings:
+    return ConsumerSettings(
+        durable=consumer_name(webhook.id),
         # The events (not the webhooks' own: an attempt must not cause attempts), and the changes.
-        filter_subjects=[*SUBSCRIBABLE_SUBJECTS, *WEBHOOK_CHANGES],
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=webhook_id + 1,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=policy.ack_wait_seconds,
+        subjects=[*SUBSCRIBABLE_SUBJECTS, *WEBHOOK_CHANGE_SUBJECTS],
+        concurrency=policy.max_in_flight,
+        ack_wait_seconds=policy.ack_wait_seconds,
+        start_sequence=webhook.registered_sequence + 1,
+        retry_base_seconds=policy.retry_base_seconds,
+        retry_max_seconds=policy.retry_max_seconds,
         max_ack_pending=policy.max_in_flight,
-        max_deliver=-1,  # this worker decides when to give up, and records it
     )
-
-
-async def _keep_alive(message: Msg, interval_seconds: float) -> None:
-    while True:
-        await asyncio.sleep(interval_seconds)
-        with contextlib.suppress(Exception):
-            await message.in_progress()
 
 
 class WebhookDeliveryWorker:
@@ -103,92 +93,40 @@ class WebhookDeliveryWorker:
         self.items = items
         self.policy = policy
 
-    async def ensure_consumer(self) -> None:
-        try:
-            await self.bus.jetstream.add_consumer(self.bus.stream_name, consumer_config(self.webhook_id, self.policy))
-        except Exception:
-            # An existing consumer whose settings cannot change in place still delivers.
-            log.warning("consumer %s kept as it is", consumer_name(self.webhook_id), exc_info=True)
+    def worker(self) -> Worker | None:
+        webhook = self.registry.live.get(self.webhook_id)
+        if webhook is None:
+            return None
+        return Worker(self.bus, consumer_settings(webhook, self.policy), self.handle)
 
     async def run(self) -> None:
         """Deliver until cancelled (the webhook was deleted, or the process stops)."""
-        subscription = await self.bus.jetstream.pull_subscribe_bind(
-            durable=consumer_name(self.webhook_id), stream=self.bus.stream_name
-        )
-        slots = asyncio.Semaphore(self.policy.max_in_flight)
-        running: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                await slots.acquire()
-                try:
-                    messages = await subscription.fetch(1, timeout=FETCH_WAIT_SECONDS)
-                except NatsTimeoutError:
-                    slots.release()
-                    continue
-                except Exception:
-                    slots.release()
-                    if self.bus.client.is_closed:
-                        raise
-                    log.exception("fetching webhook %s's events failed; retrying", self.webhook_id)
-                    await asyncio.sleep(0.5)
-                    continue
-                for message in messages:
-                    if message.subject in WEBHOOK_CHANGES:
-                        await self._apply_change(message)
-                        slots.release()
-                        continue
-                    task = asyncio.create_task(self._deliver(message, self._webhook_for(message)))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _task: slots.release())
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+        worker = self.worker()
+        if worker is not None:
+            await worker.run()
 
-    def _webhook_for(self, message: Msg) -> Webhook | None:
-        current = self.registry.live.get(self.webhook_id)
-        if current is None or message.metadata.num_delivered > 1:
-            return current
-        return self.registry.as_of(self.webhook_id, message.metadata.sequence.stream)
-
-    async def _apply_change(self, message: Msg) -> None:
-        try:
-            self.registry.apply(self.bus.codec.decode(message.subject, message.data), message.metadata.sequence.stream)
-        except (UnknownEvent, msgspec.DecodeError):
-            log.warning("webhook change #%s cannot be read; skipped", message.metadata.sequence.stream)
-        await message.ack()
-
-    async def _deliver(self, message: Msg, webhook: Webhook | None) -> None:
-        try:
-            await self._deliver_once(message, webhook)
-        except asyncio.CancelledError:
-            # Stopping: hand the event back at once rather than after ack_wait.
-            with contextlib.suppress(Exception):
-                await message.nak()
-            raise
-        except Exception:
-            attempt = message.metadata.num_delivered
-            log.exception(
-                "delivering event #%s to webhook %s failed", message.metadata.sequence.stream, self.webhook_id
-            )
-            with contextlib.suppress(Exception):
-                await message.nak(delay=self.policy.retry_delay(attempt))
-
-    async def _deliver_once(self, message: Msg, webhook: Webhook | None) -> None:
-        sequence = message.metadata.sequence.stream
-        attempt = message.metadata.num_delivered
-        if webhook is None:  # deleted
-            await message.ack()
+    async def handle(self, delivery: Delivery) -> None:
+        if isinstance(delivery.event, WEBHOOK_CHANGES):
+            self.registry.apply(delivery.event, delivery.stream_sequence)
             return
-        item = await self.items.item_for(message)
-        if item is None or not webhook.event_filter.accepts(item.event_type, item.scope):
-            await message.ack()
+        await self._deliver(delivery, self._webhook_for(delivery))
+
+    def _webhook_for(self, delivery: Delivery) -> Webhook | None:
+        current = self.registry.live.get(self.webhook_id)
+        if current is None or delivery.attempt > 1:
+            return current
+        return self.registry.as_of(self.webhook_id, delivery.stream_sequence)
+
+    async def _deliver(self, delivery: Delivery, webhook: Webhook | None) -> None:
+        sequence = delivery.stream_sequence
+        attempt = delivery.attempt
+        if webhook is None:  # deleted
+            return
+        item = await self.items.item_of(delivery.event, delivery.subject, sequence, delivery.payload)
+        if not webhook.event_filter.accepts(item.event_type, item.scope):
             return
         post = Post(webhook.id, webhook.url, webhook.secret or "", sequence, item.event_type, attempt, item.envelope)
-        outcome = await self._attempt(webhook, post, message)
+        outcome = await self._attempt(webhook, post)
         final = outcome.succeeded or attempt >= self.policy.max_attempts
         retry_in = None if final else self.policy.retry_delay(attempt)
         await self.bus.publish(
@@ -206,19 +144,13 @@ class WebhookDeliveryWorker:
             ),
             message_id=f"webhook-attempt:{webhook.id}:{sequence}:{attempt}",
         )
-        if final:
-            await message.ack()
-        else:
-            await message.nak(delay=retry_in)
+        if not final:
+            raise Redeliver(f"attempt {attempt} of event {sequence} to webhook {webhook.id} failed", retry_in)
 
-    async def _attempt(self, webhook: Webhook, post: Post, message: Msg) -> PostOutcome:
+    async def _attempt(self, webhook: Webhook, post: Post) -> PostOutcome:
         if post.attempt > self.policy.max_attempts:
             # The earlier attempts ended without an outcome: the delivering process stopped.
             return PostOutcome(False, None, f"gave up: {post.attempt - 1} attempts ended without an answer", 0.0)
         if webhook.secret is None:
             return PostOutcome(False, None, webhook.secret_problem, 0.0)
-        heartbeat = asyncio.create_task(_keep_alive(message, self.policy.ack_wait_seconds / 3))
-        try:
-            return await self.sender.send(post)
-        finally:
-            heartbeat.cancel()
+        return await self.sender.send(post)

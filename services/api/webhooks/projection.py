@@ -35,10 +35,10 @@ def utc(timestamp: float) -> datetime.datetime:
 
 async def webhook_registered(connection: asyncpg.Connection, event: WebhookRegistered, sequence: int) -> None:
     await connection.execute(
-        """INSERT INTO webhook (id, url, namespace, environment, build_id, event_types, description,
-                                registered_by, created_on)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING""",
-        sequence,
+        """INSERT INTO webhook (id, registered_sequence, url, namespace, environment, build_id, event_types,
+                                description, registered_by, created_on)
+           VALUES ($1, $10, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING""",
+        event.webhook_id,
         _text(event.url),
         _text(event.namespace),
         _text(event.environment),
@@ -47,6 +47,7 @@ async def webhook_registered(connection: asyncpg.Connection, event: WebhookRegis
         _text(event.description),
         _text(event.registered_by),
         utc(event.occurred_at),
+        sequence,
     )
 
 

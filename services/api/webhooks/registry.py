@@ -21,7 +21,8 @@ from envstore.common.events import (
 
 @dataclass(frozen=True)
 class Webhook:
-    id: int  # the stream sequence of its webhook.registered event
+    id: int
+    registered_sequence: int  # the stream sequence of its webhook.registered event
     url: str
     event_filter: EventFilter
     secret: str | None  # None: unreadable with this deployment's key
@@ -48,13 +49,13 @@ class WebhookRegistry:
         return EventFilter(event.namespace, event.environment, event.build_id, frozenset(event.event_types))
 
     def apply(self, event: Event, sequence: int) -> None:
-        webhook_id = sequence if isinstance(event, WebhookRegistered) else getattr(event, "webhook_id", None)
+        webhook_id = getattr(event, "webhook_id", None)
         if webhook_id is None or sequence <= self._applied.get(webhook_id, 0) or webhook_id in self.deleted:
             return
         self._applied[webhook_id] = sequence
         if isinstance(event, WebhookRegistered):
             secret, problem = self._secret(event.encrypted_secret)
-            self._set(webhook_id, sequence, Webhook(webhook_id, event.url, self._filter(event), secret, problem))
+            self._set(webhook_id, sequence, Webhook(webhook_id, sequence, event.url, self._filter(event), secret, problem))
         elif isinstance(event, WebhookUpdated):
             current = self.live.get(webhook_id)
             if current is None:
@@ -64,7 +65,11 @@ class WebhookRegistry:
                 if event.encrypted_secret is not None
                 else (current.secret, current.secret_problem)
             )
-            self._set(webhook_id, sequence, Webhook(webhook_id, event.url, self._filter(event), secret, problem))
+            self._set(
+                webhook_id,
+                sequence,
+                Webhook(webhook_id, current.registered_sequence, event.url, self._filter(event), secret, problem),
+            )
         elif isinstance(event, WebhookDeleted):
             self.live.pop(webhook_id, None)
             self.deleted.add(webhook_id)

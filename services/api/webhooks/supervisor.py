@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 
-import msgspec
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -20,8 +19,8 @@ from envstore.api.webhooks.delivery_worker import (
 )
 from envstore.api.webhooks.registry import WebhookRegistry
 from envstore.api.webhooks.sender import WebhookSender
-from envstore.common.bus import EventBus
-from envstore.common.events import WEBHOOK_LIFECYCLE_EVENTS, UnknownEvent
+from envstore.common.transport import EventBus
+from envstore.common.events import WEBHOOK_LIFECYCLE_EVENTS, UndecodableEvent
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,11 @@ class DeliverySupervisor:
         self._removed: set[int] = set()
 
     async def run(self) -> None:
-        subjects = [event_type.SUBJECT for event_type in WEBHOOK_LIFECYCLE_EVENTS]
+        subjects = [
+            subject
+            for event_type in WEBHOOK_LIFECYCLE_EVENTS
+            for subject in (event_type.subject_pattern(), event_type.legacy_subject())
+        ]
         subscription = await self.bus.jetstream.subscribe(
             subjects[0],
             stream=self.bus.stream_name,
@@ -50,9 +53,9 @@ class DeliverySupervisor:
             async for message in subscription.messages:
                 sequence = message.metadata.sequence.stream
                 try:
-                    self.registry.apply(self.bus.codec.decode(message.subject, message.data), sequence)
-                except (UnknownEvent, msgspec.DecodeError):
-                    log.warning("webhook lifecycle event #%s cannot be read; skipped", sequence)
+                    self.registry.apply(self.bus.codec.decode(message.subject, message.data, sequence), sequence)
+                except UndecodableEvent as error:
+                    log.error("%s; this webhook change is not applied", error)
                 if message.metadata.num_pending == 0:  # caught up with the lifecycle
                     await self.reconcile()
         finally:
@@ -81,7 +84,6 @@ class DeliverySupervisor:
         worker = WebhookDeliveryWorker(webhook_id, self.registry, self.bus, self.sender, self.items, self.policy)
         while webhook_id in self.registry.live:
             try:
-                await worker.ensure_consumer()
                 await worker.run()
             except asyncio.CancelledError:
                 raise
