@@ -4,6 +4,8 @@ checks; and how a command becomes an event (``publish_and_wait``, ``command``)."
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -28,8 +30,10 @@ from envstore.common.storage import Storage
 from envstore.common.tokens import TokenAuthority
 
 
-# How often a command is decided again against fresh state when another got there first.
-COMMAND_ATTEMPTS = 5
+# How often a command is decided again against fresh state when another got there first, and the
+# most it waits (at random, so that contenders spread out) before deciding again.
+COMMAND_ATTEMPTS = 8
+COMMAND_RETRY_JITTER_SECONDS = 0.05
 
 Decide = Callable[[], Awaitable[Event | None]]
 
@@ -90,6 +94,7 @@ class ApiContext:
                 return await self.publish_and_wait(event, message_id, principal, Expectation(aggregate, position))
             except Conflict:
                 await self.projector.wait_for(await self.bus.last_sequence(), self.settings.projection_wait_seconds)
+                await asyncio.sleep(random.uniform(0, COMMAND_RETRY_JITTER_SECONDS))
         raise ApiError(
             409,
             "the request conflicted with other changes of the same environment or namespace made at the "

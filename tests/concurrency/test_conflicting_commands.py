@@ -89,8 +89,10 @@ async def test_twenty_conflicting_commands_end_in_a_sequential_order(api: ApiCli
     # deleted meanwhile), or a conflict that stayed after retries (409) — never an error.
     assert set(statuses) <= {200, 400, 404, 409}, answers
     deletions = [answer for (method, path, _), answer in zip(commands, answers) if method == "DELETE" and "/environment/" in path]
-    # One deletion wins; the other loses, unless the new build made the environment again between them.
-    assert 1 <= sum(status == 200 for status, _ in deletions) <= 2
+    # At most one deletion wins, unless the new build made the environment again between them (under
+    # this much contention both may also run out of attempts: 409, nothing changed).
+    assert sum(status == 200 for status, _ in deletions) <= 2
+    assert statuses[200] >= 1
 
     # Let the new build end (its completion moves the current build), then fold the log independently.
     for (method, path, _), (status, body) in zip(commands, answers):
