@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from envstore.launcher.stack import EmbeddedStack
+from tests.deployments import Deployment
 from tests.api.conftest import PASSWORD, USERNAME, fresh, running_stack
 from tests.api_client import ApiClient, environment_yaml
 
@@ -95,10 +96,11 @@ async def test_a_shared_namespace_is_no_login_name(workbench: EmbeddedStack, sha
 
 
 @pytest.fixture(scope="module")
-async def guarded(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[EmbeddedStack]:
+async def guarded(tmp_path_factory: pytest.TempPathFactory, channel_url: str, deployment: Deployment) -> AsyncIterator[EmbeddedStack]:
     async with running_stack(
         tmp_path_factory.mktemp("guarded"),
         channel_url,
+        deployment,
         ENVSTORE_AUTH_LOGIN_WINDOW_SECONDS=str(WINDOW_SECONDS),
         ENVSTORE_AUTH_LOGIN_FAILURES_PER_USER=str(FAILURES_PER_USER),
         ENVSTORE_AUTH_LOGIN_FAILURES_PER_ADDRESS=str(FAILURES_PER_ADDRESS),

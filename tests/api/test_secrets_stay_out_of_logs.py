@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from envstore.launcher.stack import EmbeddedStack
+from tests.deployments import Deployment
 from tests.api.conftest import PASSWORD, fresh, mint, running_stack
 from tests.api_client import ApiClient, environment_yaml
 
@@ -21,11 +22,12 @@ WRONG_PASSWORD = "wrong-password-that-must-not-be-logged-5d1c"
 
 
 @pytest.fixture(scope="module")
-async def watched_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: str) -> AsyncIterator[EmbeddedStack]:
+async def watched_stack(tmp_path_factory: pytest.TempPathFactory, channel_url: str, deployment: Deployment) -> AsyncIterator[EmbeddedStack]:
     directory = tmp_path_factory.mktemp("secrets-in-logs")
     async with running_stack(
         directory,
         channel_url,
+        deployment,
         ENVSTORE_LOG_LEVEL="DEBUG",
         OTEL_TRACES_EXPORTER="envstore-jsonl",
         ENVSTORE_TRACE_DIRECTORY=str(directory / "traces"),
