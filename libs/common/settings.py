@@ -186,6 +186,9 @@ class EnvstoreSettings(BaseSettings):
     # named in this deployment's own CONDA_ALLOWED_CHANNELS / CONDA_DEFAULT_CHANNELS (not the
     # settings API's overrides) are trusted wherever they point, file:// ones included.
     channel_allowed_hosts: CommaList = Field(default_factory=list)
+    # The packager packs the builder's prefix when it is on the same host (one node); false: it
+    # always installs its own copy from the lock and its package cache (as on another host).
+    packager_reuse_builder_prefix: bool = True
     worker_concurrency: int = 2
     worker_ack_wait_seconds: float = 30.0
     worker_max_attempts: int = 3

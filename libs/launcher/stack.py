@@ -44,8 +44,11 @@ class EmbeddedStack:
         api_port: int | None = None,
         registry_port: int | None = None,
         settings: dict[str, str] | None = None,
+        service_settings: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.data_directory = data_directory.resolve()
+        # Settings for one service only (e.g. a packager with its own cache, as on another host).
+        self.service_settings = {name: dict(values) for name, values in (service_settings or {}).items()}
         self.host = host
         self.api_port = api_port or pick_free_port(host)
         self.registry_port = registry_port or pick_free_port(host)
@@ -164,7 +167,7 @@ class EmbeddedStack:
         child = LoggedChildProcess.spawn(
             [sys.executable, "-m", f"envstore.{name}"],
             self.data_directory / "logs" / f"{name}.log",
-            env=self.service_environment() | self._metrics_listener_settings(name),
+            env=self.service_environment() | self._metrics_listener_settings(name) | self.service_settings.get(name, {}),
         )
         self.services[name] = child
         return child

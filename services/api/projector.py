@@ -9,10 +9,13 @@ seconds (a fixed release applies it). An operator may instead decide to skip it:
 an event of the log (``projection.event_skipped``), so a replay makes the same one, and the event
 goes to the dead-letter table. Nothing is skipped silently.
 
-Several API replicas may each run one: the checkpoint update is a compare-and-set, so an event
-is applied by whichever replica gets there first and skipped by the others. Waiters (read your
-own writes) are woken when the checkpoint passes their sequence, whoever applied it; other
-processes reading the read model (the registry) hear of every commit (``NOTIFY``).
+Several API replicas each run one, but one at a time projects: the leader holds a PostgreSQL
+advisory lock on a connection of its own; the others stand by, follow the leader's commits
+(``NOTIFY``, which also wakes their waiters: read your own writes on any replica) and try the lock
+every second, so a killed leader is replaced within about a second (its connection closes, its
+lock goes with it). The checkpoint update stays a compare-and-set in the same transaction as the
+events, so even two projectors at once (a lock lost mid-batch) apply no event twice. Other
+processes reading the read model (the registry) hear of every commit too.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ from envstore.common.transport import EventBus
 log = logging.getLogger(__name__)
 CHECKPOINT = "read_model"
 NOTIFY_CHANNEL = "envstore_projection"
+LEADER_LOCK = 4242002  # pg_advisory_lock key of the projecting replica (4242001: schema changes)
+STANDBY_RETRY_SECONDS = 1.0
 BATCH_LIMIT = 500  # events applied in one transaction at most
-IDLE_WAIT_SECONDS = 5.0
+IDLE_WAIT_SECONDS = 2.0
 STALL_RETRY_SECONDS = 5.0
 
 
@@ -91,6 +96,7 @@ class Projector:
         self.storage = storage  # large specifications live there
         self.applied_sequence = 0
         self.stall: Stall | None = None
+        self.leading = False
         self._advanced = asyncio.Condition()
         self._retry_now = asyncio.Event()
 
@@ -132,7 +138,63 @@ class Projector:
         self._retry_now.set()
 
     async def run(self) -> None:
-        """Project forever; recover from database or bus outages by resuming at the checkpoint;
+        """Lead the projection when this replica holds the lock, else stand by; for ever."""
+        while True:
+            try:
+                async with self.pool.acquire() as lock_connection:
+                    if await lock_connection.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                        try:
+                            await self._lead(lock_connection)
+                        finally:
+                            await lock_connection.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK)
+                    else:
+                        await self._stand_by(lock_connection)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("the projector lost its database connection; trying again", exc_info=True)
+                await asyncio.sleep(0.5)
+
+    async def _lead(self, lock_connection: asyncpg.Connection) -> None:
+        """Project until the lock's connection is lost (then another replica may lead)."""
+        log.info("this replica leads the projection")
+        self.leading = True
+        lost = asyncio.Event()
+        lock_connection.add_termination_listener(lambda _connection: lost.set())
+        projecting = asyncio.create_task(self._project())
+        losing = asyncio.create_task(lost.wait())
+        try:
+            await asyncio.wait({projecting, losing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.leading = False
+            for task in (projecting, losing):
+                task.cancel()
+            await asyncio.gather(projecting, losing, return_exceptions=True)
+
+    async def _stand_by(self, lock_connection: asyncpg.Connection) -> None:
+        """Follow the leader's commits until the lock is free, then return (to try it)."""
+
+        def on_commit(_connection: object, _pid: int, _channel: str, payload: str) -> None:
+            asyncio.get_running_loop().create_task(self._followed(int(payload)))
+
+        await lock_connection.add_listener(NOTIFY_CHANNEL, on_commit)
+        try:
+            await self._followed(await self.checkpoint())
+            while not await lock_connection.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                await asyncio.sleep(STANDBY_RETRY_SECONDS)
+            # Got it: release it here, to take it again (with its listener) as the leader.
+            await lock_connection.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK)
+        finally:
+            await lock_connection.remove_listener(NOTIFY_CHANNEL, on_commit)
+
+    async def _followed(self, sequence: int) -> None:
+        async with self._advanced:
+            # May move back: a rebuild replays from zero.
+            self.applied_sequence = sequence
+            self._advanced.notify_all()
+
+    async def _project(self) -> None:
+        """Project for ever; recover from database or bus outages by resuming at the checkpoint;
         stop at an event that cannot be applied until it is fixed or skipped."""
         while True:
             try:
@@ -218,6 +280,9 @@ class Projector:
                 try:
                     first = await subscription.next_msg(timeout=IDLE_WAIT_SECONDS)
                 except NatsTimeoutError:
+                    # Idle: has the read model been reset meanwhile (``projection rebuild``)?
+                    if await self.checkpoint() < self.applied_sequence:
+                        raise CheckpointMoved("the read model was reset") from None
                     continue
                 # Whatever else has already arrived goes into the same transaction: one commit
                 # per batch instead of per event is what makes a replay fast.

@@ -1,43 +1,10 @@
-"""Lock → installed prefix, with py-rattler, from a shared package cache."""
+"""Measuring an installed prefix (installing it is ``envstore.common.prefix_install``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from pathlib import Path
-
-import rattler
-
-from envstore.common.build_policy import BuildFailure
-from envstore.common.lock import LockedPackage, record_from_locked_package
-
-MAX_BUILD_PATH = 255
-
-
-def check_build_path(prefix: Path) -> None:
-    if len(str(prefix)) > MAX_BUILD_PATH:
-        raise BuildFailure("install", f"build_path too long: must be <= {MAX_BUILD_PATH} characters")
-
-
-async def install_prefix(
-    packages: list[LockedPackage], prefix: Path, package_cache: Path, platform: str
-) -> None:
-    records = [record_from_locked_package(package) for package in packages]
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        await rattler.install(
-            records,
-            target_prefix=prefix,
-            cache_dir=package_cache,
-            platform=rattler.Platform(platform),
-            show_progress=False,
-            execute_link_scripts=False,
-        )
-    except Exception as error:
-        if type(error).__name__ in {"InstallerError", "LinkError", "TransactionError", "ExtractError"}:
-            raise BuildFailure("install", f"installing the packages failed: {error}") from None
-        raise
-
 
 def directory_size(path: Path) -> int:
     total = 0

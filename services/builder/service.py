@@ -28,7 +28,8 @@ from envstore.common.storage import Storage, open_storage
 from envstore.common.telemetry import Telemetry
 from envstore.builder.housekeeping import remove_build, remove_environment_link
 from envstore.builder.current_link import point_environment_at
-from envstore.builder.install import check_build_path, install_prefix, measure
+from envstore.builder.install import measure
+from envstore.common.prefix_install import check_build_path, install_prefix
 
 SERVICE = "builder"
 

@@ -40,6 +40,7 @@ from envstore.common.telemetry import Telemetry
 from envstore.packager.artifacts import conda_pack, installer, lockfile, pinned_yaml
 from envstore.packager.artifacts import oci_image
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
+from envstore.packager.prefix_handoff import prepared_prefix
 
 SERVICE = "packager"
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class PackagerService:
         if missing:
             work_directory = Path(tempfile.mkdtemp(prefix=f"packager-{build.build_id}-", dir=self._scratch()))
             try:
-                inputs = BuildInputs(event, submitted, lock, self.storage, self.settings, work_directory)
+                prefix = await prepared_prefix(event, lock, self.settings, work_directory, reporter)
+                inputs = BuildInputs(event, submitted, lock, self.storage, self.settings, work_directory, prefix)
                 produced = await asyncio.gather(*(self._produce(kind, inputs, reporter) for kind in missing))
             finally:
                 await asyncio.to_thread(shutil.rmtree, work_directory, True)

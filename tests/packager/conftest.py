@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import rattler
 
-from envstore.builder.install import install_prefix
+from envstore.common.prefix_install import install_prefix
 from envstore.common.build_keys import build_key
 from envstore.common.demo_channel import FIVE_PACKAGE_SPEC
 from envstore.common.events import BuildBuilt, BuildRef, BuildSubmitted

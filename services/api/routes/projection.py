@@ -32,6 +32,8 @@ async def projection_status(request: web.Request) -> web.Response:
             "checkpoint": checkpoint,
             "stream_last_sequence": last,
             "lag": max(0, last - checkpoint),
+            # Whether this API replica's projector is the one projecting (the others stand by).
+            "leading": context.projector.leading,
             "stalled": None
             if stall is None
             else {"sequence": stall.sequence, "subject": stall.subject, "error": stall.error, "since": stall.since},

@@ -28,6 +28,9 @@ class BuildInputs:
     storage: Storage
     settings: EnvstoreSettings
     work_directory: Path  # scratch space for this build's artifacts, removed afterwards
+    # The installed environment packed into artifacts: the builder's prefix when it is on this
+    # host, else the packager's own install of the lock (``prepared_prefix``).
+    installed_prefix: Path | None = None
 
     @property
     def build(self) -> BuildRef:
@@ -35,7 +38,7 @@ class BuildInputs:
 
     @property
     def prefix(self) -> Path:
-        return Path(self.built.prefix)
+        return self.installed_prefix or Path(self.built.prefix)
 
     @property
     def platform(self) -> str:
