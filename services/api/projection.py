@@ -252,7 +252,10 @@ async def build_progress(connection: asyncpg.Connection, event: BuildProgress, s
 async def build_solved(connection: asyncpg.Connection, event: BuildSolved, sequence: int) -> None:
     await _mark_building(connection, event.build.build_id, event.occurred_at)
     await connection.execute(
-        "UPDATE build SET package_count = $2 WHERE id = $1", event.build.build_id, event.package_count
+        "UPDATE build SET package_count = $2, lock_digest = $3 WHERE id = $1",
+        event.build.build_id,
+        event.package_count,
+        event.lock.digest,
     )
 
 

@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS build (
     started_on timestamp,
     ended_on timestamp,
     deleted_on timestamp,
-    kept_artifacts jsonb  -- what a deletion of this build keeps (null: nothing)
+    kept_artifacts jsonb,  -- what a deletion of this build keeps (null: nothing)
+    lock_digest text  -- the lock blob (build.solved): diffs, SBOMs and rehydration read it
 );
 CREATE INDEX IF NOT EXISTS build_environment ON build(environment_id);
 CREATE TABLE IF NOT EXISTS build_artifact (
