@@ -14,3 +14,7 @@ DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+jso
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+# OCI 1.1 artifacts: a manifest whose configuration is the empty descriptor (the two bytes "{}").
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+OCI_EMPTY_DATA = b"{}"

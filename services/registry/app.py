@@ -30,6 +30,7 @@ from envstore.registry.catalog import Catalog
 from envstore.registry.dynamic_images import DynamicImages
 from envstore.registry.image_waits import ImageWaits
 from envstore.registry.images import ImageStore
+from envstore.registry.sbom_referrers import SbomReferrers
 from envstore.registry.projection_watch import ProjectionWatch
 from envstore.registry.routes import REGISTRY, Registry, add_routes
 
@@ -84,6 +85,7 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
             storage=storage,
             catalog=catalog,
             images=ImageStore(storage),
+            referrers=SbomReferrers(storage),
             authenticator=Authenticator(settings, pool),
             waits=ImageWaits(catalog, watch, settings.registry_image_wait_seconds),
             dynamic=DynamicImages(bus, catalog, watch, settings),

@@ -22,7 +22,7 @@ TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
 
 _BUILD_COLUMNS = f"""b.id, b.build_key, b.status, b.status_info, b.artifacts_wanted,
        (b.deleted_on IS NOT NULL AND NOT COALESCE(b.kept_artifacts ? '{IMAGE}', false)) AS deleted,
-       a.digest, a.size, a.content_type, e.name AS environment, n.name AS namespace"""
+       b.lock_digest, a.digest, a.size, a.content_type, e.name AS environment, n.name AS namespace"""
 _BUILD_FROM = f"""FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id
      LEFT JOIN build_artifact a ON a.build_id = b.id AND a.artifact_type = '{IMAGE}'"""
 
@@ -41,6 +41,7 @@ class BuildImage:
     manifest_type: str
     failure: str | None  # why it failed or was canceled, for users
     deleted: bool
+    lock_digest: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -81,6 +82,7 @@ def _build_image(row: asyncpg.Record) -> BuildImage:
         manifest_type=row["content_type"] or "",
         failure=row["status_info"] if row["status"] in ("FAILED", "CANCELED") else None,
         deleted=row["deleted"],
+        lock_digest=row["lock_digest"],
     )
 
 

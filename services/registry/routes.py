@@ -6,11 +6,13 @@
     GET, HEAD /v2/<name>/manifests/<tag|digest>     Docker-Content-Digest, negotiated media type
     GET, HEAD /v2/<name>/blobs/<digest>             Range requests; a redirect for S3 storage
     GET       /v2/<name>/tags/list?n=&last=         lexical order, Link header for the next page
+    GET       /v2/<name>/referrers/<digest>         OCI 1.1 referrers of an image: its SBOM (``?artifactType=``)
     anything else                                   405 UNSUPPORTED (push), 404 for unknown paths
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -18,6 +20,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from envstore.common.events import BlobRef
+from envstore.common.oci_media_types import OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST
 from envstore.common.storage import Storage, digest_hex
 from envstore.registry.auth import READ, Authenticator
 from envstore.registry.catalog import LATEST, BuildImage, Catalog
@@ -35,6 +38,7 @@ from envstore.registry.errors import (
 )
 from envstore.registry.image_waits import ImageWaits
 from envstore.registry.images import ImageStore, ManifestDocument
+from envstore.registry.sbom_referrers import SbomReferrers
 from envstore.registry.repository_names import RepositoryName, parse_repository_name
 
 DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
@@ -54,6 +58,7 @@ class Registry:
     authenticator: Authenticator
     waits: ImageWaits
     dynamic: DynamicImages
+    referrers: SbomReferrers
 
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -113,7 +118,10 @@ async def manifest(request: web.Request) -> web.Response:
     reference = request.match_info["reference"]
     if ":" in reference:
         digest = _checked_digest(reference)
-        document = await registry.images.manifest_by_digest(name.text, await _images(registry, name), digest)
+        images = await _images(registry, name)
+        document = await registry.images.manifest_by_digest(name.text, images, digest)
+        if document is None:
+            document = await _referrer_manifest(registry, images, digest)
         if document is None:
             raise manifest_unknown(name.text, reference)
     else:
@@ -146,9 +154,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
     registry = _registry(request)
     name = await _readable_repository(request)
     digest = _checked_digest(request.match_info["digest"])
-    size = await registry.images.blob_size(name.text, await _images(registry, name), digest)
+    images = await _images(registry, name)
+    size = await registry.images.blob_size(name.text, images, digest)
     if size is None:
-        raise blob_unknown(name.text, digest)
+        return await _referrer_blob(request, registry, images, name, digest)
     headers = {
         "Docker-Content-Digest": digest,
         "ETag": f'"{digest}"',
@@ -168,6 +177,48 @@ async def blob(request: web.Request) -> web.StreamResponse:
     if url is not None:
         raise web.HTTPTemporaryRedirect(url, headers=headers)
     return await _stream_blob(request, registry.storage, digest, size, headers)
+
+
+async def _referrer_manifest(registry: Registry, images: list[BuildImage], digest: str) -> ManifestDocument | None:
+    for referrer in await registry.referrers.of_repository(images):
+        if referrer.digest == digest:
+            return ManifestDocument(referrer.manifest, OCI_IMAGE_MANIFEST, referrer.digest)
+    return None
+
+
+async def _referrer_blob(
+    request: web.Request, registry: Registry, images: list[BuildImage], name: RepositoryName, digest: str
+) -> web.Response:
+    """A blob of an image's SBOM referrer (the SBOM, the empty configuration), made in memory."""
+    for referrer in await registry.referrers.of_repository(images):
+        data = referrer.blobs.get(digest)
+        if data is not None:
+            headers = {"Docker-Content-Digest": digest, "Content-Type": BLOB_CONTENT_TYPE, "Cache-Control": IMMUTABLE}
+            if request.method == "HEAD":
+                return web.Response(headers={**headers, "Content-Length": str(len(data))})
+            return web.Response(body=data, headers=headers)
+    raise blob_unknown(name.text, digest)
+
+
+async def referrers(request: web.Request) -> web.Response:
+    """The OCI 1.1 referrers API: an image index of the manifests whose subject is ``digest``
+    (an image's SBOM). An unknown subject has none: an empty index, never a 404 (as the
+    distribution spec requires)."""
+    registry = _registry(request)
+    name = await _readable_repository(request)
+    digest = _checked_digest(request.match_info["digest"])
+    wanted_type = request.query.get("artifactType")
+    images = [build for build in await _images(registry, name) if build.manifest is not None and build.manifest.digest == digest]
+    descriptors = [
+        referrer.descriptor()
+        for referrer in await registry.referrers.of_repository(images)
+        if wanted_type is None or referrer.descriptor()["artifactType"] == wanted_type
+    ]
+    headers = {"Content-Type": OCI_IMAGE_INDEX}
+    if wanted_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    index = {"schemaVersion": 2, "mediaType": OCI_IMAGE_INDEX, "manifests": descriptors}
+    return web.Response(body=json.dumps(index, separators=(",", ":")).encode(), headers=headers)
 
 
 async def _stream_blob(
@@ -271,4 +322,5 @@ def add_routes(app: web.Application) -> None:
     router.add_get(r"/v2/{name:.+}/manifests/{reference}", manifest)
     router.add_get(r"/v2/{name:.+}/blobs/{digest}", blob)
     router.add_get(r"/v2/{name:.+}/tags/list", tags)
+    router.add_get(r"/v2/{name:.+}/referrers/{digest}", referrers)
     router.add_route("*", "/v2/{rest:.*}", refuse)

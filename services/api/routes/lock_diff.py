@@ -7,17 +7,17 @@ import asyncpg
 from aiohttp import web
 
 from envstore.api.context import context_of, require
+from envstore.api.build_locks import lock_of
 from envstore.api.envelopes import ApiError, ok
 from envstore.api.lock_diff import diff_locks
 from envstore.api.pagination import is_whole_number
 from envstore.api.routes.builds import BUILD_MISSING
 from envstore.api.routes.paths import Routes
-from envstore.common.lock import Lock
 
 FORMATS = ("json", "text")
 
 
-async def _readable_build(request: web.Request, parameter: str) -> asyncpg.Record:
+async def readable_build(request: web.Request, parameter: str) -> asyncpg.Record:
     text = request.match_info[parameter]
     row = await context_of(request).read_model.build_row(int(text)) if is_whole_number(text, most_digits=18) else None
     if row is None:
@@ -25,17 +25,6 @@ async def _readable_build(request: web.Request, parameter: str) -> asyncpg.Recor
     require(request, f"{row['namespace_name']}/{row['environment_name']}", "environment::read",
             message="Unauthorized to access environment")
     return row
-
-
-async def lock_of(request: web.Request, row: asyncpg.Record) -> Lock:
-    """A build's lock, or a 409 saying why it has none."""
-    if row["lock_digest"] is None:
-        raise ApiError(
-            409,
-            f"build {row['id']} has no lock (status {row['status']}): it was not solved; "
-            "ask for builds that got past their solve",
-        )
-    return Lock.decode(await context_of(request).storage.get_bytes(row["lock_digest"]))
 
 
 def _wants_text(request: web.Request) -> bool:
@@ -49,9 +38,10 @@ def _wants_text(request: web.Request) -> bool:
 
 
 async def build_diff(request: web.Request) -> web.Response:
-    before_row = await _readable_build(request, "build_id")
-    after_row = await _readable_build(request, "other_build_id")
-    diff = diff_locks(before_row["id"], await lock_of(request, before_row), after_row["id"], await lock_of(request, after_row))
+    before_row = await readable_build(request, "build_id")
+    after_row = await readable_build(request, "other_build_id")
+    storage = context_of(request).storage
+    diff = diff_locks(before_row["id"], await lock_of(storage, before_row), after_row["id"], await lock_of(storage, after_row))
     if _wants_text(request):
         return web.Response(text=diff.text(), content_type="text/plain")
     return ok(diff.document())
