@@ -1,4 +1,4 @@
-"""A throwaway local PostgreSQL cluster, run as a child process.
+"""A local PostgreSQL cluster (durable: fsync on), run as a child process.
 
 Used by the launcher and by tests that need a real database::
 
@@ -255,8 +255,6 @@ class PostgresServer(ServerProcess):
                 # not generated, which makes initdb fail.
                 "--encoding=UTF8",
                 "--locale=C",
-                # A throwaway cluster (the server runs with fsync=off too).
-                "--no-sync",
             ]
             completed = await asyncio.to_thread(
                 subprocess.run,
@@ -330,7 +328,9 @@ class PostgresServer(ServerProcess):
             "-h", self.host,
             "-p", str(port),
             "-k", socket_directory,
-            "-c", "fsync=off",
+            # PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes) are
+            # kept: with fsync off a power loss can corrupt the whole cluster, not only lose the
+            # last commits.
         ]
         return LoggedChildProcess.spawn(
             argv,

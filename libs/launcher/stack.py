@@ -21,7 +21,7 @@ import aiohttp
 from envstore.common.local_secrets import read_or_create_secret
 from envstore.common.settings import normalized_url_prefix
 from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
-from envstore.launcher.nats_process import NatsServer
+from envstore.launcher.nats_process import NatsCluster
 from envstore.launcher.postgres_process import PostgresServer
 from envstore.launcher.prerequisites import describe_missing, missing_programs
 from envstore.launcher.s3_process import SeaweedS3Server
@@ -58,7 +58,7 @@ class EmbeddedStack:
         self.admin_token = self.extra_settings.get("ENVSTORE_ADMIN_TOKEN") or read_or_create_secret(
             self.admin_token_file
         )
-        self.nats = NatsServer(self.data_directory / "nats", host=host)
+        self.nats = NatsCluster(self.data_directory / "nats", host=host)
         self.postgres = PostgresServer(self.data_directory / "postgres", host=host)
         self.services: dict[str, LoggedChildProcess] = {}
         # The API serves /metrics on its own port; every other service gets a metrics listener

@@ -12,13 +12,17 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncio
+import time
+
+import aiohttp
 import asyncpg
 import nats
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
 from envstore.launcher.child_process import child_pids, process_is_alive
-from envstore.launcher.nats_process import NatsServer, NatsServerError
+from envstore.launcher.nats_process import NatsCluster, NatsServer, NatsServerError
 from envstore.launcher.postgres_process import PostgresServer, PostgresServerError
 
 
@@ -29,10 +33,18 @@ def assert_all_gone(pids: set[int]) -> None:
     assert not pids & set(child_pids(os.getpid())), "a server is still a child of the test process"
 
 
+async def jetstream_config(server: NatsServer) -> dict:
+    """JetStream's configuration as the running server reports it (its monitoring ``/varz``)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{server.monitoring_url}/varz") as response:
+        return (await response.json())["jetstream"]["config"]
+
+
 async def test_nats_jetstream_message_survives_kill_and_restart(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "nats")
     async with server:
         assert server.url == f"nats://127.0.0.1:{server.port}"
+        # Durable by default: every write is synced before it is acknowledged.
+        assert (await jetstream_config(server))["sync_always"] is True
         seen_pids = {server.pid}
 
         client = await nats.connect(server.url)
@@ -60,6 +72,48 @@ async def test_nats_jetstream_message_survives_kill_and_restart(tmp_path: Path) 
     assert_all_gone(seen_pids)
 
 
+async def publish_until_acknowledged(jetstream, subject: str, payload: bytes, timeout_seconds: float = 30):  # type: ignore[no-untyped-def]
+    """Publish as envstore's transport does through an election: retried until acknowledged."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            return await jetstream.publish(subject, payload, headers={"Nats-Msg-Id": subject + payload.decode()}, timeout=2)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError):
+            assert time.monotonic() < deadline, "publishing did not resume after the node's death"
+            await asyncio.sleep(0.1)
+
+
+async def test_nats_cluster_loses_no_acknowledged_event_when_a_node_dies(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path / "nats", node_count=3)
+    async with cluster:
+        assert len(set(cluster.urls)) == 3 and cluster.url == ",".join(cluster.urls)
+        for node in cluster.nodes:
+            assert (await jetstream_config(node))["sync_always"] is True
+        seen_pids = {node.pid for node in cluster.nodes}
+        client = await nats.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        try:
+            jetstream = client.jetstream()
+            await jetstream.add_stream(StreamConfig(name="EVENTS", subjects=["events.>"], storage=StorageType.FILE, num_replicas=3))
+            for index in range(20):
+                await publish_until_acknowledged(jetstream, "events.before", str(index).encode())
+            leader_name = (await jetstream.stream_info("EVENTS")).cluster.leader
+            leader = next(node for node in cluster.nodes if node.server_name == leader_name)
+            await leader.kill()
+            for index in range(20):
+                await publish_until_acknowledged(jetstream, "events.after", str(index).encode())
+            await leader.start()
+            seen_pids.add(leader.pid)
+            # Healthy: it is back in the cluster and its copy of the stream is current.
+            await leader.wait_until_healthy(30)
+            stored = [await jetstream.get_msg("EVENTS", seq=sequence) for sequence in range(1, 41)]
+            assert [(message.subject, message.data) for message in stored] == [
+                ("events.before", str(index).encode()) for index in range(20)
+            ] + [("events.after", str(index).encode()) for index in range(20)]
+        finally:
+            await client.close()
+    assert_all_gone(seen_pids)
+
+
 def postgres_process_ids(server: PostgresServer) -> set[int]:
     assert server.pid is not None
     return {server.pid, *child_pids(server.pid)}
@@ -76,6 +130,9 @@ async def test_postgres_row_survives_kill_and_restart(tmp_path: Path) -> None:
         seen_pids = postgres_process_ids(server)
 
         connection = await asyncpg.connect(server.dsn)
+        # Durable by default: a commit is on disk when it returns.
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            assert await connection.fetchval(f"SHOW {setting}") == "on", setting
         await connection.execute("CREATE TABLE environments (name text PRIMARY KEY)")
         await connection.execute("INSERT INTO environments VALUES ('data-science')")
         seen_pids |= postgres_process_ids(server)  # now including this connection's backend
