@@ -452,6 +452,21 @@ class BuildDeleted(BuildEvent, frozen=True, kw_only=True, tag="build.deleted"):
     kept: list[str] = []
 
 
+class BuildUsed(BuildEvent, frozen=True, kw_only=True, tag="build.used"):
+    """How often a build was used between ``first_used_at`` and ``last_used_at``: image pulls
+    (registry), artifact downloads and activations (API: its environment's lockfile fetched).
+    Batched: each process publishes at most one per build per ``usage_flush_seconds``, so use does
+    not flood the log."""
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api", "registry")
+
+    build_id: int
+    pulls: int = 0
+    downloads: int = 0
+    activations: int = 0
+    first_used_at: float
+    last_used_at: float
+
+
 # --- settings ---------------------------------------------------------------------------------
 
 
@@ -587,6 +602,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     BuildCanceled,
     BuildDeleteRequested,
     BuildDeleted,
+    BuildUsed,
     EnvironmentCurrentBuildSet,
     EnvironmentUpdated,
     EnvironmentDeleted,

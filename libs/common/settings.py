@@ -196,6 +196,10 @@ class EnvstoreSettings(BaseSettings):
     projection_wait_seconds: float = 5.0
     solve_cache_entries: int = 512
 
+    # Use (pulls, downloads, activations) is counted in memory and published as one build.used
+    # event per build per this many seconds.
+    usage_flush_seconds: float = Field(default=60.0, gt=0)
+
     # --- live event stream (GET /api/v1/events/) ---
     events_keepalive_seconds: float = Field(default=15.0, gt=0)
 

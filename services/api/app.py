@@ -21,6 +21,7 @@ from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
 from envstore.api.routes import (
     auth_pages,
+    build_usage,
     builds,
     catalog,
     environments,
@@ -50,6 +51,7 @@ from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
 from envstore.common.telemetry import Telemetry
 from envstore.common.tokens import TokenAuthority
+from envstore.common.usage import recording_usage
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     # The storage back end's client (S3's connection pool) lives as long as the app.
     storage_lifetime = contextlib.AsyncExitStack()
     artifact_storage = await storage_lifetime.enter_async_context(open_storage(settings))
+    usage = await storage_lifetime.enter_async_context(recording_usage(bus, "api", settings.usage_flush_seconds))
     projector = Projector(pool, bus, artifact_storage)
     projecting = asyncio.create_task(projector.run(), name="projector")
     readiness = app[http_telemetry.TELEMETRY].readiness
@@ -88,6 +91,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         ArtifactLinks.from_settings(settings),
         ChannelGuard.from_settings(settings),
         readiness,
+        usage,
     )
     try:
         yield
@@ -124,6 +128,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         auth_pages,
         specifications,
         builds,
+        build_usage,
         lock_diff,
         sbom,
         environments,

@@ -28,6 +28,7 @@ from envstore.common.readiness import Readiness
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage
 from envstore.common.tokens import TokenAuthority
+from envstore.common.usage import UsageRecorder
 
 
 # How often a command is decided again against fresh state when another got there first, and the
@@ -53,6 +54,8 @@ class ApiContext:
     # What /readyz checks (the database, the bus, the projection): add a check here for anything
     # else the API needs before it may take traffic.
     readiness: Readiness
+    # Counts artifact downloads and activations, published as build.used events in batches.
+    usage: UsageRecorder
     build_ids: IdAllocator = field(init=False)
     webhook_ids: IdAllocator = field(init=False)
 

@@ -11,9 +11,10 @@ from envstore.common.readiness import ReadinessCheck
 
 # Raise when the read model's tables or the meaning of an event in them change: a read model of
 # another version is dropped and replayed from the stream at start (the log is the truth).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 READ_MODEL_TABLES = (
+    "build_usage",
     "projection_skipped_event",
     "projection_dead_letter",
     "aggregate_position",

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from envstore.api.usage_projection import USAGE_APPLIERS
 from envstore.api.webhooks.projection import WEBHOOK_APPLIERS
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key_of_submission
@@ -538,6 +539,7 @@ APPLIERS: dict[type[Event], Apply] = {
     EnvironmentCurrentBuildSet: environment_current_build_set,
     EnvironmentUpdated: environment_updated,
     **WEBHOOK_APPLIERS,
+    **USAGE_APPLIERS,
 }
 
 

@@ -185,3 +185,12 @@ CREATE TABLE IF NOT EXISTS webhook_delivery_attempt (
 );
 CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_webhook ON webhook_delivery_attempt(webhook_id, sequence);
 CREATE INDEX IF NOT EXISTS webhook_delivery_attempt_event ON webhook_delivery_attempt(webhook_id, event_id);
+-- How each build was used (build.used events, batched): image pulls, artifact downloads, activations.
+CREATE TABLE IF NOT EXISTS build_usage (
+    build_id bigint PRIMARY KEY,
+    pulls bigint NOT NULL,
+    downloads bigint NOT NULL,
+    activations bigint NOT NULL,
+    first_used_at timestamp NOT NULL,
+    last_used_at timestamp NOT NULL
+);

@@ -31,6 +31,7 @@ from envstore.registry.dynamic_images import DynamicImages
 from envstore.registry.image_waits import ImageWaits
 from envstore.registry.images import ImageStore
 from envstore.registry.sbom_referrers import SbomReferrers
+from envstore.common.usage import recording_usage
 from envstore.registry.projection_watch import ProjectionWatch
 from envstore.registry.routes import REGISTRY, Registry, add_routes
 
@@ -75,7 +76,11 @@ def read_model_check(pool: asyncpg.Pool) -> ReadinessCheck:
 
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
     dsn = settings.read_only_database_url
-    async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
+    async with (
+        connected_bus(settings, SERVICE, telemetry) as bus,
+        open_storage(settings) as storage,
+        recording_usage(bus, SERVICE, settings.usage_flush_seconds) as usage,
+    ):
         pool = await open_read_model(dsn)
         telemetry.readiness.add("read model", read_model_check(pool))
         watch = ProjectionWatch(dsn)
@@ -86,6 +91,7 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
             catalog=catalog,
             images=ImageStore(storage),
             referrers=SbomReferrers(storage),
+            usage=usage,
             authenticator=Authenticator(settings, pool),
             waits=ImageWaits(catalog, watch, settings.registry_image_wait_seconds),
             dynamic=DynamicImages(bus, catalog, watch, settings),

@@ -39,6 +39,7 @@ from envstore.registry.errors import (
 from envstore.registry.image_waits import ImageWaits
 from envstore.registry.images import ImageStore, ManifestDocument
 from envstore.registry.sbom_referrers import SbomReferrers
+from envstore.common.usage import UsageRecorder, Use
 from envstore.registry.repository_names import RepositoryName, parse_repository_name
 
 DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
@@ -59,6 +60,7 @@ class Registry:
     waits: ImageWaits
     dynamic: DynamicImages
     referrers: SbomReferrers
+    usage: UsageRecorder  # image pulls, published as build.used events in batches
 
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -124,6 +126,9 @@ async def manifest(request: web.Request) -> web.Response:
             document = await _referrer_manifest(registry, images, digest)
         if document is None:
             raise manifest_unknown(name.text, reference)
+        pulled = next((build for build in images if build.manifest is not None and build.manifest.digest == digest), None)
+        if pulled is not None and request.method == "GET":
+            registry.usage.record(pulled.build_id, Use.PULL)
     else:
         if len(reference) > MAX_TAG_LENGTH:
             raise tag_invalid(name.text, reference)
@@ -135,6 +140,8 @@ async def manifest(request: web.Request) -> web.Response:
             await registry.dynamic.ensure_submitted(name.dynamic)
         build = await registry.waits.build_with_image(name, reference)
         document = await registry.images.manifest(build, request.headers.getall("Accept", []), name.text, reference)
+        if request.method == "GET":
+            registry.usage.record(build.build_id, Use.PULL)
     return _manifest_response(request, document)
 
 

@@ -254,6 +254,8 @@ ROWS = [
     # envstore's lifecycle routes (reads need environment::read on every build they read)
     Row("GET", "/api/v1/build/{build_id}/diff/{other_build_id}/", READ, 200, fixed(f"/api/v1/build/{BUILD}/diff/{BUILD}/")),
     Row("GET", "/api/v1/build/{build_id}/sbom/", READ, 200, fixed(f"/api/v1/build/{BUILD}/sbom/")),
+    Row("GET", "/api/v1/build/{build_id}/usage/", READ, 200, fixed(f"/api/v1/build/{BUILD}/usage/")),
+    Row("GET", "/api/v1/environment/{namespace}/{name}/usage/", READ, 200, fixed(f"/api/v1/environment/{ENV}/usage/")),
     # environments
     Row("GET", "/api/v1/environment/", perms(), 200, fixed("/api/v1/environment/"), lists_environment),
     Row("GET", "/api/v2/environment/", perms(), 200, fixed("/api/v2/environment/", params={"limit": "10000"}), lists_environment),

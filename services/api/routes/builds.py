@@ -18,6 +18,7 @@ from envstore.api.routes.paths import Routes
 from envstore.api.routes.storage import signed_storage_url
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_policy import publish_canceled
+from envstore.common.usage import Use
 from envstore.common.events import BlobRef, BuildDeleteRequested, BuildSubmitted, environment_tree
 
 BUILD_MISSING = "build id does not exist"
@@ -27,11 +28,14 @@ BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
 DOCKER_DEPRECATION = {"Deprecation": "True", "Sunset": "Mon, 17 Mar 2025 00:00:00 UTC"}
 
 
-async def redirect_to_artifact(request: web.Request, build_id: int, kind: ArtifactKind) -> web.StreamResponse:
+async def redirect_to_artifact(
+    request: web.Request, build_id: int, kind: ArtifactKind, use: Use = Use.DOWNLOAD
+) -> web.StreamResponse:
     context = context_of(request)
     artifact = await context.read_model.artifact(build_id, kind)
     if artifact is None:
         raise ApiError(404, f"build {build_id} has no {kind} artifact")
+    context.usage.record(build_id, use)
     # S3 gives a presigned URL to the blob; local storage is streamed by /storage/, through a
     # signed link that expires (the caller's permission was checked here).
     direct_url = await context.storage.download_url(

@@ -12,6 +12,7 @@ from envstore.api.envelopes import ApiError, ack, dumps, ok
 from envstore.api.pagination import END_CURSOR, decode_cursor, encode_cursor, page_of, page_response, whole_number
 from envstore.api.read_model import EnvironmentFilters, Page
 from envstore.api.routes.builds import redirect_to_artifact
+from envstore.common.usage import Use
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
 from envstore.common.artifact_kinds import ArtifactKind
@@ -185,7 +186,8 @@ async def environment_lockfile(request: web.Request) -> web.StreamResponse:
     environment = await readable_environment(request)
     if environment["current_build_id"] is None:
         raise ApiError(404, "environment has no build")
-    return await redirect_to_artifact(request, environment["current_build_id"], ArtifactKind.LOCKFILE)
+    # What activating an environment by name fetches (conda-store's `run`): counted as an activation.
+    return await redirect_to_artifact(request, environment["current_build_id"], ArtifactKind.LOCKFILE, Use.ACTIVATION)
 
 
 def register(routes: Routes) -> None:
