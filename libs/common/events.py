@@ -15,6 +15,7 @@ Subjects are derived from an event's aggregate and its tag, here and nowhere els
     envstore.build.<build id>.<slot>.<tag>           a build's once-only outcomes (slot: an
                                                      artifact kind, or ``outcome`` for its end)
     envstore.webhook.<webhook id>.<tag>              a webhook's lifecycle and delivery attempts
+    envstore.watch.<namespace>.<tag>                 what the directory watcher found in its files
     envstore.projection.<sequence>.<tag>             operators' decisions about the read model
 
 Each environment and namespace is an aggregate: a command checked against its state is published
@@ -269,10 +270,24 @@ class NamespaceDeleted(NamespaceEvent, frozen=True, kw_only=True, tag="namespace
 # --- builds: commands on an environment -------------------------------------------------------
 
 
+class BuildSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The settings a build is made with, decided where it is submitted from the values in force
+    for its environment (deployment, global, namespace, environment), so that every worker applies
+    the same ones whatever its own environment says. None: the worker's own setting (events
+    published before these were recorded)."""
+
+    channel_alias: str | None = None
+    max_solve_seconds: int | None = None
+    storage_threshold: int | None = None  # bytes that must stay free where prefixes are installed
+    prefix_permissions: str | None = None  # three octal digits, as chmod takes them
+    prefix_uid: int | None = None
+    prefix_gid: int | None = None
+
+
 class BuildSubmitted(EnvironmentEvent, frozen=True, kw_only=True, tag="build.submitted"):
     """A new build. Its id is allocated before publishing (release 0.1.0: the stream sequence),
     and is part of its subject, so a build's submission is found by its id (``submission_subject``)."""
-    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api", "registry")
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api", "registry", "watcher")
 
     version: int = 2
     build_id: int = 0
@@ -288,6 +303,7 @@ class BuildSubmitted(EnvironmentEvent, frozen=True, kw_only=True, tag="build.sub
     scheduled_on: float
     build_key_version: int = 2
     rebuild_of: int | None = None
+    settings: BuildSettings | None = None
 
     def aggregate_tokens(self) -> tuple[str, ...]:
         return (*super().aggregate_tokens(), "build", str(self.build_id))
@@ -321,8 +337,9 @@ class EnvironmentUpdated(EnvironmentEvent, frozen=True, kw_only=True, tag="envir
 
 
 class EnvironmentDeleted(EnvironmentEvent, frozen=True, kw_only=True, tag="environment.deleted"):
-    """Soft delete at once; workers then remove ``builds``' prefixes and artifacts."""
-    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api",)
+    """Soft delete at once; workers then remove ``builds``' prefixes and artifacts. (The directory
+    watcher deletes an environment whose file was removed when told to.)"""
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api", "watcher")
 
     builds: list[DoomedBuild] = []
 
@@ -556,6 +573,28 @@ class WebhookDeliveryAttempted(WebhookEvent, frozen=True, kw_only=True, tag="web
     retry_in_seconds: float | None = None
 
 
+# --- watched directories ----------------------------------------------------------------------
+
+
+class WatchedFileRejected(Event, frozen=True, kw_only=True, tag="watched_file.rejected"):
+    """A file in a watched directory that cannot be built as it is (unparsable, invalid, refused
+    by the settings or the deployment's specification check): nothing was submitted for it.
+    ``environment`` is the name the file gives, when it gives one."""
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("watcher",)
+
+    namespace: str
+    environment: str = ""
+    path: str
+    reason: str
+
+    def aggregate_tokens(self) -> tuple[str, ...]:
+        return ("watch", name_token(self.namespace))
+
+    @classmethod
+    def aggregate_pattern(cls) -> tuple[str, ...]:
+        return ("watch", "*")
+
+
 # --- the read model ---------------------------------------------------------------------------
 
 
@@ -608,6 +647,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EnvironmentDeleted,
     SettingsChanged,
     *WEBHOOK_EVENTS,
+    WatchedFileRejected,
     ProjectionEventSkipped,
 )
 EVENT_TYPES_BY_TAG: dict[str, type[Event]] = {event_type.tag(): event_type for event_type in EVENT_TYPES}

@@ -125,6 +125,23 @@ class EnvstoreSettings(BaseSettings):
     )
     build_key_version: int = 2
 
+    # --- conda-store's admin hooks: dotted paths of Python callables (package.module.function) ---
+    # Called as validate_specification(namespace=..., specification={...}) on every submitted
+    # specification after the package and channel settings; returns the specification to build
+    # (None: unchanged) or raises ValueError, whose message the submitter gets as the 400.
+    validate_specification: str | None = None
+    # Called as post_update_environment_build_hook(namespace=..., environment=..., build_id=...,
+    # build_key=..., prefix=..., environment_path=...) by the builder after an environment's
+    # current build changed (a build completed, a rollback) and its envs/<name> link points at it.
+    post_update_environment_build_hook: str | None = None
+    # true: builds are installed one at a time across every builder replica.
+    serialize_builds: bool = False
+    # --- conda-store's watch_paths: directories (or files) whose *.yaml / *.yml environments
+    # are kept built in filesystem_namespace by the watcher process ---
+    watch_paths: CommaList = Field(default_factory=list)
+    # true: removing a file deletes the environment it defined (conda-store keeps it).
+    watch_paths_delete_removed: bool = False
+
     # --- envstore's own settings ---
     data_dir: Path = Path("./envstore-data")
     store_directory: Path | None = None  # environments' prefixes; default <data_dir>/envs

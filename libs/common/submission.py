@@ -7,10 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from rattler import MatchSpec
 
+from envstore.common.admin_hooks import HookError, SpecificationCheck
 from envstore.common.channels import allowed_channels, channel_refusal, channel_url
-from envstore.common.events import BuildSubmitted
+from envstore.common.events import BuildSettings, BuildSubmitted
 from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import (
@@ -36,45 +39,96 @@ def _package_name(spec: str) -> str:
     return MatchSpec(spec).name.normalized if MatchSpec(spec).name else spec
 
 
+def _pip_name(entry: str) -> str:
+    """A pip requirement's normalized project name; an option line (``--index-url …``) is its own key."""
+    if entry.startswith("-"):
+        return entry
+    return canonicalize_name(Requirement(entry).name)
+
+
+def _pip_packages(
+    pip: list[str], settings: EnvstoreSettings
+) -> list[str]:
+    """conda-store's ``validate_environment_pypi_packages``: default packages when there are none,
+    included packages added unless named, required packages checked."""
+    if not pip:
+        pip = list(settings.pypi_default_packages)
+    named = {_pip_name(entry) for entry in pip}
+    pip = pip + [entry for entry in settings.pypi_included_packages if _pip_name(entry) not in named]
+    named = {_pip_name(entry) for entry in pip}
+    missing = [entry for entry in settings.pypi_required_packages if _pip_name(entry) not in named]
+    if missing:
+        raise SpecificationError(
+            f"PyPI packages {', '.join(missing)} are required by the server's settings but not specified; "
+            "add them to the specification's pip dependencies"
+        )
+    return pip
+
+
 def apply_package_settings(
     specification: EnvironmentSpecification, settings: EnvstoreSettings
 ) -> EnvironmentSpecification:
-    """Default channels, allowed channels, and default/included/required packages."""
+    """conda-store's ``validate_specification`` rules, in its order: default and allowed channels;
+    pip default/included/required packages; then conda default packages (only for an empty
+    dependency list), included packages (added unless named) and required packages (checked)."""
     channels = specification.channels or list(settings.conda_default_channels)
     refusal = channel_refusal(channels, allowed_channels(settings), settings.conda_channel_alias)
     if refusal:
         raise SpecificationError(refusal)
     conda = specification.conda_dependencies
-    pip = specification.pip_dependencies
+    pip = _pip_packages(specification.pip_dependencies, settings)
     if not conda and not pip:
         conda = list(settings.conda_default_packages)
+    names = {_package_name(spec) for spec in conda}
+    conda = conda + [spec for spec in settings.conda_included_packages if _package_name(spec) not in names]
     names = {_package_name(spec) for spec in conda}
     for required in settings.conda_required_packages:
         if _package_name(required) not in names:
             raise SpecificationError(
-                f"Conda package {required} is required by the server's settings but not specified"
+                f"Conda package {required} is required by the server's settings but not specified; "
+                "add it to the specification's dependencies"
             )
-    conda = conda + [spec for spec in settings.conda_included_packages if _package_name(spec) not in names]
     dependencies: list[Any] = list(conda)
-    if pip or settings.pypi_included_packages:
-        pip_names = {entry.split("=")[0].split("<")[0].split(">")[0].strip().lower() for entry in pip}
-        pip = pip + [
-            entry for entry in settings.pypi_included_packages
-            if entry.split("=")[0].strip().lower() not in pip_names
-        ]
+    if pip:
         dependencies.append(PipDependencies(pip=pip))
     return specification.model_copy(update={"channels": channels, "dependencies": dependencies})
 
 
+def build_settings_of(settings: EnvstoreSettings) -> BuildSettings:
+    """What the workers apply to a build, from the settings in force for its environment."""
+    return BuildSettings(
+        channel_alias=settings.conda_channel_alias,
+        max_solve_seconds=settings.conda_max_solve_time,
+        storage_threshold=settings.storage_threshold,
+        prefix_permissions=settings.default_permissions,
+        prefix_uid=settings.default_uid,
+        prefix_gid=settings.default_gid,
+    )
+
+
 def build_submission(
-    request: SubmissionRequest, settings: EnvstoreSettings, now: float | None = None
+    request: SubmissionRequest,
+    settings: EnvstoreSettings,
+    now: float | None = None,
+    check: SpecificationCheck | None = None,
 ) -> BuildSubmitted:
+    """The build a submission asks for, validated against ``settings`` (those in force for its
+    namespace and environment) and then by the deployment's ``check`` (blocking when there is
+    one: it is the deployment's own code). Lockfiles are built as they are (conda-store neither
+    applies settings nor calls its check on them)."""
     check_name_or_error(request.namespace, "namespace")
     document = parse_specification_text(request.specification)
     scheduled_on = now if now is not None else time.time()
     if request.is_lockfile:
         return _lockfile_submission(request, document, settings, scheduled_on)
     specification = apply_package_settings(load_environment_specification(document), settings)
+    if check is not None:
+        specification = check(request.namespace, specification)
+        if specification.name != document.get("name"):
+            raise HookError(
+                f"{check.SETTING}={check.dotted_path} renamed the environment "
+                f"{document.get('name')!r} to {specification.name!r}; a check may not move a submission"
+            )
     normalized = specification.normalized()
     return BuildSubmitted(
         namespace=request.namespace,
@@ -86,6 +140,7 @@ def build_submission(
         artifacts=list(settings.build_artifacts),
         scheduled_on=scheduled_on,
         build_key_version=settings.build_key_version,
+        settings=build_settings_of(settings),
     )
 
 
@@ -116,6 +171,7 @@ def _lockfile_submission(
         artifacts=list(settings.build_artifacts),
         scheduled_on=scheduled_on,
         build_key_version=settings.build_key_version,
+        settings=build_settings_of(settings),
     )
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from envstore.launcher.stack import SERVICES
+from envstore.launcher.stack import OPTIONAL_SERVICES, SERVICES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         "--big", action="store_true", help="instead, the benchmark's real-size channel (~120 packages, ~700 MB installed)"
     )
     service = commands.add_parser("service", help="run one service in the foreground")
-    service.add_argument("name", choices=SERVICES)
+    service.add_argument("name", choices=(*SERVICES, *OPTIONAL_SERVICES))
     projection = commands.add_parser("projection", help="read model maintenance")
     projection.add_argument("action", choices=["rebuild"])
     return parser

@@ -28,6 +28,9 @@ from envstore.launcher.s3_process import SeaweedS3Server
 
 # "api.webhooks" is the API's webhook delivering process (python -m envstore.api.webhooks).
 SERVICES = ("api", "solver", "builder", "packager", "registry", "api.webhooks")
+# Services started only when their setting is set: the directory watcher (python -m envstore.watcher)
+# when there are directories to watch.
+OPTIONAL_SERVICES = {"watcher": "ENVSTORE_WATCH_PATHS"}
 READY_TIMEOUT_SECONDS = 60.0
 ADMIN_TOKEN_FILE = "admin-token"
 
@@ -63,7 +66,7 @@ class EmbeddedStack:
         self.services: dict[str, LoggedChildProcess] = {}
         # The API serves /metrics on its own port; every other service gets a metrics listener
         # (which answers /healthz and /readyz too).
-        self.metrics_ports = {name: pick_free_port(host) for name in SERVICES if name != "api"}
+        self.metrics_ports = {name: pick_free_port(host) for name in self.service_names if name != "api"}
         self.s3 = self._local_s3_server_if_wanted()
 
     @property
@@ -98,6 +101,13 @@ class EmbeddedStack:
         if name == "registry":
             return f"{self.registry_url}/readyz"
         return f"http://{self.host}:{self.metrics_ports[name]}/readyz"
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """The services this stack runs: every one of SERVICES, and the optional ones whose
+        setting is set."""
+        optional = tuple(name for name, key in OPTIONAL_SERVICES.items() if self._wanted_setting(key))
+        return (*SERVICES, *optional)
 
     def _wanted_setting(self, key: str) -> str | None:
         """A setting as the services will see it: the stack's own, else the environment's."""
@@ -157,13 +167,13 @@ class EmbeddedStack:
         self.data_directory.mkdir(parents=True, exist_ok=True)
         local_s3 = [self.s3.start()] if self.s3 is not None else []
         await asyncio.gather(self.nats.start(), self.postgres.start(), *local_s3)
-        for name in SERVICES:
+        for name in self.service_names:
             self.start_service(name)
         await self.wait_until_ready()
 
     def start_service(self, name: str) -> LoggedChildProcess:
-        if name not in SERVICES:
-            raise StackError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
+        if name not in self.service_names:
+            raise StackError(f"unknown service {name!r}; services: {', '.join(self.service_names)}")
         child = LoggedChildProcess.spawn(
             [sys.executable, "-m", f"envstore.{name}"],
             self.data_directory / "logs" / f"{name}.log",

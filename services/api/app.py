@@ -43,6 +43,7 @@ from envstore.api.routes import (
 )
 from envstore.api.routes.paths import Routes, strip_slash_after_query
 from envstore.common import http_telemetry
+from envstore.common.admin_hooks import SpecificationCheck
 from envstore.common.channels import ChannelGuard
 from envstore.common.proxy_headers import trusted_proxy_headers
 from envstore.common.service_runtime import bus_connection_check
@@ -92,6 +93,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         ChannelGuard.from_settings(settings),
         readiness,
         usage,
+        SpecificationCheck.from_settings(settings),
     )
     try:
         yield

@@ -18,6 +18,7 @@ from envstore.api.envelopes import ApiError
 from envstore.api.login_throttle import LoginThrottle
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
+from envstore.common.admin_hooks import SpecificationCheck
 from envstore.common.channels import ChannelGuard
 from envstore.common.events import BuildSubmitted, Event, WebhookRegistered
 from envstore.common.ids import IdAllocator
@@ -56,6 +57,8 @@ class ApiContext:
     readiness: Readiness
     # Counts artifact downloads and activations, published as build.used events in batches.
     usage: UsageRecorder
+    # The deployment's validate_specification hook, None when it has none.
+    specification_check: SpecificationCheck | None = None
     build_ids: IdAllocator = field(init=False)
     webhook_ids: IdAllocator = field(init=False)
 

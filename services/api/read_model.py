@@ -431,12 +431,6 @@ class ReadModel:
             after_sequence,
         )
 
-    async def builds_of_environment(self, environment_id: int) -> list[asyncpg.Record]:
-        """Builds with something left to remove: not deleted, or deleted keeping some artifacts."""
-        return await self.pool.fetch(
-            f"{BUILD_SELECT} WHERE b.environment_id = $1 AND {LEFT_TO_REMOVE} ORDER BY b.id", environment_id
-        )
-
     async def builds_of_namespace(self, namespace_id: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(f"{BUILD_SELECT} WHERE n.id = $1 AND {LEFT_TO_REMOVE} ORDER BY b.id", namespace_id)
 

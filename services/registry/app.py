@@ -20,6 +20,7 @@ from aiohttp import web
 
 from envstore.common import http_telemetry
 from envstore.common.proxy_headers import trusted_proxy_headers
+from envstore.common.read_model_rules import open_read_model
 from envstore.common.readiness import ReadinessCheck
 from envstore.common.service_runtime import connected_bus
 from envstore.common.settings import EnvstoreSettings
@@ -37,7 +38,6 @@ from envstore.registry.routes import REGISTRY, Registry, add_routes
 
 SERVICE = "registry"
 DEFAULT_IMAGE_WAIT_SECONDS = 600.0
-DATABASE_ATTEMPTS = 50
 log = logging.getLogger(__name__)
 
 
@@ -50,18 +50,6 @@ def create_app(registry: Registry, settings: EnvstoreSettings, telemetry: Teleme
     telemetry.readiness.add_routes(app.router)
     add_routes(app)
     return app
-
-
-async def open_read_model(dsn: str) -> asyncpg.Pool:
-    """A pool on the read model, waiting (bounded) for a database that is still starting."""
-    for attempt in range(DATABASE_ATTEMPTS):
-        try:
-            return await asyncpg.create_pool(dsn, min_size=1, max_size=10)
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError):
-            if attempt == DATABASE_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(0.2)
-    raise AssertionError("unreachable")
 
 
 def read_model_check(pool: asyncpg.Pool) -> ReadinessCheck:

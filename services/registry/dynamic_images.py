@@ -28,6 +28,7 @@ import yaml
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.events import BuildSubmitted, environment_tree
 from envstore.common.ids import IdAllocator
+from envstore.common.admin_hooks import HookError, SpecificationCheck
 from envstore.common.read_model_rules import effective_settings
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import DYNAMIC_NAMESPACE, NAME_PATTERN, NAME_RULE, SpecificationError
@@ -84,6 +85,8 @@ class DynamicImages:
         self.watch = watch
         self.settings = settings
         self.build_ids = IdAllocator(bus, "build", BuildSubmitted.legacy_subject())
+        # The deployment's validate_specification hook applies to dynamic images too (as in conda-store).
+        self.check = SpecificationCheck.from_settings(settings)
         self._submissions: dict[str, asyncio.Task[None]] = {}
 
     async def exists(self, name: DynamicImageName) -> bool:
@@ -107,9 +110,12 @@ class DynamicImages:
         settings = await effective_settings(self.catalog.pool, self.settings, DYNAMIC_NAMESPACE, environment)
         request = SubmissionRequest(specification=name.specification(), namespace=DYNAMIC_NAMESPACE)
         try:
-            event = build_submission(request, settings)
+            event = await asyncio.to_thread(build_submission, request, settings, None, self.check)
         except SpecificationError as error:
             raise name_invalid(f"{DYNAMIC_NAMESPACE}/{'/'.join(name.tokens)}", str(error)) from None
+        except HookError as error:
+            log.error("dynamic image %s: %s", name.environment, error)
+            raise RegistryError(503, "UNAVAILABLE", "the server's specification check failed; tell the administrator") from None
         if ArtifactKind.DOCKER_MANIFEST not in event.artifacts:
             event = msgspec.structs.replace(event, artifacts=[*event.artifacts, str(ArtifactKind.DOCKER_MANIFEST)])
         event = msgspec.structs.replace(event, build_id=await self.build_ids.next())

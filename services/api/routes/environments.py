@@ -17,12 +17,12 @@ from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.events import (
-    DoomedBuild,
     EnvironmentCurrentBuildSet,
     EnvironmentDeleted,
     EnvironmentUpdated,
     environment_tree,
 )
+from envstore.common.read_model_rules import environment_deletion
 
 ENVIRONMENT_MISSING = "environment does not exist"
 BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
@@ -165,16 +165,12 @@ async def delete_environment(request: web.Request) -> web.Response:
     context = context_of(request)
 
     async def decide() -> EnvironmentDeleted:
-        row = await context.read_model.environment_row(namespace, name)
-        if row is None:
-            raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
         # Every build of the environment as of this position: a build submitted since would
         # move the environment's position and make this decision again.
-        builds = [
-            DoomedBuild(build_id=build["id"], namespace=namespace, build_key=build["build_key"])
-            for build in await context.read_model.builds_of_environment(row["id"])
-        ]
-        return EnvironmentDeleted(namespace=namespace, environment=name, builds=builds)
+        deletion = await environment_deletion(context.read_model.pool, namespace, name)
+        if deletion is None:
+            raise ApiError(400, f"environment namespace={namespace} name={name} does not exist")
+        return deletion
 
     await context.command(
         environment_tree(namespace, name), decide, f"environment-deleted:{uuid.uuid4()}", actor_of(request)

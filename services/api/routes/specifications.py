@@ -3,7 +3,9 @@ without a build, answered by the solver service over a NATS request)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 
 import msgspec
@@ -13,6 +15,7 @@ from envstore.api.context import actor_of, context_of, principal_of
 from envstore.api.envelopes import ApiError, dumps, ok
 from envstore.api.nul_characters import contains_nul
 from envstore.api.routes.paths import Routes
+from envstore.common.admin_hooks import HookError
 from envstore.common.channels import allowed_channels, channel_refusal, channel_url
 from envstore.common.events import BuildSubmitted
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
@@ -21,6 +24,7 @@ from envstore.common.specification import SpecificationError, load_environment_s
 from envstore.common.submission import SubmissionRequest, build_submission, check_name_or_error, fetched_urls
 
 REMOTE_SOLVE_TIMEOUT_SECONDS = 120
+log = logging.getLogger(__name__)
 
 
 async def read_json_object(request: web.Request) -> dict:
@@ -86,9 +90,15 @@ async def create_specification(request: web.Request) -> web.Response:
         raise ApiError(403, "Unauthorized to create namespace")
     settings = await context.effective_settings(namespace, environment)
     try:
-        event = build_submission(submission, settings)
+        # In a thread: the deployment's validate_specification hook is its own (blocking) code.
+        event = await asyncio.to_thread(build_submission, submission, settings, None, context.specification_check)
     except SpecificationError as error:
         raise ApiError(400, str(error)) from None
+    except HookError as error:
+        log.error("submission to %s/%s: %s", namespace, environment, error, exc_info=error.__cause__ is not None)
+        raise ApiError(
+            500, "the server's specification check failed; nothing was submitted. Tell the administrator (details in its log)"
+        ) from None
     refusal = await context.channel_guard.refusal(
         fetched_urls(event, settings.conda_channel_alias), "package URL" if event.is_lockfile else "channel"
     )

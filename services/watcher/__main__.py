@@ -1,0 +1,3 @@
+from envstore.watcher.service import main
+
+main()
