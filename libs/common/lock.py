@@ -36,11 +36,30 @@ class LockedPackage(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.name}={self.version}={self.build}"
 
 
+class LockedPipPackage(msgspec.Struct, frozen=True, kw_only=True):
+    """One wheel of a platform's pip packages, installed without its dependencies (they are
+    locked beside it). Recorded in the lockfile as conda-lock records pip packages."""
+
+    name: str  # normalized (PEP 503)
+    version: str
+    url: str
+    sha256: str
+    file_name: str
+    dependencies: dict[str, str] = {}  # name → the requirement's specifier, as conda-lock writes them
+
+    @property
+    def pin(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
 class Lock(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 1
     channels: list[str]
     platforms: dict[str, list[LockedPackage]]
+    # The specification's pip section as written (requirements and index options) …
     pip: list[str] = []
+    # … and what it resolved to, per platform (locks before pip resolution have none).
+    pip_packages: dict[str, list[LockedPipPackage]] = {}
 
     def packages_for(self, platform: str) -> list[LockedPackage]:
         try:
@@ -49,6 +68,16 @@ class Lock(msgspec.Struct, frozen=True, kw_only=True):
             raise KeyError(
                 f"the lock has no packages for {platform}; locked platforms: {sorted(self.platforms)}"
             ) from None
+
+    def pip_packages_for(self, platform: str) -> list[LockedPipPackage]:
+        return self.pip_packages.get(platform, [])
+
+    def python_version_for(self, platform: str) -> str | None:
+        """The version of the platform's conda ``python`` package, if it has one."""
+        for package in self.platforms.get(platform, []):
+            if package.name == "python":
+                return package.version
+        return None
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)

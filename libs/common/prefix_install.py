@@ -1,4 +1,5 @@
-"""Lock → installed prefix, with py-rattler, from a package cache. The builder installs a build's
+"""Lock → installed prefix: its conda packages with py-rattler, from a package cache, then its pip
+packages (``wheel_install``). The builder installs a build's
 prefix this way; the packager installs its own copy the same way when the builder's prefix is not
 on its host (no filesystem is shared between them: the lock and the package cache are the hand-off)."""
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import rattler
 
 from envstore.common.build_policy import BuildFailure
-from envstore.common.lock import LockedPackage, record_from_locked_package
+from envstore.common.lock import Lock, LockedPackage, record_from_locked_package
+from envstore.common.wheel_install import InstalledWheel, install_pip_packages
 
 MAX_BUILD_PATH = 255
 
@@ -37,3 +39,15 @@ async def install_prefix(
         if type(error).__name__ in {"InstallerError", "LinkError", "TransactionError", "ExtractError"}:
             raise BuildFailure("install", f"installing the packages failed: {error}") from None
         raise
+
+
+async def install_environment(lock: Lock, platform: str, prefix: Path, package_cache: Path) -> list[InstalledWheel]:
+    """The lock's environment for ``platform`` at ``prefix``: conda packages, then pip packages."""
+    await install_prefix(lock.packages_for(platform), prefix, package_cache, platform)
+    pip_packages = lock.pip_packages_for(platform)
+    if not pip_packages:
+        return []
+    python_version = lock.python_version_for(platform)
+    if python_version is None:
+        raise BuildFailure("install", f"the lock has pip packages for {platform} but no python to install them for")
+    return await install_pip_packages(pip_packages, prefix, python_version, str(prefix), platform, package_cache)

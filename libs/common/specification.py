@@ -9,11 +9,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from envstore.common.pip_requirements import PipRequirements, parse_pip_section
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9\-+_@$&?^~.=]+\Z")  # \Z: no trailing newline
 NAME_RULE = "letters, digits and the characters - + _ @ $ & ? ^ ~ . ="
 # The namespace of the registry's dynamic images (conda-store's name), shared by every puller.
 DYNAMIC_NAMESPACE = "conda-store-dynamic"
-PIP_OPTIONS = ("--index-url", "--extra-index-url", "--trusted-host")
 # libyaml's safe loader when PyYAML has it: five times faster on a big lockfile, which is
 # parsed while the API answers other requests.
 SAFE_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -50,9 +51,8 @@ class PipDependencies(BaseModel):
     def _pip_requirements(cls, requirements: list[str]) -> list[str]:
         from packaging.requirements import InvalidRequirement, Requirement
 
-        for requirement in requirements:
-            if requirement.startswith(PIP_OPTIONS):
-                continue
+        parsed = parse_pip_section(requirements)  # raises PipOptionError (a ValueError) with what to fix
+        for requirement in parsed.requirements:
             try:
                 Requirement(requirement)
             except InvalidRequirement as error:
@@ -105,6 +105,10 @@ class EnvironmentSpecification(BaseModel):
             if isinstance(item, PipDependencies):
                 return item.pip
         return []
+
+    @property
+    def pip_requirements(self) -> PipRequirements:
+        return parse_pip_section(self.pip_dependencies)
 
     def normalized(self) -> dict[str, Any]:
         """The spec as stored and hashed (the shape conda-store's model_dump gives)."""

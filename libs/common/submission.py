@@ -12,9 +12,10 @@ from packaging.utils import canonicalize_name
 from rattler import MatchSpec
 
 from envstore.common.admin_hooks import HookError, SpecificationCheck
-from envstore.common.channels import allowed_channels, channel_refusal, channel_url
+from envstore.common.channels import ChannelGuard, allowed_channels, channel_refusal, channel_url
 from envstore.common.events import BuildSettings, BuildSubmitted
 from envstore.common.hashing import specification_sha256
+from envstore.common.pip_requirements import parse_pip_section
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import (
     EnvironmentSpecification,
@@ -173,6 +174,22 @@ def _lockfile_submission(
         build_key_version=settings.build_key_version,
         settings=build_settings_of(settings),
     )
+
+
+def pip_index_urls(event: BuildSubmitted) -> list[str]:
+    """The pip indexes and link locations a specification's ``pip:`` section names."""
+    if event.is_lockfile:
+        return []
+    for dependency in event.specification.get("dependencies") or []:
+        if isinstance(dependency, dict) and isinstance(dependency.get("pip"), list):
+            return parse_pip_section([str(line) for line in dependency["pip"]]).source_urls
+    return []
+
+
+async def submission_refusal(guard: ChannelGuard, event: BuildSubmitted, channel_alias: str) -> str | None:
+    """Why building ``event`` would make the server fetch from somewhere it may not, or None."""
+    refusal = await guard.refusal(fetched_urls(event, channel_alias), "package URL" if event.is_lockfile else "channel")
+    return refusal or await guard.refusal(pip_index_urls(event), "pip index URL")
 
 
 def fetched_urls(event: BuildSubmitted, channel_alias: str) -> list[str]:

@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     channel.add_argument(
         "--big", action="store_true", help="instead, the benchmark's real-size channel (~120 packages, ~700 MB installed)"
     )
+    channel.add_argument(
+        "--host-python", action="store_true", help="add a python package made from the running interpreter (needs patchelf)"
+    )
     service = commands.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=(*SERVICES, *OPTIONAL_SERVICES))
     projection = commands.add_parser("projection", help="read model maintenance")
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     elif arguments.command == "make-channel":
         from envstore.common.demo_channel import make_channel
 
-        print(asyncio.run(make_channel(arguments.directory)))
+        print(asyncio.run(make_channel(arguments.directory, host_python=arguments.host_python)))
     elif arguments.command == "service":
         import runpy
 

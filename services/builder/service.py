@@ -29,7 +29,7 @@ from envstore.common.telemetry import Telemetry
 from envstore.builder.housekeeping import remove_build, remove_environment_link
 from envstore.builder.current_link import point_environment_at
 from envstore.builder.install import measure
-from envstore.common.prefix_install import check_build_path, install_prefix
+from envstore.common.prefix_install import check_build_path, install_environment
 
 SERVICE = "builder"
 
@@ -101,8 +101,10 @@ class BuilderService:
         prefix = namespace_directory / build.build_key
         check_build_path(prefix)
         started = time.perf_counter()
-        async with reporter.phase("install", f"{len(packages)} packages into {prefix}"):
-            await install_prefix(packages, prefix, self.settings.package_cache, self.platform)
+        pip_count = len(lock.pip_packages_for(self.platform))
+        pip_note = f" and {pip_count} pip packages" if pip_count else ""
+        async with reporter.phase("install", f"{len(packages)} packages{pip_note} into {prefix}"):
+            await install_environment(lock, self.platform, prefix, self.settings.package_cache)
         install_seconds = time.perf_counter() - started
         size = await measure(prefix)
         await reporter.note("install", f"prefix size {size} bytes")

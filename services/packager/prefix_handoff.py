@@ -14,7 +14,7 @@ from pathlib import Path
 from envstore.common.build_reporter import BuildReporter
 from envstore.common.events import BuildBuilt
 from envstore.common.lock import Lock
-from envstore.common.prefix_install import install_prefix
+from envstore.common.prefix_install import install_environment
 from envstore.common.settings import EnvstoreSettings, host_platform
 
 
@@ -44,5 +44,5 @@ async def prepared_prefix(
     prefix = work_directory / "prefix"
     packages = lock.platforms[platform]
     async with reporter.phase("install", f"{len(packages)} packages for packing (the builder's prefix is not on this host)"):
-        await install_prefix(packages, prefix, settings.package_cache, platform)
+        await install_environment(lock, platform, prefix, settings.package_cache)
     return prefix

@@ -18,14 +18,14 @@ from envstore.common.channels import ChannelGuard, channel_url
 from envstore.common.events import WORKER_SUBSCRIPTIONS, BuildRef, BuildSolved, BuildSubmitted
 from envstore.common.transport import EventBus
 from envstore.common.worker_runtime import Delivery
-from envstore.common.lock import Lock, installed_package, locked_package_from_record
+from envstore.common.lock import Lock, LockedPipPackage, installed_package, locked_package_from_record
 from envstore.common.service_runtime import connected_bus, run_pipeline_worker, run_service
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.specification import EnvironmentSpecification
 from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage, open_storage
-from envstore.common.submission import fetched_urls
+from envstore.common.submission import submission_refusal
 from envstore.common.telemetry import Telemetry
 from envstore.solver.solve import SolveRequest, Solver
 
@@ -72,9 +72,7 @@ class SolverService:
         event = await with_full_specification(event, self.storage)
         # Checked again here, where the fetching happens: the API checked at submission, but a
         # host's DNS answer may have changed since, and the stream may hold older submissions.
-        refusal = await self.channel_guard.refusal(
-            fetched_urls(event, self.settings.conda_channel_alias), "package URL" if event.is_lockfile else "channel"
-        )
+        refusal = await submission_refusal(self.channel_guard, event, self.settings.conda_channel_alias)
         if refusal:
             raise BuildFailure("lock" if event.is_lockfile else "solve", refusal)
         if event.is_lockfile:
@@ -91,6 +89,11 @@ class SolverService:
                 await reporter.note("solve", note)
             lock, seconds = outcome.lock, outcome.seconds
             cache_hit = outcome.cache_hits == len(request.platforms)
+            # An index may link its files anywhere: where the wheels are is checked like the index.
+            wheel_urls = sorted({package.url for packages in lock.pip_packages.values() for package in packages})
+            refusal = await self.channel_guard.refusal(wheel_urls, "pip package URL")
+            if refusal:
+                raise BuildFailure("solve", refusal)
         lock_blob = await self.storage.put_bytes(lock.encode())
         log_blob = await reporter.store(self.storage)
         await self.bus.publish_once(
@@ -139,12 +142,46 @@ def lock_from_conda_lock(lockfile: dict) -> Lock:
             (locked_package_from_record(record) for record in records), key=lambda p: p.name
         )
     channels = [str(channel.url) if hasattr(channel, "url") else str(channel) for channel in environment.channels()]
-    pip = [
-        f"{package.name}=={package.version}"
+    pip_packages = {
+        str(platform): sorted(
+            (locked_pip_package_from_lockfile(package) for package in environment.pypi_packages_for_platform(platform) or []),
+            key=lambda package: package.name,
+        )
         for platform in environment.platforms()
-        for package in (environment.pypi_packages_for_platform(platform) or [])
-    ]
-    return Lock(channels=channels, platforms=platforms, pip=sorted(set(pip)))
+    }
+    pip_packages = {platform: packages for platform, packages in pip_packages.items() if packages}
+    pip = sorted({package.pin for packages in pip_packages.values() for package in packages})
+    return Lock(channels=channels, platforms=platforms, pip=pip, pip_packages=pip_packages)
+
+
+def locked_pip_package_from_lockfile(package) -> LockedPipPackage:  # type: ignore[no-untyped-def]
+    """A conda-lock lockfile's pip package (read by rattler) → LockedPipPackage; installed only
+    with a sha256 to check it against."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    location, _, fragment = str(package.location).partition("#")
+    digest = package.hashes.sha256 if package.hashes is not None else None
+    sha256 = digest.hex() if digest else fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else ""
+    if not sha256:
+        raise BuildFailure("lock", f"pip package {package.name} in the lockfile has no sha256 hash; lock it with hashes")
+    if not location.endswith(".whl"):
+        raise BuildFailure("lock", f"pip package {package.name} in the lockfile is not a wheel ({location}); only wheels are installed")
+    dependencies = {}
+    for requirement in package.requires_dist or []:
+        try:
+            parsed = Requirement(str(requirement))
+        except InvalidRequirement:
+            continue
+        dependencies[canonicalize_name(parsed.name)] = str(parsed.specifier) or "*"
+    return LockedPipPackage(
+        name=canonicalize_name(package.name),
+        version=str(package.version),
+        url=location,
+        sha256=sha256,
+        file_name=location.rsplit("/", 1)[-1],
+        dependencies=dependencies,
+    )
 
 
 class RemoteSolves:
@@ -162,7 +199,8 @@ class RemoteSolves:
             if refusal:
                 raise BuildFailure("solve", refusal)
             outcome = await self.solver.solve(
-                SolveRequest(specs=question.specs, channel_urls=question.channel_urls, platforms=[platform], pip=question.pip)
+                # conda packages only: the answer lists what conda installs.
+                SolveRequest(specs=question.specs, channel_urls=question.channel_urls, platforms=[platform], pip=[])
             )
             answer = RemoteSolveAnswer(
                 packages=[installed_package(package) for package in outcome.lock.packages_for(platform)]

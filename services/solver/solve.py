@@ -13,10 +13,12 @@ import rattler
 from rattler.exceptions import InvalidMatchSpecError, SolverError
 
 from envstore.common.build_policy import BuildFailure
-from envstore.common.lock import Lock, locked_package_from_record
+from envstore.common.lock import Lock, LockedPackage, LockedPipPackage, locked_package_from_record
+from envstore.common.pip_requirements import parse_pip_section
+from envstore.solver.pip_resolution import resolve_pip
 from envstore.solver.repodata_state import repodata_fingerprint
 from envstore.solver.solve_cache import SolveCache, solve_cache_key
-from envstore.solver.virtual_packages import describe, virtual_packages_for
+from envstore.solver.virtual_packages import describe, glibc_of, virtual_packages_for
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class Solver:
     ) -> None:
         self.gateway = rattler.Gateway(cache_dir=cache_directory / "repodata")
         self.cache = SolveCache(cache_directory / "solves", cache_entries)
+        self.pip_cache_directory = cache_directory / "uv"
         self.host_platform = host_platform
         self.max_solve_seconds = max_solve_seconds
         self.http = http
@@ -58,7 +61,9 @@ class Solver:
 
     async def solve(self, request: SolveRequest) -> SolveOutcome:
         started = time.perf_counter()
-        packages_by_platform = {}
+        packages_by_platform: dict[str, list[LockedPackage]] = {}
+        pip_by_platform: dict[str, list[LockedPipPackage]] = {}
+        pip_requirements = parse_pip_section(request.pip)
         cache_hits = 0
         notes = []
         for platform in request.platforms:
@@ -75,21 +80,38 @@ class Solver:
                 cache_hits += 1
                 packages_by_platform[platform] = cached.packages_for(platform)
                 notes.append(f"{platform}: {len(cached.packages_for(platform))} packages (cached solve)")
-                continue
-            platform_started = time.perf_counter()
-            records = await self._solve_platform(request, subdirs, virtual_packages)
-            packages = sorted(
-                (locked_package_from_record(record) for record in records), key=lambda p: p.name
-            )
-            packages_by_platform[platform] = packages
-            await self.cache.put(
-                key, Lock(channels=request.channel_urls, platforms={platform: packages})
-            )
-            notes.append(
-                f"{platform}: {len(packages)} packages solved in "
-                f"{time.perf_counter() - platform_started:.3f} s"
-            )
-        lock = Lock(channels=request.channel_urls, platforms=packages_by_platform, pip=request.pip)
+            else:
+                platform_started = time.perf_counter()
+                records = await self._solve_platform(request, subdirs, virtual_packages)
+                packages = sorted(
+                    (locked_package_from_record(record) for record in records), key=lambda p: p.name
+                )
+                packages_by_platform[platform] = packages
+                await self.cache.put(
+                    key, Lock(channels=request.channel_urls, platforms={platform: packages})
+                )
+                notes.append(
+                    f"{platform}: {len(packages)} packages solved in "
+                    f"{time.perf_counter() - platform_started:.3f} s"
+                )
+            if pip_requirements.requirements:
+                pip_started = time.perf_counter()
+                resolution = await resolve_pip(
+                    pip_requirements,
+                    packages_by_platform[platform],
+                    platform,
+                    glibc_of(virtual_packages),
+                    self.pip_cache_directory,
+                )
+                pip_by_platform[platform] = resolution.packages
+                notes.extend(resolution.notes)
+                notes.append(
+                    f"{platform}: {len(resolution.packages)} pip packages resolved by uv in "
+                    f"{time.perf_counter() - pip_started:.3f} s"
+                )
+        lock = Lock(
+            channels=request.channel_urls, platforms=packages_by_platform, pip=request.pip, pip_packages=pip_by_platform
+        )
         return SolveOutcome(lock, cache_hits, time.perf_counter() - started, notes)
 
     async def _fingerprint(self, channel_url: str, subdirs: list[str]) -> str:

@@ -47,3 +47,11 @@ def virtual_packages_for(platform: str, host_platform: str) -> list[Any]:
 
 def describe(packages: list[Any]) -> list[str]:
     return sorted(f"{package.name.normalized}={package.version}={package.build_string}" for package in packages)
+
+
+def glibc_of(packages: list[Any]) -> str | None:
+    """The ``__glibc`` version among ``packages`` (None: not a glibc system)."""
+    for package in packages:
+        if package.name.normalized == "__glibc":
+            return str(package.version)
+    return None

@@ -45,7 +45,7 @@ from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import SpecificationError, parse_specification_text
 from envstore.common.specification_documents import offload_large_specification
 from envstore.common.storage import Storage
-from envstore.common.submission import SubmissionRequest, build_submission, fetched_urls
+from envstore.common.submission import SubmissionRequest, build_submission, submission_refusal
 from envstore.common.transport import Conflict, EventBus, Expectation
 from envstore.watcher.watched_files import WatchedPaths
 
@@ -187,7 +187,7 @@ class WatchReconciler:
             raise Rejected(str(error), environment) from None
         except HookError as error:
             raise Rejected(f"the deployment's specification check failed: {error}", environment) from None
-        refusal = await self.channel_guard.refusal(fetched_urls(event, settings.conda_channel_alias))
+        refusal = await submission_refusal(self.channel_guard, event, settings.conda_channel_alias)
         if refusal:
             raise Rejected(refusal, environment)
         return await offload_large_specification(event, self.storage)

@@ -262,11 +262,7 @@ async def test_past_the_layer_budget_small_packages_share_layers(images: Images,
 
 def test_layer_plan_keeps_big_packages_alone_and_groups_small_ones_stably() -> None:
     def package(name: str, size: int) -> PackageFiles:
-        locked = LockedPackage(
-            name=name, version="1", build="0", subdir="linux-64", url=f"file:///c/{name}.conda", channel="c",
-            file_name=f"{name}.conda",
-        )
-        return PackageFiles(locked, (f"lib/{name}",), size)
+        return PackageFiles(name, f"{name}=1=0", (f"lib/{name}",), size)
 
     packages = tuple(package(f"small-{i:02}", 1000 + i) for i in range(40)) + tuple(
         package(f"big-{i}", 10**8 + i) for i in range(5)

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-PLATFORM_SUBDIRS = ("linux-64", "osx-arm64")
+PLATFORM_SUBDIRS = ("linux-64", "linux-aarch64", "osx-arm64")
 NOARCH_SUBDIR = "noarch"
 
 # conda-build style: a 255-character host prefix, long enough that any real install prefix fits in
@@ -78,22 +78,23 @@ class PackageDefinition:
         return f"{self.name}-{self.version}-{self.build}{archive_format}"
 
 
-FileFactory = Callable[[str, str], tuple[PackageFile, ...]]
+# (name, version, subdir) → files
+FileFactory = Callable[[str, str, str], tuple[PackageFile, ...]]
 
 
-def readme_files(name: str, version: str) -> tuple[PackageFile, ...]:
+def readme_files(name: str, version: str, subdir: str = NOARCH_SUBDIR) -> tuple[PackageFile, ...]:
     return (
         PackageFile(f"share/{name}/README.txt", f"{name} {version}\n".encode()),
         PackageFile(f"share/{name}/version.txt", f"{version}\n".encode()),
     )
 
 
-def command_files(name: str, version: str) -> tuple[PackageFile, ...]:
+def command_files(name: str, version: str, subdir: str = NOARCH_SUBDIR) -> tuple[PackageFile, ...]:
     script = f'#!/bin/sh\necho "{name} {version}"\n'
     return (PackageFile(f"bin/{name}", script.encode(), executable=True), *readme_files(name, version))
 
 
-def shared_library_files(name: str, version: str) -> tuple[PackageFile, ...]:
+def shared_library_files(name: str, version: str, subdir: str = NOARCH_SUBDIR) -> tuple[PackageFile, ...]:
     library_name = name if name.startswith("lib") else f"lib{name}"
     # Looks enough like an ELF file for tools that sniff it; the placeholder is a NUL-terminated string.
     content = (
@@ -108,14 +109,15 @@ def shared_library_files(name: str, version: str) -> tuple[PackageFile, ...]:
     )
 
 
-def greeting_data_files(name: str, version: str) -> tuple[PackageFile, ...]:
+def greeting_data_files(name: str, version: str, subdir: str = NOARCH_SUBDIR) -> tuple[PackageFile, ...]:
     return (PackageFile(f"share/{name}/version.txt", f"{version}\n".encode()),)
 
 
 HELLO_BINARY_PREFIX_FILE = "share/hello/prefix.bin"
+HELLO_PLATFORM_FILE = "share/hello/platform.txt"
 
 
-def hello_files(name: str, version: str) -> tuple[PackageFile, ...]:
+def hello_files(name: str, version: str, subdir: str = NOARCH_SUBDIR) -> tuple[PackageFile, ...]:
     hello_script = (
         "#!/bin/sh\n"
         f"prefix='{PREFIX_PLACEHOLDER}'\n"
@@ -135,6 +137,8 @@ def hello_files(name: str, version: str) -> tuple[PackageFile, ...]:
         PackageFile("bin/hello", hello_script.encode(), executable=True, placeholder_mode=FileMode.TEXT),
         PackageFile("bin/hello-binary-prefix", binary_prefix_script.encode(), executable=True),
         PackageFile(HELLO_BINARY_PREFIX_FILE, binary_prefix_data, placeholder_mode=FileMode.BINARY),
+        # Which platform's build this is: what a test of a multi-platform artifact looks for.
+        PackageFile(HELLO_PLATFORM_FILE, f"{subdir}\n".encode()),
     )
 
 
@@ -164,7 +168,7 @@ class PackageFamily:
                 name=self.name,
                 version=release.version,
                 subdir=subdir,
-                files=self.files(self.name, release.version),
+                files=self.files(self.name, release.version, subdir),
                 depends=release.depends + self._platform_depends(subdir),
                 constrains=release.constrains,
                 formats=self.formats,

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 
 import rattler.index
 
+from envstore.common.settings import host_platform
+
 from .catalogue import (
     BUILD_TIMESTAMP_SECONDS,
     CATALOGUE,
@@ -16,18 +18,24 @@ from .catalogue import (
     PLATFORM_SUBDIRS,
     PackageDefinition,
 )
+from .host_python import host_python_package
 from .package_writer import write_package
 
 
-async def make_channel(directory: pathlib.Path) -> str:
+async def make_channel(directory: pathlib.Path, host_python: bool = False) -> str:
     """Builds every catalogue package into `directory/<subdir>/`, indexes it, returns its file:// URL.
 
     The result is byte-for-byte the same on every run. Existing packages of the same name are
-    overwritten and the index is rebuilt.
+    overwritten and the index is rebuilt. With ``host_python``, the channel also holds a ``python``
+    package for the host's platform made from the running interpreter (``host_python``), for
+    environments with pip dependencies.
     """
     directory = pathlib.Path(directory).resolve()
+    packages = list(CATALOGUE)
+    if host_python:
+        packages.append(await asyncio.to_thread(host_python_package, host_platform()))
     # One worker thread on purpose: writing .conda files changes the process's working directory.
-    await asyncio.to_thread(write_packages, CATALOGUE, directory)
+    await asyncio.to_thread(write_packages, packages, directory)
     await rattler.index.index_fs(directory, write_zst=False, write_shards=False, force=True)
     await asyncio.to_thread(pin_indexed_timestamps, directory)
     return directory.as_uri()

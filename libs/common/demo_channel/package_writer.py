@@ -24,6 +24,7 @@ from .catalogue import (
 
 _ARCH_AND_PLATFORM = {
     "linux-64": ("x86_64", "linux"),
+    "linux-aarch64": ("aarch64", "linux"),
     "osx-arm64": ("arm64", "osx"),
     "noarch": (None, None),
 }

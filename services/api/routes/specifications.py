@@ -21,7 +21,7 @@ from envstore.common.events import BuildSubmitted
 from envstore.common.solve_requests import SOLVE_SUBJECT, RemoteSolveAnswer, RemoteSolveRequest
 from envstore.common.specification_documents import offload_large_specification
 from envstore.common.specification import SpecificationError, load_environment_specification, parse_specification_text
-from envstore.common.submission import SubmissionRequest, build_submission, check_name_or_error, fetched_urls
+from envstore.common.submission import SubmissionRequest, build_submission, check_name_or_error, submission_refusal
 
 REMOTE_SOLVE_TIMEOUT_SECONDS = 120
 log = logging.getLogger(__name__)
@@ -99,9 +99,7 @@ async def create_specification(request: web.Request) -> web.Response:
         raise ApiError(
             500, "the server's specification check failed; nothing was submitted. Tell the administrator (details in its log)"
         ) from None
-    refusal = await context.channel_guard.refusal(
-        fetched_urls(event, settings.conda_channel_alias), "package URL" if event.is_lockfile else "channel"
-    )
+    refusal = await submission_refusal(context.channel_guard, event, settings.conda_channel_alias)
     if refusal:
         raise ApiError(400, refusal)
     idempotency_key = request.headers.get("Idempotency-Key")

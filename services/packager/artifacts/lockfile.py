@@ -15,9 +15,7 @@ from conda_lock.lockfile.v1.models import HashModel
 from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile, LockMeta
 from conda_lock.models.channel import Channel
 
-
-
-from envstore.common.lock import Lock, LockedPackage
+from envstore.common.lock import Lock, LockedPackage, LockedPipPackage
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
 
 
@@ -43,6 +41,20 @@ def _locked_dependency(package: LockedPackage, platform: str) -> LockedDependenc
     )
 
 
+def _locked_pip_dependency(package: LockedPipPackage, platform: str) -> LockedDependency:
+    """A pip package as conda-lock records one: manager ``pip``, the wheel's URL and sha256."""
+    return LockedDependency(
+        name=package.name,
+        version=package.version,
+        manager="pip",
+        platform=platform,
+        dependencies=dict(package.dependencies),
+        url=package.url,
+        hash=HashModel(sha256=package.sha256),
+        categories={"main"},
+    )
+
+
 def conda_lock_document(lock: Lock, spec_sha256: str) -> bytes:
     platforms = sorted(lock.platforms)
     content = Lockfile(
@@ -50,6 +62,11 @@ def conda_lock_document(lock: Lock, spec_sha256: str) -> bytes:
             _locked_dependency(package, platform)
             for platform in platforms
             for package in lock.platforms[platform]
+        ]
+        + [
+            _locked_pip_dependency(package, platform)
+            for platform in platforms
+            for package in lock.pip_packages_for(platform)
         ],
         metadata=LockMeta(
             content_hash={platform: spec_sha256 for platform in platforms},

@@ -84,7 +84,7 @@ async def produce(inputs: BuildInputs) -> Produced:
 
     base = await load_base_image(options.base, platform, storage, inputs.settings.cache_root)
     staged = await stage_environment(
-        inputs.lock.packages_for(inputs.platform),
+        inputs.lock,
         inputs.platform,
         options.prefix,
         scratch / "prefix",

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import rattler
 
-from envstore.common.lock import LockedPackage, record_from_locked_package
-from envstore.packager.artifacts.oci_layers import LayerEntry, entry_from_disk
+from envstore.common.lock import Lock, LockedPackage, record_from_locked_package
+from envstore.common.wheel_install import InstalledWheel, install_pip_packages
+from envstore.packager.artifacts.oci_layers import FIXED_MTIME, LayerEntry, entry_from_disk
 
 CONDA_META = "conda-meta"
 # Written by rattler into the staging directory itself, not part of any environment.
@@ -28,19 +29,15 @@ STAGING_ONLY_FILES = frozenset({"CACHEDIR.TAG"})
 
 @dataclass(frozen=True)
 class PackageFiles:
-    """One package's files in the staged prefix."""
+    """One package's files in the staged prefix (a conda package, or a pip package's wheel)."""
 
-    package: LockedPackage
-    paths: tuple[str, ...]  # relative to the prefix, as its conda-meta record lists them
+    name: str  # orders and groups layers: the conda name, ``pypi:<name>`` for a pip package
+    label: str  # what the image's history says: ``hello=2.1=h…_0``, ``pypi:alpha==1.0``
+    paths: tuple[str, ...]  # relative to the prefix, as its conda-meta record (or RECORD) lists them
     size: int  # bytes on disk
-
-    @property
-    def name(self) -> str:
-        return self.package.name
-
-    @property
-    def label(self) -> str:
-        return self.package.pin
+    # The files' mtime in the layer: None keeps each file's own (rattler gives a conda package's
+    # files the mtimes of its archive); a wheel's files were just written, so they get a fixed one.
+    mtime: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ class StagedEnvironment:
     def entries_of(self, packages: tuple[PackageFiles, ...]) -> list[LayerEntry]:
         """The layer entries of these packages' files, with the mtimes their archives gave them."""
         return [
-            entry_from_disk(self.path_in_image(relative), self.root / relative)
+            entry_from_disk(self.path_in_image(relative), self.root / relative, package.mtime)
             for package in packages
             for relative in package.paths
             if os.path.lexists(self.root / relative)
@@ -64,8 +61,9 @@ class StagedEnvironment:
 
 
 async def stage_environment(
-    packages: list[LockedPackage], platform: str, image_prefix: str, staging: Path, package_cache: Path
+    lock: Lock, platform: str, image_prefix: str, staging: Path, package_cache: Path
 ) -> StagedEnvironment:
+    packages = lock.packages_for(platform)
     await rattler.install(
         [record_from_locked_package(package) for package in packages],
         target_prefix=staging,
@@ -75,13 +73,23 @@ async def stage_environment(
         execute_link_scripts=False,
         show_progress=False,
     )
-    return await asyncio.to_thread(split_by_package, staging, image_prefix, packages)
+    wheels: list[InstalledWheel] = []
+    python_version = lock.python_version_for(platform)
+    if lock.pip_packages_for(platform) and python_version is not None:
+        # Written into the staging directory, their scripts' #! lines naming the image's python.
+        wheels = await install_pip_packages(
+            lock.pip_packages_for(platform), staging, python_version, image_prefix, platform, package_cache
+        )
+    return await asyncio.to_thread(split_by_package, staging, image_prefix, packages, wheels)
 
 
-def split_by_package(staging: Path, image_prefix: str, packages: list[LockedPackage]) -> StagedEnvironment:
+def split_by_package(
+    staging: Path, image_prefix: str, packages: list[LockedPackage], wheels: tuple[InstalledWheel, ...] | list[InstalledWheel] = ()
+) -> StagedEnvironment:
     """Blocking (reads every conda-meta record and stats every file): call it in a thread."""
     by_pin = {(package.name, package.version, package.build): package for package in packages}
     owned: set[str] = set()
+    linked: set[tuple[str, str, str]] = set()
     split: list[PackageFiles] = []
     for record_path in sorted((staging / CONDA_META).glob("*.json")):
         record = json.loads(record_path.read_text())
@@ -90,10 +98,22 @@ def split_by_package(staging: Path, image_prefix: str, packages: list[LockedPack
             raise RuntimeError(f"the staged prefix holds {record_path.name}, which is not in the lock")
         paths = tuple(sorted(record.get("files", [])))
         owned.update(paths)
-        split.append(PackageFiles(package, paths, sum(_size(staging / path) for path in paths)))
-    missing = sorted(set(by_pin) - {(p.package.name, p.package.version, p.package.build) for p in split})
+        split.append(PackageFiles(package.name, package.pin, paths, sum(_size(staging / path) for path in paths)))
+        linked.add((package.name, package.version, package.build))
+    missing = sorted(set(by_pin) - linked)
     if missing:
         raise RuntimeError(f"rattler did not link {missing} into the staging prefix")
+    for wheel in wheels:
+        owned.update(wheel.paths)
+        split.append(
+            PackageFiles(
+                f"pypi:{wheel.package.name}",
+                f"pypi:{wheel.package.pin}",
+                wheel.paths,
+                sum(_size(staging / path) for path in wheel.paths),
+                mtime=FIXED_MTIME,
+            )
+        )
     unowned = []
     for directory, _, files in os.walk(staging):
         for name in files:

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from envstore.common.lock import Lock
+from envstore.common.pip_requirements import parse_pip_section
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
 
 
@@ -14,7 +15,12 @@ def pinned_environment_yaml(
     lock: Lock, platform: str, environment_name: str, specification: dict[str, Any]
 ) -> bytes:
     dependencies: list[Any] = [package.pin for package in lock.packages_for(platform)]
-    if lock.pip:
+    pip_packages = lock.pip_packages_for(platform)
+    if pip_packages:
+        # Where they came from (the section's index options), then each resolved package pinned.
+        options = parse_pip_section(lock.pip).option_lines()
+        dependencies.append({"pip": options + [package.pin for package in pip_packages]})
+    elif lock.pip:
         dependencies.append({"pip": list(lock.pip)})
     document: dict[str, Any] = {
         "name": environment_name,
