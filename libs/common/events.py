@@ -469,6 +469,71 @@ class BuildDeleted(BuildEvent, frozen=True, kw_only=True, tag="build.deleted"):
     kept: list[str] = []
 
 
+class BuildArchiveRequested(EnvironmentEvent, frozen=True, kw_only=True, tag="build.archive_requested"):
+    """Archive a completed build (by hand or by the retention policy): its spec, lock, YAML and
+    logs stay; the prefix and the artifacts of ``kinds`` (tarball, installer, image) go, to be
+    made again from the lock when asked for (rehydration). A command on the environment."""
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api",)
+
+    build_id: int
+    build_key: str
+    generation: int  # how many times this build was archived, this one included
+    kinds: list[str]
+    reason: str = ""
+
+
+class BuildArchived(BuildEvent, frozen=True, kw_only=True, tag="build.archived"):
+    """The builder freed an archived build's prefix and artifact names (blobs are collected by GC)."""
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("builder",)
+
+    build_id: int
+    generation: int  # how many times this build was archived, this one included
+    kinds: list[str] = []
+
+
+class RehydrationEvent(BuildEvent, frozen=True, kw_only=True):
+    """Once per build and archive generation: one rehydration however many clients ask at once."""
+
+    ONCE: ClassVar[bool] = True
+    # The request and the outcome each have a slot of their own (a once-only filter is its slot).
+    SLOT_PREFIX: ClassVar[str] = ""
+    build_id: int
+    generation: int
+
+    def slot(self) -> str | None:
+        return f"{self.SLOT_PREFIX}-{self.generation}"
+
+    @classmethod
+    def slot_pattern(cls) -> str | None:
+        return "*"
+
+
+class BuildRehydrationRequested(RehydrationEvent, frozen=True, kw_only=True, tag="build.rehydration_requested"):
+    """Make an archived build's ``kinds`` again from its lock (no solve): asked by a download of
+    one of them, an image pull, or by hand."""
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api", "registry")
+    SLOT_PREFIX: ClassVar[str] = "rehydration"
+
+    kinds: list[str]
+
+
+class RehydratedArtifact(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    key: str
+    blob: BlobRef
+    content_type: str
+
+
+class BuildRehydrated(RehydrationEvent, frozen=True, kw_only=True, tag="build.rehydrated"):
+    """The archived artifacts are made again (``failed`` says why not, when they could not be)."""
+    PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("packager",)
+    SLOT_PREFIX: ClassVar[str] = "rehydrated"
+
+    artifacts: list[RehydratedArtifact] = []
+    failed: str = ""
+    seconds: float = 0.0
+
+
 class BuildUsed(BuildEvent, frozen=True, kw_only=True, tag="build.used"):
     """How often a build was used between ``first_used_at`` and ``last_used_at``: image pulls
     (registry), artifact downloads and activations (API: its environment's lockfile fetched).
@@ -641,6 +706,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     BuildCanceled,
     BuildDeleteRequested,
     BuildDeleted,
+    BuildArchiveRequested,
+    BuildArchived,
+    BuildRehydrationRequested,
+    BuildRehydrated,
     BuildUsed,
     EnvironmentCurrentBuildSet,
     EnvironmentUpdated,
@@ -687,8 +756,9 @@ WORKER_SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         BuildDeleteRequested,
         EnvironmentDeleted,
         NamespaceDeleted,
+        BuildArchiveRequested,
     ),
-    "packager": (BuildBuilt,),
+    "packager": (BuildBuilt, BuildRehydrationRequested),
 }
 
 

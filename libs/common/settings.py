@@ -213,6 +213,13 @@ class EnvstoreSettings(BaseSettings):
     projection_wait_seconds: float = 5.0
     solve_cache_entries: int = 512
 
+    # Retention (stored per namespace or environment through the settings API): archive completed
+    # builds beyond the last N of an environment and those unused for D days (a build either rule
+    # keeps is kept; the current build always is). Unset: no retention.
+    retention_keep_builds: int | None = Field(default=None, ge=1)
+    retention_unused_days: float | None = Field(default=None, gt=0)
+    # A request for an archived artifact waits at most this long (?wait=) for its rehydration.
+    rehydration_wait_seconds: float = Field(default=600.0, gt=0)
     # Use (pulls, downloads, activations) is counted in memory and published as one build.used
     # event per build per this many seconds.
     usage_flush_seconds: float = Field(default=60.0, gt=0)
@@ -359,6 +366,9 @@ CONDA_STORE_SETTINGS = (
     "pypi_required_packages",
     "pypi_included_packages",
     "build_artifacts",
+    # envstore's own, stored like conda-store's
+    "retention_keep_builds",
+    "retention_unused_days",
 )
 
 GLOBAL_ONLY_SETTINGS = frozenset(

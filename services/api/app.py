@@ -22,6 +22,7 @@ from envstore.api.read_model import ReadModel
 from envstore.api.routes import (
     auth_pages,
     build_usage,
+    archive,
     builds,
     catalog,
     environments,
@@ -131,6 +132,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         specifications,
         builds,
         build_usage,
+        archive,
         lock_diff,
         sbom,
         environments,

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from envstore.api.archive_projection import ARCHIVE_APPLIERS
 from envstore.api.usage_projection import USAGE_APPLIERS
 from envstore.api.webhooks.projection import WEBHOOK_APPLIERS
 from envstore.common.artifact_kinds import ArtifactKind
@@ -540,6 +541,7 @@ APPLIERS: dict[type[Event], Apply] = {
     EnvironmentUpdated: environment_updated,
     **WEBHOOK_APPLIERS,
     **USAGE_APPLIERS,
+    **ARCHIVE_APPLIERS,
 }
 
 

@@ -70,7 +70,16 @@ CREATE TABLE IF NOT EXISTS build (
     ended_on timestamp,
     deleted_on timestamp,
     kept_artifacts jsonb,  -- what a deletion of this build keeps (null: nothing)
-    lock_digest text  -- the lock blob (build.solved): diffs, SBOMs and rehydration read it
+    lock_digest text,  -- the lock blob (build.solved): diffs, SBOMs and rehydration read it
+    -- Archive and rehydration (build.archive_requested, build.archived, build.rehydration_requested,
+    -- build.rehydrated): archived_on is set while the build is archived.
+    archive_generation integer NOT NULL DEFAULT 0,
+    archived_on timestamp,
+    archived_kinds jsonb,
+    archive_freed_on timestamp,
+    rehydration_state text,  -- null, REHYDRATING or FAILED
+    rehydration_info text,
+    rehydration_seconds double precision
 );
 CREATE INDEX IF NOT EXISTS build_environment ON build(environment_id);
 CREATE TABLE IF NOT EXISTS build_artifact (

@@ -9,7 +9,10 @@ from envstore.common.build_reporter import BuildReporter
 from envstore.common.transport import EventBus
 from envstore.common.worker_runtime import Delivery
 from envstore.common.build_policy import BuildFailure
+from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.events import (
+    BuildArchived,
+    BuildArchiveRequested,
     BuildBuilt,
     BuildCompleted,
     BuildDeleted,
@@ -58,6 +61,8 @@ class BuilderService:
             for doomed in event.builds:
                 await self.delete_build(doomed, keep=[])
             await remove_environment_link(self.settings.environments_root, event.namespace, event.environment)
+        elif isinstance(event, BuildArchiveRequested):
+            await self.archive_build(event)
         elif isinstance(event, NamespaceDeleted):
             for doomed in event.builds:
                 await self.delete_build(doomed, keep=[])
@@ -68,6 +73,16 @@ class BuilderService:
         await self.bus.publish(
             BuildDeleted(build_id=doomed.build_id, kept=keep),
             message_id=f"deleted:{doomed.build_id}:{'+'.join(sorted(keep)) or 'all'}",
+        )
+
+    async def archive_build(self, event: BuildArchiveRequested) -> None:
+        """Free an archived build's prefix and the names of its archived artifacts (their blobs
+        go when garbage collection finds nothing else uses them)."""
+        keep = [str(kind) for kind in ArtifactKind if kind not in event.kinds]
+        await remove_build(self.settings.environments_root, self.storage, event.namespace, event.build_key, keep)
+        await self.bus.publish(
+            BuildArchived(build_id=event.build_id, generation=event.generation, kinds=list(event.kinds)),
+            message_id=f"archived:{event.build_id}:{event.generation}",
         )
 
     async def switch_current_build(self, namespace: str, environment: str, build_key: str, decided_at: int) -> None:

@@ -26,6 +26,7 @@ from envstore.common.events import (
     ArtifactReady,
     BuildBuilt,
     BuildCompleted,
+    BuildRehydrationRequested,
     BuildSubmitted,
     WORKER_SUBSCRIPTIONS,
     UndecodableEvent,
@@ -41,6 +42,7 @@ from envstore.packager.artifacts import conda_pack, installer, lockfile, pinned_
 from envstore.packager.artifacts import oci_image
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
 from envstore.packager.prefix_handoff import prepared_prefix
+from envstore.packager.rehydration import rehydrate
 
 SERVICE = "packager"
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ class PackagerService:
 
     async def handle(self, delivery: Delivery) -> None:
         event = delivery.event
+        if isinstance(event, BuildRehydrationRequested):
+            await rehydrate(self, event, PRODUCERS, self._scratch())
+            return
         assert isinstance(event, BuildBuilt)
         build = event.build
         reporter = BuildReporter(self.bus, build.build_id, SERVICE)

@@ -32,6 +32,7 @@ from envstore.registry.dynamic_images import DynamicImages
 from envstore.registry.image_waits import ImageWaits
 from envstore.registry.images import ImageStore
 from envstore.registry.sbom_referrers import SbomReferrers
+from envstore.registry.rehydration import rehydration_requester
 from envstore.common.usage import recording_usage
 from envstore.registry.projection_watch import ProjectionWatch
 from envstore.registry.routes import REGISTRY, Registry, add_routes
@@ -81,7 +82,7 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
             referrers=SbomReferrers(storage),
             usage=usage,
             authenticator=Authenticator(settings, pool),
-            waits=ImageWaits(catalog, watch, settings.registry_image_wait_seconds),
+            waits=ImageWaits(catalog, watch, settings.registry_image_wait_seconds, rehydration_requester(bus)),
             dynamic=DynamicImages(bus, catalog, watch, settings),
         )
         runner = web.AppRunner(

@@ -9,6 +9,7 @@ explanation for an unsatisfiable specification, a failed artifact, a deletion, a
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from envstore.registry.catalog import BuildImage, Catalog
 from envstore.registry.errors import RegistryError, manifest_unknown, name_unknown
@@ -16,13 +17,17 @@ from envstore.registry.projection_watch import ProjectionWatch
 from envstore.registry.repository_names import RepositoryName
 
 log = logging.getLogger(__name__)
+Rehydrate = Callable[[BuildImage], Awaitable[None]]
 
 
 class ImageWaits:
-    def __init__(self, catalog: Catalog, watch: ProjectionWatch, wait_seconds: float) -> None:
+    def __init__(
+        self, catalog: Catalog, watch: ProjectionWatch, wait_seconds: float, rehydrate: Rehydrate | None = None
+    ) -> None:
         self.catalog = catalog
         self.watch = watch
         self.wait_seconds = wait_seconds
+        self.rehydrate = rehydrate
 
     async def build_with_image(self, repository_name: RepositoryName, tag: str) -> BuildImage:
         name = repository_name.text
@@ -33,13 +38,15 @@ class ImageWaits:
         if build is None:
             raise manifest_unknown(name, tag, f"manifest unknown: {name} has no build tagged {tag!r}")
         if not build.settled:
-            if not build.wants_image:
+            if not build.wants_image and not build.archived:
                 raise self._no_image(name, tag, build, "it was not asked for one (DOCKER_MANIFEST is not in its build_artifacts)")
             build = await self._wait(build)
         if build.has_image:
             return build
         if build.deleted:
             raise self._no_image(name, tag, build, "the build was deleted")
+        if build.rehydration_failure is not None:
+            raise self._no_image(name, tag, build, f"it was archived and could not be rehydrated: {build.rehydration_failure}")
         if build.failure is not None:
             raise self._no_image(name, tag, build, f"the build {build.status.lower()}: {build.failure}")
         raise self._no_image(name, tag, build, "the build completed without one (DOCKER_MANIFEST was not requested)")
@@ -54,6 +61,9 @@ class ImageWaits:
         async def settled() -> bool:
             nonlocal latest
             latest = await self.catalog.build(build.build_id) or latest
+            if latest.archived and self.rehydrate is not None:
+                # An archived image is made again from the lock (asked once per archive).
+                await self.rehydrate(latest)
             return latest.settled
 
         if not await self.watch.wait_until(settled, self.wait_seconds):

@@ -118,6 +118,16 @@ async def build_to_delete(targets: Targets, allowed: bool) -> Request:
     return f"/api/v1/build/{build_id}/", {}
 
 
+async def build_to_archive(targets: Targets, allowed: bool) -> Request:
+    """A completed build that is not current (the current build is never archived)."""
+    build_id = targets.build_id
+    if allowed:
+        name = fresh("archived")
+        build_id = await targets.completed_build(name)
+        await targets.completed_build(name)
+    return f"/api/v1/build/{build_id}/archive/", {}
+
+
 async def environment_to_delete(targets: Targets, allowed: bool) -> Request:
     name = fresh("doomed")
     if allowed:
@@ -256,6 +266,13 @@ ROWS = [
     Row("GET", "/api/v1/build/{build_id}/sbom/", READ, 200, fixed(f"/api/v1/build/{BUILD}/sbom/")),
     Row("GET", "/api/v1/build/{build_id}/usage/", READ, 200, fixed(f"/api/v1/build/{BUILD}/usage/")),
     Row("GET", "/api/v1/environment/{namespace}/{name}/usage/", READ, 200, fixed(f"/api/v1/environment/{ENV}/usage/")),
+    # Archiving frees artifacts as a deletion does (build::delete).
+    Row("POST", "/api/v1/build/{build_id}/archive/", perms("build::delete"), 200, build_to_archive),
+    # Not archived: the answer is its state (reading an artifact may rehydrate it, so reading is enough).
+    Row("POST", "/api/v1/build/{build_id}/rehydrate/", READ, 200, fixed(f"/api/v1/build/{BUILD}/rehydrate/")),
+    Row("GET", "/api/v1/build/{build_id}/rehydration/", READ, 200, fixed(f"/api/v1/build/{BUILD}/rehydration/")),
+    # Anyone may ask; it archives only in the environments where the caller holds build::delete.
+    Row("POST", "/api/v1/retention/", perms(), 200, fixed("/api/v1/retention/", json={"namespace": NS, "dry_run": True})),
     # environments
     Row("GET", "/api/v1/environment/", perms(), 200, fixed("/api/v1/environment/"), lists_environment),
     Row("GET", "/api/v2/environment/", perms(), 200, fixed("/api/v2/environment/", params={"limit": "10000"}), lists_environment),

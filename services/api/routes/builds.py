@@ -14,7 +14,9 @@ from envstore.api.context import actor_of, context_of, principal_of, require
 from envstore.api.envelopes import ApiError, ack, error_response, ok
 from envstore.api.pagination import is_whole_number, page_of, page_response, whole_number
 from envstore.api.read_model import BuildFilters
+from envstore.api.archives import is_archived
 from envstore.api.routes.paths import Routes
+from envstore.api.routes.rehydration_answers import rehydrated_row
 from envstore.api.routes.storage import signed_storage_url
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_policy import publish_canceled
@@ -32,6 +34,11 @@ async def redirect_to_artifact(
     request: web.Request, build_id: int, kind: ArtifactKind, use: Use = Use.DOWNLOAD
 ) -> web.StreamResponse:
     context = context_of(request)
+    row = await context.read_model.build_row(build_id)
+    if row is not None and is_archived(row, kind):
+        answer = await rehydrated_row(request, row, kind)
+        if isinstance(answer, web.Response):
+            return answer
     artifact = await context.read_model.artifact(build_id, kind)
     if artifact is None:
         raise ApiError(404, f"build {build_id} has no {kind} artifact")
@@ -180,6 +187,8 @@ async def build_yaml(request: web.Request) -> web.StreamResponse:
 
 async def build_archive(request: web.Request) -> web.StreamResponse:
     row = await build_row_for(request, "environment::read")
+    if is_archived(row, ArtifactKind.CONDA_PACK):
+        return await redirect_to_artifact(request, row["id"], ArtifactKind.CONDA_PACK)
     if await context_of(request).read_model.artifact(row["id"], ArtifactKind.CONDA_PACK) is None:
         raise ApiError(404, f"Build {row['id']} doesn't have an archive")
     return await redirect_to_artifact(request, row["id"], ArtifactKind.CONDA_PACK)
@@ -187,6 +196,8 @@ async def build_archive(request: web.Request) -> web.StreamResponse:
 
 async def build_installer(request: web.Request) -> web.StreamResponse:
     row = await build_row_for(request, "environment::read")
+    if is_archived(row, ArtifactKind.CONSTRUCTOR_INSTALLER):
+        return await redirect_to_artifact(request, row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER)
     if await context_of(request).read_model.artifact(row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER) is None:
         raise ApiError(400, f"Build {row['id']} doesn't have an installer")
     return await redirect_to_artifact(request, row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER)

@@ -141,6 +141,11 @@ async def update_environment(request: web.Request) -> web.Response:
         # conda-store checks only the name; the build must also belong to this namespace.
         if build["environment_id"] != environment["id"]:
             raise ApiError(400, "cannot update environment to build id since specification does not match environment name")
+        if build["archive_generation"] > 0:
+            # Its prefix was freed (rehydration remakes artifacts, not the prefix).
+            raise ApiError(
+                409, f"build {build_id} was archived and its installed prefix is gone; rebuild it (PUT /api/v1/build/{build_id}/) and make the new build current"
+            )
         return EnvironmentCurrentBuildSet(
             namespace=namespace, environment=name, build_id=build_id, build_key=build["build_key"]
         )
