@@ -21,7 +21,7 @@ from packageurl import PackageURL
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from envstore.common.lock import Lock, LockedPackage
+from envstore.common.lock import Lock, LockedPackage, LockedPipPackage
 from envstore.common.settings import host_platform
 
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
@@ -88,6 +88,18 @@ def _pip_component(text: str) -> Component:
     )
 
 
+def _wheel_component(package: LockedPipPackage) -> Component:
+    return Component(
+        type=ComponentType.LIBRARY,
+        name=package.name,
+        version=package.version,
+        bom_ref=f"pip:{package.file_name}",
+        purl=PackageURL("pypi", None, package.name, package.version),
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=package.sha256)] if package.sha256 else [],
+        properties=[Property(name=f"{PROPERTY_PREFIX}pip:url", value=package.url)],
+    )
+
+
 def _depended_names(package: LockedPackage) -> list[str]:
     return [spec.split()[0].split("[")[0] for spec in package.depends if spec.strip()]
 
@@ -100,7 +112,9 @@ def build_sbom(
     packages = sorted(lock.packages_for(chosen), key=lambda package: package.name)
     identity = f"envstore:{namespace}/{environment}:{build_id}:{build_key}:{chosen}:" + ",".join(
         f"{package.subdir}/{package.file_name}" for package in packages
-    ) + ";" + ",".join(sorted(lock.pip))
+    ) + ";" + ",".join(sorted(lock.pip)) + ";" + ",".join(
+        package.file_name for package in lock.pip_packages_for(chosen)
+    )
     bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, identity))
     bom.metadata.timestamp = None  # reproducible: the same build gives the same bytes
     described = Component(
@@ -117,11 +131,17 @@ def build_sbom(
     bom.metadata.component = described
     licenses = LicenseFactory()
     by_name = {package.name: _conda_component(package, licenses) for package in packages}
-    pip_components = [_pip_component(text) for text in sorted(lock.pip)]
+    wheels = sorted(lock.pip_packages_for(chosen), key=lambda package: package.name)
+    wheel_by_name = {package.name: _wheel_component(package) for package in wheels}
+    # Locks made before pip resolution hold only the requirements as written.
+    pip_components = list(wheel_by_name.values()) or [_pip_component(text) for text in sorted(lock.pip)]
     for component in [*by_name.values(), *pip_components]:
         bom.components.add(component)
     for package in packages:
         needed = [by_name[name] for name in _depended_names(package) if name in by_name]
         bom.register_dependency(by_name[package.name], needed)
+    for wheel in wheels:
+        needed = [wheel_by_name[canonicalize_name(name)] for name in wheel.dependencies if canonicalize_name(name) in wheel_by_name]
+        bom.register_dependency(wheel_by_name[wheel.name], needed)
     bom.register_dependency(described, [*by_name.values(), *pip_components])
     return JsonV1Dot6(bom).output_as_string(indent=None).encode()

@@ -43,15 +43,15 @@ class LockDiff:
     from_build: int
     to_build: int
     conda: dict[str, PackageSetDiff]  # platform → diff
-    pip: PackageSetDiff
+    pip: dict[str, PackageSetDiff]  # platform → diff (resolved wheels), or "requirements" for older locks
 
     def document(self) -> dict[str, Any]:
         return {
             "from_build": self.from_build,
             "to_build": self.to_build,
-            "identical": all(diff.empty for diff in (*self.conda.values(), self.pip)),
+            "identical": all(diff.empty for diff in (*self.conda.values(), *self.pip.values())),
             "conda": {platform: asdict(diff) for platform, diff in self.conda.items()},
-            "pip": asdict(self.pip),
+            "pip": {platform: asdict(diff) for platform, diff in self.pip.items()},
         }
 
     def text(self) -> str:
@@ -59,8 +59,9 @@ class LockDiff:
         for platform, diff in self.conda.items():
             lines.append(f"conda {platform}: {_summary(diff)}")
             lines.extend(_diff_lines(diff))
-        lines.append(f"pip: {_summary(self.pip)}")
-        lines.extend(_diff_lines(self.pip))
+        for platform, diff in self.pip.items():
+            lines.append(f"pip {platform}: {_summary(diff)}")
+            lines.extend(_diff_lines(diff))
         return "\n".join(lines) + "\n"
 
 
@@ -131,5 +132,18 @@ def diff_locks(from_build: int, before: Lock, to_build: int, after: Lock) -> Loc
             )
             for platform in platforms
         },
-        _compare(pip_versions(before.pip), pip_versions(after.pip)),
+        _pip_diffs(before, after, platforms),
     )
+
+
+def _resolved_pip(lock: Lock, platform: str) -> dict[str, PackageVersion]:
+    return {package.name: PackageVersion(package.name, package.version) for package in lock.pip_packages_for(platform)}
+
+
+def _pip_diffs(before: Lock, after: Lock, platforms: list[str]) -> dict[str, PackageSetDiff]:
+    """Resolved wheels per platform; locks made before pip resolution hold only requirements."""
+    if before.pip_packages or after.pip_packages:
+        return {platform: _compare(_resolved_pip(before, platform), _resolved_pip(after, platform)) for platform in platforms}
+    if before.pip or after.pip:
+        return {"requirements": _compare(pip_versions(before.pip), pip_versions(after.pip))}
+    return {}
