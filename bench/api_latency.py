@@ -349,8 +349,7 @@ async def main(arguments: argparse.Namespace) -> None:
         stack = EmbeddedStack(Path(directory) / "stack")
         try:
             # The event log and the read model's database; no worker, so nothing builds.
-            stack.data_directory.mkdir(parents=True, exist_ok=True)
-            await asyncio.gather(stack.nats.start(), stack.postgres.start())
+            await stack.start_infrastructure()
             settings = EnvstoreSettings(
                 data_dir=stack.data_directory, nats_url=stack.nats.url, database_url=stack.postgres.dsn
             )
@@ -376,7 +375,7 @@ async def main(arguments: argparse.Namespace) -> None:
             counts = await row_counts(settings.database_url)
             print("read model: " + ", ".join(f"{count} {table} rows" for table, count in counts.items()))
 
-            stack.start_service("api")
+            await stack.start_service("api")
             await wait_for_api(stack.api_url)
             randomness = random.Random(11)
             sampled = randomness.sample(build_ids, min(SAMPLED_BUILD_IDS, len(build_ids)))

@@ -93,7 +93,7 @@ async def main(event_count: int) -> None:
 
 async def restart_registry(stack: EmbeddedStack) -> float:
     await stack.stop_service("registry")
-    stack.start_service("registry")
+    await stack.start_service("registry")
     return await wait_for_registry(stack.registry_url)
 
 

@@ -9,8 +9,9 @@ from envstore.common.events import BuildSubmitted, Event, EventCodec, Undecodabl
 
 
 async def stream_events(nats_url: str, stream: str = "ENVSTORE") -> list[tuple[int, Event]]:
-    """All events currently in the stream, with their sequences."""
-    connection = await nats.connect(nats_url)
+    """All events currently in the stream, with their sequences (``nats_url``: one server, or a
+    cluster's, comma-separated)."""
+    connection = await nats.connect(nats_url.split(","))
     codec = EventCodec()
     events: list[tuple[int, Event]] = []
     try:

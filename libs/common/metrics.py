@@ -80,6 +80,13 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.service_restarts = Counter(
+            "envstore_service_restarts",
+            "Times the launcher restarted a child that exited on its own (a service replica, a NATS "
+            "node, PostgreSQL, S3), by role and replica.",
+            ["service", "replica"],
+            registry=self.registry,
+        )
         if service == "registry":
             # Exported from the start (as zero), so dashboards and alerts see the series exist.
             for kind in REGISTRY_CONTENT_KINDS:
@@ -101,6 +108,9 @@ class Metrics:
         """Drop every consumer's lag (before re-reading the full list, so deleted ones vanish)."""
         self.consumer_pending.clear()
         self.consumer_ack_pending.clear()
+
+    def count_service_restart(self, service: str, replica: int) -> None:
+        self.service_restarts.labels(service=service, replica=str(replica)).inc()
 
     def observe_http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_requests.labels(service=self.service, method=method, route=route, status=str(status)).inc()

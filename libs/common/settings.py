@@ -165,6 +165,10 @@ class EnvstoreSettings(BaseSettings):
     trusted_proxies: CommaList = Field(default_factory=list)
     registry_host: str = "127.0.0.1"
     registry_port: int = 5000
+    # Bind the API's and the registry's ports with SO_REUSEPORT, so that several replicas on one
+    # host share each port (the kernel spreads connections among them); `envstore up --replicas N`
+    # sets it. Off by default: a second process on a taken port then fails loudly.
+    listen_reuse_port: bool = False
     registry_external_url: str | None = None  # host[:port] users pull from; default host:port
     registry_image_wait_seconds: float = 600.0  # a pull waits this long for a running build
     # --- OCI images (DOCKER_MANIFEST) ---

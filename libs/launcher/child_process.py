@@ -191,6 +191,30 @@ class LoggedChildProcess:
             return False
         return True
 
+    async def wait_for_exit(self) -> int:
+        """Until the child exits, however long (cancellable); its exit status (negative: the
+        signal that ended it). Woken by the kernel (a pidfd), so a supervisor watching many
+        children holds no thread for each."""
+        status = self._popen.poll()
+        if status is not None:
+            return status
+        try:
+            pidfd = os.pidfd_open(self._popen.pid)
+        except (AttributeError, OSError):  # no pidfds (not Linux 5.3+): poll instead
+            while (status := self._popen.poll()) is None:
+                await asyncio.sleep(0.1)
+            return status
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        # Readable means exited; reaping it now cannot block.
+        return self._popen.wait()
+
     def send_signal(self, signal_number: int) -> None:
         # Popen.send_signal is a no-op once the child was reaped, so a PID
         # reused by an unrelated process is never signalled.
@@ -213,6 +237,16 @@ class LoggedChildProcess:
         self.send_signal(signal.SIGKILL)
         if not await self.wait(grace_seconds):
             raise ServerProcessError(f"process {self.pid} survived SIGKILL for {grace_seconds}s")
+
+
+def describe_exit_status(status: int) -> str:
+    """``exited with status 1``, ``killed by SIGKILL``: how a child ended, for logs and ``envstore ps``."""
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exited with status {status}"
 
 
 def describe_failure(what: str, child: LoggedChildProcess) -> str:
@@ -244,6 +278,15 @@ class ServerProcess:
     @property
     def is_running(self) -> bool:
         return self._child is not None and not self._child.has_exited()
+
+    @property
+    def child(self) -> LoggedChildProcess | None:
+        """The current run (None before the first start)."""
+        return self._child
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would; its data is kept."""
+        raise NotImplementedError
 
     async def start(self) -> None:
         raise NotImplementedError

@@ -21,8 +21,19 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--port", type=int, default=8080, help="API port")
         command.add_argument("--registry-port", type=int, default=5000)
 
-    up = commands.add_parser("up", help="run NATS, PostgreSQL and every service on loopback")
+    up = commands.add_parser("up", help="run NATS, PostgreSQL and every service on loopback, supervised")
     stack_options(up)
+    up.add_argument(
+        "--replicas", type=positive_count, default=1,
+        help="processes of each of api, solver, builder, packager and registry (default 1)",
+    )
+    up.add_argument(
+        "--nats-nodes", type=nats_node_count, default=1,
+        help="NATS servers: 1, or a JetStream cluster of 3 (or 5) on loopback with the stream on every node",
+    )
+    ps = commands.add_parser("ps", help="list the processes and endpoints of the stack running in --data-dir")
+    ps.add_argument("--data-dir", type=Path, default=Path("envstore-data"), help="the running stack's data directory")
+    ps.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     demo = commands.add_parser("demo", help="run the stack with a local channel and build a sample")
     stack_options(demo)
     demo.add_argument("--keep-running", action="store_true")
@@ -38,7 +49,38 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("name", choices=(*SERVICES, *OPTIONAL_SERVICES))
     projection = commands.add_parser("projection", help="read model maintenance")
     projection.add_argument("action", choices=["rebuild"])
+    projection.add_argument(
+        "--data-dir", type=Path,
+        help="act on the stack `envstore up` runs there (else: the ENVSTORE_* environment variables)",
+    )
     return parser
+
+
+def positive_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {count}")
+    return count
+
+
+def nats_node_count(text: str) -> int:
+    count = positive_count(text)
+    if count % 2 == 0:
+        # JetStream needs a majority of nodes: 2 stop when either does, 4 tolerate no more than 3.
+        raise argparse.ArgumentTypeError(f"use an odd number of NATS nodes (1, 3, 5), not {count}: JetStream needs a majority up")
+    return count
+
+
+def use_running_stack_settings(data_directory: Path) -> None:
+    """Point this process's settings at the stack running in ``data_directory`` (its state file)."""
+    from envstore.launcher.stack_state import StackStateError, read_running_state
+
+    try:
+        state = read_running_state(data_directory)
+    except StackStateError as error:
+        print(f"envstore: {error}", file=sys.stderr, flush=True)
+        os._exit(1)
+    os.environ.update(state.operator_settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +89,21 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.command == "up":
         from envstore.launcher.run_stack import run_stack
 
-        code = asyncio.run(run_stack(arguments.data_dir, arguments.host, arguments.port, arguments.registry_port))
+        code = asyncio.run(
+            run_stack(
+                arguments.data_dir, arguments.host, arguments.port, arguments.registry_port,
+                replicas=arguments.replicas, nats_nodes=arguments.nats_nodes,
+            )
+        )
+    elif arguments.command == "ps":
+        from envstore.launcher.process_status import print_status
+        from envstore.launcher.stack_state import StackStateError
+
+        try:
+            code = asyncio.run(print_status(arguments.data_dir, arguments.json))
+        except StackStateError as error:
+            print(f"envstore: {error}", file=sys.stderr)
+            code = 1
     elif arguments.command == "demo":
         from envstore.launcher.demo import run_demo
 
@@ -73,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         from envstore.api.rebuild import rebuild_projection
         from envstore.common.settings import EnvstoreSettings
 
+        if arguments.data_dir is not None:
+            use_running_stack_settings(arguments.data_dir)
         sequence = asyncio.run(rebuild_projection(EnvstoreSettings()))
         print(f"read model rebuilt from the event stream up to sequence {sequence}")
     # py-rattler 0.28 may crash during interpreter teardown (TOOLING.md): leave directly.

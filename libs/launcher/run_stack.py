@@ -1,28 +1,37 @@
-"""``envstore up``: the embedded stack in the foreground until SIGINT/SIGTERM."""
+"""``envstore up``: the embedded stack in the foreground, supervised, until SIGINT/SIGTERM, which
+stop it in order (services, then NATS, PostgreSQL and S3) — also while it is still starting."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 from pathlib import Path
 
 from envstore.api.login_policy import login_password, password_file
+from envstore.common.logs import configure_logging
 from envstore.common.settings import EnvstoreSettings
+from envstore.launcher.child_process import ServerProcessError
 from envstore.launcher.stack import EmbeddedStack, StackError
 
 
 def stack_settings_from_environment() -> dict[str, str]:
-    import os
-
     return {key: value for key, value in os.environ.items() if key.startswith("ENVSTORE_")}
 
 
-async def wait_for_stop_signal() -> None:
+def stop_signals() -> asyncio.Event:
+    """Set on SIGINT or SIGTERM (from now on, instead of the default of dying at once, which would
+    leave the children running)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_stop_signal() -> None:
+    await stop_signals().wait()
 
 
 def login_password_source(stack: EmbeddedStack) -> str:
@@ -36,14 +45,31 @@ def login_password_source(stack: EmbeddedStack) -> str:
     return str(password_file(settings))
 
 
-async def run_stack(data_directory: Path, host: str, port: int, registry_port: int) -> int:
+async def run_stack(
+    data_directory: Path, host: str, port: int, registry_port: int, *, replicas: int = 1, nats_nodes: int = 1
+) -> int:
+    # The supervisor's restarts, with their exit statuses, go to stderr.
+    configure_logging("launcher")
     stack = EmbeddedStack(
-        data_directory, host, port, registry_port, settings=stack_settings_from_environment()
+        data_directory, host, port, registry_port, settings=stack_settings_from_environment(),
+        replicas=replicas, nats_nodes=nats_nodes,
     )
     password = login_password_source(stack)
+    stop = stop_signals()
+    starting = asyncio.create_task(stack.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
+        await stack.stop()
+        print("envstore stopped before it was ready", flush=True)
+        return 0
     try:
-        await stack.start()
-    except StackError as error:
+        starting.result()
+    except (StackError, ServerProcessError) as error:
+        stopping.cancel()
         print(f"envstore failed to start: {error}", flush=True)
         await stack.stop()
         return 1
@@ -53,8 +79,13 @@ async def run_stack(data_directory: Path, host: str, port: int, registry_port: i
         f"data {stack.data_directory}  admin token in {admin_token}  login password in {password}",
         flush=True,
     )
+    print(
+        f"{stack.replica_count} replica(s) of each service, {len(stack.nats.nodes)} NATS node(s); "
+        f"processes: envstore ps --data-dir {stack.data_directory}; launcher metrics {stack.launcher_metrics_url}",
+        flush=True,
+    )
     try:
-        await wait_for_stop_signal()
+        await stopping
     finally:
         await stack.stop()
     print("envstore stopped", flush=True)

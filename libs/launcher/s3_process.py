@@ -259,6 +259,8 @@ class SeaweedS3Server(ServerProcess):
             raise SeaweedS3ServerError(f"weed is already running (pid {self.pid})")
         executable = self._executable or find_weed_executable()
         await asyncio.to_thread((self.data_directory / "data").mkdir, parents=True, exist_ok=True)
+        # A run that crashed left its sockets (named by our ports) behind.
+        await asyncio.to_thread(self._remove_local_sockets)
         ports_are_ours_to_choose = self._ports is None
         for attempt in range(1, PORT_ATTEMPTS + 1):
             ports = self._ports or WeedPorts.pick(self.host)

@@ -1,36 +1,69 @@
-"""The embedded stack: NATS (JetStream), PostgreSQL, storage (a directory, or a local SeaweedFS S3
-server when ENVSTORE_STORAGE_BACKEND=s3 names no endpoint) and all five services as child
-processes on loopback, with every piece of data under one directory.
+"""The embedded stack: NATS (JetStream; one node, or a cluster of several on loopback), PostgreSQL,
+storage (a directory, or a local SeaweedFS S3 server when ENVSTORE_STORAGE_BACKEND=s3 names no
+endpoint) and every service, in one or more replicas, as supervised child processes on loopback,
+with every piece of data under one directory.
+
+Every child is kept running by a ``SupervisedProcess`` (restarted with back-off when it exits on
+its own, counted in the launcher's ``envstore_service_restarts_total``); the launcher serves its own
+``/metrics``, ``/healthz`` and ``/readyz`` and keeps the state file (``stack_state``) that operator
+commands read. Stopping goes in order: the front doors (api, registry), the workers, the webhook
+deliverer, then NATS, PostgreSQL and S3.
 
 Used by ``envstore up``/``envstore demo`` and by the tests, which kill and restart single
-services to show that no accepted build is lost.
+processes (``kill_service``, ``stop_nats_node``, ``restart_postgres`` …) to show that no accepted
+build is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-import signal
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
 from envstore.common.local_secrets import read_or_create_secret
+from envstore.common.metrics import Metrics
+from envstore.common.readiness import Readiness
 from envstore.common.settings import normalized_url_prefix
-from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
-from envstore.launcher.nats_process import NatsCluster
+from envstore.launcher.child_process import (
+    LoggedChildProcess,
+    ServerProcess,
+    describe_failure,
+    pick_free_port,
+    process_is_alive,
+)
+from envstore.launcher.nats_process import NatsCluster, NatsServer
 from envstore.launcher.postgres_process import PostgresServer
+from envstore.launcher.postgres_roles import WRITER
 from envstore.launcher.prerequisites import describe_missing, missing_programs
 from envstore.launcher.s3_process import SeaweedS3Server
+from envstore.launcher.service_process import ServiceProcess
+from envstore.launcher.stack_state import (
+    ProcessRecord,
+    StackState,
+    StackStateError,
+    read_state_file,
+    remove_state,
+    write_state,
+)
+from envstore.launcher.supervisor import ProcessState, RestartPolicy, SupervisedProcess
 
 # "api.webhooks" is the API's webhook delivering process (python -m envstore.api.webhooks).
 SERVICES = ("api", "solver", "builder", "packager", "registry", "api.webhooks")
 # Services started only when their setting is set: the directory watcher (python -m envstore.watcher)
 # when there are directories to watch.
 OPTIONAL_SERVICES = {"watcher": "ENVSTORE_WATCH_PATHS"}
+# Run in ``replicas`` processes each. The webhook deliverer stays one: its pace is set by the
+# receivers it POSTs to, not by CPU.
+REPLICATED_SERVICES = ("api", "solver", "builder", "packager", "registry")
+# Stopped group by group, each group at once: first the front doors (no new requests or files), then the
+# workers (each finishes or hands back what it holds), then the deliverer of what they published.
+SERVICE_STOP_ORDER = (("api", "registry", "watcher"), ("solver", "builder", "packager"), ("api.webhooks",))
+NATS, POSTGRES, S3 = "nats", "postgres", "s3"
 READY_TIMEOUT_SECONDS = 60.0
 ADMIN_TOKEN_FILE = "admin-token"
 
@@ -48,7 +81,13 @@ class EmbeddedStack:
         registry_port: int | None = None,
         settings: dict[str, str] | None = None,
         service_settings: dict[str, dict[str, str]] | None = None,
+        *,
+        replicas: int = 1,
+        nats_nodes: int = 1,
+        restart_policy: RestartPolicy = RestartPolicy(),
     ) -> None:
+        if replicas < 1 or nats_nodes < 1:
+            raise StackError(f"replicas and NATS nodes must be at least 1 (got {replicas} and {nats_nodes})")
         self.data_directory = data_directory.resolve()
         # Settings for one service only (e.g. a packager with its own cache, as on another host).
         self.service_settings = {name: dict(values) for name, values in (service_settings or {}).items()}
@@ -61,13 +100,35 @@ class EmbeddedStack:
         self.admin_token = self.extra_settings.get("ENVSTORE_ADMIN_TOKEN") or read_or_create_secret(
             self.admin_token_file
         )
-        self.nats = NatsCluster(self.data_directory / "nats", host=host)
+        self.replica_count = replicas
+        self.nats = NatsCluster(self.data_directory / "nats", host=host, node_count=nats_nodes)
         self.postgres = PostgresServer(self.data_directory / "postgres", host=host)
-        self.services: dict[str, LoggedChildProcess] = {}
-        # The API serves /metrics on its own port; every other service gets a metrics listener
-        # (which answers /healthz and /readyz too).
-        self.metrics_ports = {name: pick_free_port(host) for name in self.service_names if name != "api"}
         self.s3 = self._local_s3_server_if_wanted()
+        # The launcher's own /metrics (restarts), /healthz and /readyz (every child running).
+        self.metrics = Metrics("launcher")
+        self.readiness = Readiness()
+        self.readiness.add("processes", self._processes_problem)
+        self.launcher_metrics_port = pick_free_port(host)
+        self._restart_policy = restart_policy
+        self._processes: dict[tuple[str, int], SupervisedProcess] = {}
+        # Every service replica gets a listener of its own for /metrics, /healthz and /readyz:
+        # API and registry replicas share their public port, so only this one reaches a given one.
+        self.metrics_ports: dict[tuple[str, int], int] = {}
+        for index, node in enumerate(self.nats.nodes):
+            self._supervise(NATS, index, node)
+        self._supervise(POSTGRES, 0, self.postgres)
+        if self.s3 is not None:
+            self._supervise(S3, 0, self.s3)
+        for name in self.service_names:
+            for replica in range(self.replicas_of(name)):
+                self.metrics_ports[(name, replica)] = pick_free_port(host)
+                self._supervise(name, replica, self._service_process(name, replica))
+        self._resources = contextlib.AsyncExitStack()
+        self._state_dirty = False
+        self._state_writer: asyncio.Task[None] | None = None
+        self._state_written = False
+
+    # --- where things are --------------------------------------------------------------------------
 
     @property
     def admin_token_file(self) -> Path:
@@ -87,20 +148,26 @@ class EmbeddedStack:
     def registry_url(self) -> str:
         return f"http://{self.host}:{self.registry_port}"
 
-    def metrics_url(self, name: str) -> str:
-        """Where service ``name`` answers Prometheus scrapes."""
-        if name == "api":
-            return f"{self.api_url}/metrics"
-        return f"http://{self.host}:{self.metrics_ports[name]}/metrics"
+    @property
+    def launcher_metrics_url(self) -> str:
+        return f"http://{self.host}:{self.launcher_metrics_port}/metrics"
 
-    def readiness_url(self, name: str) -> str:
-        """Where service ``name`` answers ``/readyz``: the API's and the registry's own listeners
-        (at the root, whatever the prefix), the metrics listener of every other service."""
-        if name == "api":
-            return f"{self.api_origin}/readyz"
-        if name == "registry":
-            return f"{self.registry_url}/readyz"
-        return f"http://{self.host}:{self.metrics_ports[name]}/readyz"
+    def replicas_of(self, name: str) -> int:
+        return self.replica_count if name in REPLICATED_SERVICES else 1
+
+    def metrics_url(self, name: str, replica: int = 0) -> str:
+        """Where service ``name`` answers Prometheus scrapes (the API: its own route, with
+        conda-store's series; every replica also has its own listener, ``replica_url``)."""
+        if name == "api" and replica == 0:
+            return f"{self.api_url}/metrics"
+        return f"{self.replica_url(name, replica)}/metrics"
+
+    def replica_url(self, name: str, replica: int = 0) -> str:
+        """Replica ``replica`` of service ``name``'s own listener: ``/metrics``, ``/healthz``, ``/readyz``."""
+        return f"http://{self.host}:{self.metrics_ports[(name, replica)]}"
+
+    def readiness_url(self, name: str, replica: int = 0) -> str:
+        return f"{self.replica_url(name, replica)}/readyz"
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -137,7 +204,7 @@ class EmbeddedStack:
             "ENVSTORE_S3_PATH_STYLE": "true",
         }
 
-    # ---------------------------------------------------------------------------------------------
+    # --- the services' settings ----------------------------------------------------------------------
 
     def service_environment(self) -> dict[str, str]:
         environment = dict(os.environ)
@@ -155,82 +222,195 @@ class EmbeddedStack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if len(self.nats.nodes) > 1:
+            # The stream, the id counters and (by inheritance) every consumer on every node.
+            environment["ENVSTORE_NATS_STREAM_REPLICAS"] = str(len(self.nats.nodes))
+        if self.replica_count > 1:
+            # API and registry replicas bind one port together; the kernel spreads connections.
+            environment["ENVSTORE_LISTEN_REUSE_PORT"] = "true"
         environment.update(self.extra_settings)
         environment.update(self._local_s3_settings())
         return environment
 
-    async def start(self) -> None:
+    def _replica_environment(self, name: str, replica: int) -> dict[str, str]:
+        return (
+            self.service_environment()
+            | {"ENVSTORE_METRICS_HOST": self.host, "ENVSTORE_METRICS_PORT": str(self.metrics_ports[(name, replica)])}
+            | self.service_settings.get(name, {})
+        )
+
+    def operator_settings(self) -> dict[str, str]:
+        """The settings operator commands run with (``--data-dir``): the API's, whose role they act in."""
+        return {key: value for key, value in self._replica_environment("api", 0).items() if key.startswith("ENVSTORE_")}
+
+    # --- processes ----------------------------------------------------------------------------------
+
+    def _service_process(self, name: str, replica: int) -> ServiceProcess:
+        log_name = f"{name}.log" if replica == 0 else f"{name}-{replica}.log"
+        return ServiceProcess(
+            name, self.data_directory / "logs" / log_name, lambda: self._replica_environment(name, replica)
+        )
+
+    def _supervise(self, role: str, replica: int, server: ServerProcess) -> SupervisedProcess:
+        process = SupervisedProcess(
+            role, replica, server, self._restart_policy, on_change=self._process_changed, on_restart=self._process_restarted
+        )
+        self._processes[(role, replica)] = process
+        self.metrics.service_restarts.labels(service=role, replica=str(replica))  # exported from 0 on
+        return process
+
+    def process(self, role: str, replica: int = 0) -> SupervisedProcess:
+        """A supervised child: a service replica (``builder``, 1), a NATS node (``nats``, 2),
+        ``postgres`` or ``s3``."""
+        try:
+            return self._processes[(role, replica)]
+        except KeyError:
+            known = ", ".join(sorted({f"{role} ({len(self.replicas(role))})" for role, _ in self._processes}))
+            raise StackError(f"no process {role!r} replica {replica}; processes (replicas): {known}") from None
+
+    def processes(self) -> list[SupervisedProcess]:
+        return list(self._processes.values())
+
+    def replicas(self, role: str) -> list[SupervisedProcess]:
+        return [process for (name, _), process in self._processes.items() if name == role]
+
+    @property
+    def services(self) -> dict[str, LoggedChildProcess]:
+        """Each service's first replica's current run (for reading pids and logs)."""
+        return {
+            name: child
+            for name in self.service_names
+            if (child := self._processes[(name, 0)].server.child) is not None
+        }
+
+    def _process_changed(self, process: SupervisedProcess) -> None:
+        self._write_state_soon()
+
+    def _process_restarted(self, process: SupervisedProcess) -> None:
+        self.metrics.count_service_restart(process.role, process.replica)
+
+    async def _processes_problem(self) -> str | None:
+        down = [f"{process.name} {process.state}" for process in self._processes.values() if process.state != ProcessState.RUNNING]
+        return ", ".join(down) or None
+
+    # --- faults and operations, for tests and operators -----------------------------------------
+
+    async def kill_service(self, name: str, replica: int = 0, restart: bool = True) -> None:
+        """SIGKILL, as a crash would; the supervisor restarts it (unless ``restart=False``: then
+        it stays down until ``start_service``)."""
+        await self.process(name, replica).kill(restart=restart)
+
+    async def stop_service(self, name: str, replica: int = 0) -> None:
+        """Stop it gracefully (SIGTERM: it drains); it stays down until ``start_service``."""
+        await self.process(name, replica).stop()
+
+    def start_service(self, name: str, replica: int = 0) -> asyncio.Task[None]:
+        """Start it now if it is not running (cutting a restart's back-off short). The returned task
+        ends once it is started; its readiness is ``wait_until_ready``'s."""
+        return asyncio.ensure_future(self.process(name, replica).start())
+
+    async def stop_nats_node(self, node: int) -> None:
+        await self.process(NATS, node).stop()
+
+    async def kill_nats_node(self, node: int, restart: bool = False) -> None:
+        await self.process(NATS, node).kill(restart=restart)
+
+    async def start_nats_node(self, node: int) -> None:
+        """Start a stopped node; returns once it is back in the cluster with its streams current."""
+        await self.process(NATS, node).start()
+        server = self.process(NATS, node).server
+        assert isinstance(server, NatsServer)
+        await server.wait_until_healthy(READY_TIMEOUT_SECONDS)
+
+    async def restart_postgres(self) -> None:
+        await self.process(POSTGRES).restart()
+
+    async def restart_s3(self) -> None:
+        await self.process(S3).restart()
+
+    # --- starting and stopping --------------------------------------------------------------------
+
+    async def start_infrastructure(self) -> None:
+        """NATS, PostgreSQL and the local S3 server (if any), supervised; no service yet."""
         wanted = {**os.environ, **self.extra_settings}
         missing = missing_programs(wanted, needs_local_s3=self.s3 is not None)
         if missing:
             raise StackError(describe_missing(missing).rstrip())
+        self._refuse_a_second_stack()
         self.data_directory.mkdir(parents=True, exist_ok=True)
-        local_s3 = [self.s3.start()] if self.s3 is not None else []
-        await asyncio.gather(self.nats.start(), self.postgres.start(), *local_s3)
-        for name in self.service_names:
-            self.start_service(name)
+        await self._resources.enter_async_context(
+            self.metrics.listening(self.host, self.launcher_metrics_port, self.readiness)
+        )
+        infrastructure = [process for process in self._processes.values() if process.role in (NATS, POSTGRES, S3)]
+        await asyncio.gather(*(process.start() for process in infrastructure))
+        if len(self.nats.nodes) > 1:
+            for node in self.nats.nodes:
+                await node.wait_until_healthy(READY_TIMEOUT_SECONDS)
+
+    async def start(self) -> None:
+        await self.start_infrastructure()
+        services = [process for process in self._processes.values() if process.role in self.service_names]
+        await asyncio.gather(*(process.start() for process in services))
         await self.wait_until_ready()
 
-    def start_service(self, name: str) -> LoggedChildProcess:
-        if name not in self.service_names:
-            raise StackError(f"unknown service {name!r}; services: {', '.join(self.service_names)}")
-        child = LoggedChildProcess.spawn(
-            [sys.executable, "-m", f"envstore.{name}"],
-            self.data_directory / "logs" / f"{name}.log",
-            env=self.service_environment() | self._metrics_listener_settings(name) | self.service_settings.get(name, {}),
-        )
-        self.services[name] = child
-        return child
-
-    def _metrics_listener_settings(self, name: str) -> dict[str, str]:
-        if name not in self.metrics_ports:
-            return {}
-        return {"ENVSTORE_METRICS_HOST": self.host, "ENVSTORE_METRICS_PORT": str(self.metrics_ports[name])}
-
-    async def kill_service(self, name: str) -> None:
-        """SIGKILL, as a crash would."""
-        await self.services[name].kill()
-
-    async def stop_service(self, name: str) -> None:
-        await self.services[name].stop(signal.SIGTERM, grace_seconds=10)
+    def _refuse_a_second_stack(self) -> None:
+        """Two launchers on one data directory would share NATS' and PostgreSQL's files."""
+        try:
+            running = read_state_file(self.data_directory)
+        except StackStateError:
+            return
+        if running.launcher_pid != os.getpid() and process_is_alive(running.launcher_pid):
+            raise StackError(
+                f"a stack is already running in {self.data_directory} (launcher pid {running.launcher_pid}): "
+                "stop it first, or use another --data-dir"
+            )
 
     async def wait_until_ready(self, timeout_seconds: float = READY_TIMEOUT_SECONDS) -> None:
-        """Until every service answers 200 on ``/readyz`` (bounded; a service that exits or is not
-        ready in time is named, with what its ``/readyz`` said last)."""
+        """Until every service replica answers 200 on ``/readyz`` (bounded; a replica that exits or
+        is not ready in time is named, with its log or what its ``/readyz`` said last)."""
         deadline = time.monotonic() + timeout_seconds
-        last_answer: dict[str, str] = {}
+        last_answer: dict[tuple[str, int], str] = {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
 
-            async def ready(name: str) -> bool:
+            async def ready(key: tuple[str, int]) -> bool:
                 try:
-                    async with http.get(self.readiness_url(name)) as response:
-                        last_answer[name] = f"HTTP {response.status}: {(await response.text()).strip()}"
+                    async with http.get(self.readiness_url(*key)) as response:
+                        last_answer[key] = f"HTTP {response.status}: {(await response.text()).strip()}"
                         return response.status == 200
                 except (aiohttp.ClientError, TimeoutError) as error:
-                    last_answer[name] = f"no answer ({type(error).__name__})"
+                    last_answer[key] = f"no answer ({type(error).__name__})"
                     return False
 
-            waiting = set(self.services)
+            waiting = sorted(key for key in self._processes if key[0] in self.service_names)
             while waiting:
-                for name, child in self.services.items():
-                    if child.has_exited():
-                        raise StackError(describe_failure(f"service {name}", child))
-                answers = await asyncio.gather(*(ready(name) for name in sorted(waiting)))
-                waiting -= {name for name, is_ready in zip(sorted(waiting), answers) if is_ready}
+                for key in waiting:
+                    process = self._processes[key]
+                    child = process.server.child
+                    if process.state == ProcessState.RESTARTING and child is not None:
+                        raise StackError(describe_failure(f"service {process.name}", child))
+                answers = await asyncio.gather(*(ready(key) for key in waiting))
+                waiting = [key for key, is_ready in zip(waiting, answers) if not is_ready]
                 if not waiting:
                     return
                 if time.monotonic() > deadline:
-                    details = "; ".join(f"{name} ({self.readiness_url(name)}): {last_answer[name]}" for name in sorted(waiting))
+                    details = "; ".join(f"{role}/{replica} ({self.readiness_url(role, replica)}): {last_answer[(role, replica)]}" for role, replica in waiting)
                     raise StackError(f"not ready within {timeout_seconds} s: {details}")
                 await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
+        for group in SERVICE_STOP_ORDER:
+            await asyncio.gather(
+                *(process.stop() for process in self._processes.values() if process.role in group), return_exceptions=True
+            )
         await asyncio.gather(
-            *(child.stop(signal.SIGTERM, grace_seconds=10) for child in self.services.values()),
+            *(process.stop() for process in self._processes.values() if process.role in (NATS, POSTGRES, S3)),
             return_exceptions=True,
         )
-        local_s3 = [self.s3.stop()] if self.s3 is not None else []
-        await asyncio.gather(self.nats.stop(), self.postgres.stop(), *local_s3, return_exceptions=True)
+        await self._resources.aclose()
+        if self._state_writer is not None:
+            await asyncio.gather(self._state_writer, return_exceptions=True)
+        if self._state_written:
+            await asyncio.to_thread(remove_state, self.data_directory, os.getpid())
 
     async def __aenter__(self) -> EmbeddedStack:
         try:
@@ -242,3 +422,72 @@ class EmbeddedStack:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    # --- the state file ---------------------------------------------------------------------------
+
+    def state(self) -> StackState:
+        return StackState(
+            launcher_pid=os.getpid(),
+            data_directory=str(self.data_directory),
+            endpoints=self._endpoints(),
+            processes=[self._record(process) for process in self._processes.values()],
+            operator_settings=self.operator_settings(),
+        )
+
+    def _endpoints(self) -> dict[str, object]:
+        endpoints: dict[str, object] = {
+            "api": f"{self.api_url}/api/v1/",
+            "ui": f"{self.api_url}/ui/",
+            "registry": f"{self.registry_url}/v2/",
+            "launcher_metrics": self.launcher_metrics_url,
+            "logs": str(self.data_directory / "logs"),
+        }
+        with contextlib.suppress(RuntimeError):  # ports are known once the servers started
+            endpoints["nats"] = self.nats.urls
+            endpoints["postgres"] = f"postgresql://{WRITER}@{self.host}:{self.postgres.port}/{self.postgres.database}"
+            if self.s3 is not None:
+                endpoints["s3"] = self.s3.endpoint_url
+        return endpoints
+
+    def _record(self, process: SupervisedProcess) -> ProcessRecord:
+        server = process.server
+        probe: str | None = None
+        with contextlib.suppress(RuntimeError):
+            if process.role in self.service_names:
+                probe = self.readiness_url(process.role, process.replica)
+            elif isinstance(server, NatsServer):
+                probe = f"{server.monitoring_url}/healthz"
+            elif isinstance(server, PostgresServer):
+                probe = f"tcp://{server.host}:{server.port}"
+            elif isinstance(server, SeaweedS3Server):
+                probe = f"tcp://{server.host}:{server.ports.s3}"
+        return ProcessRecord(
+            role=process.role,
+            replica=process.replica,
+            pid=process.pid,
+            state=str(process.state),
+            restarts=process.restarts,
+            last_exit=process.last_exit,
+            started_at=process.started_at,
+            log=str(server.log_path),
+            probe=probe,
+        )
+
+    def _write_state_soon(self) -> None:
+        """Coalesces bursts of changes into one write, off the event loop."""
+        self._state_dirty = True
+        if self._state_writer is None or self._state_writer.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to write from
+                self._state_writer = asyncio.get_running_loop().create_task(self._write_state())
+
+    async def _write_state(self) -> None:
+        while self._state_dirty:
+            self._state_dirty = False
+            if not self.data_directory.exists():
+                return
+            try:
+                state = self.state()
+            except RuntimeError:  # a server's port is not chosen yet: its start writes again
+                continue
+            await asyncio.to_thread(write_state, self.data_directory, state)
+            self._state_written = True

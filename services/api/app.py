@@ -155,7 +155,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
     runner = web.AppRunner(create_app(settings, telemetry), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.api_host, settings.api_port)
+    site = web.TCPSite(runner, settings.api_host, settings.api_port, reuse_port=settings.listen_reuse_port)
     await site.start()
     log.info("API listening on %s", settings.api_url)
     try:

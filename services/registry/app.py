@@ -92,7 +92,9 @@ async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.registry_host, settings.registry_port).start()
+            await web.TCPSite(
+                runner, settings.registry_host, settings.registry_port, reuse_port=settings.listen_reuse_port
+            ).start()
             log.info("registry listening on %s:%s", settings.registry_host, settings.registry_port)
             await asyncio.Event().wait()
         finally:

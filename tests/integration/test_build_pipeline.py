@@ -201,11 +201,10 @@ async def test_the_log_of_a_running_build_streams_until_it_ends(api: ApiClient, 
             assert response.status == 200
             first = await response.content.readline()
             assert b"[solver] solve: started" in first
-            stack.start_service("builder")
+            await stack.start_service("builder")
             rest = (await response.read()).decode()
     finally:
-        if stack.services["builder"].has_exited():
-            stack.start_service("builder")
+        await stack.start_service("builder")  # if it is not running
     assert "[builder] install: started" in rest
     assert rest.rstrip().endswith(f"build {build_id} ended: COMPLETED")
 

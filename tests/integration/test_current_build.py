@@ -91,7 +91,7 @@ async def test_only_a_completed_build_moves_the_current_build_and_its_link(switc
             canceled = await admin.wait_for_build(queued)
             assert canceled["status"] == "CANCELED"
         finally:
-            stack.start_service("solver")
+            await stack.start_service("solver")
         # The restarted solver sees the submission and leaves the canceled build alone.
         after = await admin.wait_for_build(await admin.submit(environment_yaml(ENVIRONMENT, ["hello"]), NAMESPACE))
         assert after["status"] == "COMPLETED", after["status_info"]

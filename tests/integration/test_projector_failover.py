@@ -62,7 +62,7 @@ async def test_killing_the_active_projector_hands_over_to_the_standby(two_api_st
         before = await second.wait_for_build(await second.submit(environment_yaml("before", ["tinyjson"]), "failover"))
         assert before["status"] == "COMPLETED"
 
-        await stack.kill_service("api")
+        await stack.kill_service("api", restart=False)  # down until started again below
         killed_at = time.monotonic()
         while not await leading(second_url, token):
             assert time.monotonic() - killed_at < 15, "the standby did not take over"
@@ -82,7 +82,7 @@ async def test_killing_the_active_projector_hands_over_to_the_standby(two_api_st
 
         answers = [await second.get(f"/api/v1/build/{build['id']}/") for build in (before, after)]
         listing = await second.get("/api/v1/environment/?namespace=failover")
-    stack.start_service("api")
+    await stack.start_service("api")
     await rebuild_read_model(stack)
     async with ApiClient(second_url, token=token) as second:
         await second.wait_until("/api/v1/environment/?namespace=failover", lambda body: body["count"] == 2)

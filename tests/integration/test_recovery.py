@@ -38,7 +38,7 @@ async def test_builder_killed_during_install_completes_the_build_once(api: ApiCl
     finally:
         await subscription.unsubscribe()
         await connection.close()
-    stack.start_service("builder")
+    await stack.start_service("builder")  # or the supervisor did already
 
     build = await api.wait_for_build(build_id, timeout_seconds=60)
     assert build["status"] == "COMPLETED", build["status_info"]
@@ -58,7 +58,7 @@ async def test_postgres_restart_mid_stream_loses_nothing(api: ApiClient, stack) 
         await api.submit(environment_yaml(f"pg-restart-{index}", ["datakit", "configlib"]), namespace="recovery")
         for index in range(3)
     ]
-    await stack.postgres.kill()
+    await stack.process("postgres").kill(restart=False)  # down until started again below
     # The workers go on without the database: wait until the stream holds every outcome.
     for _ in range(600):
         events = await stream_events(stack.nats.url)
@@ -66,7 +66,7 @@ async def test_postgres_restart_mid_stream_loses_nothing(api: ApiClient, stack) 
         if set(build_ids) <= completed:
             break
         await asyncio.sleep(0.05)
-    await stack.postgres.restart()
+    await stack.process("postgres").start()
 
     for build_id in build_ids:
         build = await api.wait_for_build(build_id, timeout_seconds=60)

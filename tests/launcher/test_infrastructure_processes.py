@@ -83,6 +83,7 @@ async def publish_until_acknowledged(jetstream, subject: str, payload: bytes, ti
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.faults
 async def test_nats_cluster_loses_no_acknowledged_event_when_a_node_dies(tmp_path: Path) -> None:
     cluster = NatsCluster(tmp_path / "nats", node_count=3)
     async with cluster:

@@ -143,7 +143,7 @@ async def test_index_rebuilt_from_the_stream_after_a_restart_without_the_api(
     await registry_stack.stop_service("api")
     await registry_stack.stop_service("registry")
     try:
-        registry_stack.start_service("registry")
+        await registry_stack.start_service("registry")
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -157,5 +157,5 @@ async def test_index_rebuilt_from_the_stream_after_a_restart_without_the_api(
         after = {tag: await manifest_digest(http, "team/versions", tag, token) for tag in before}
         assert after == before and None not in after.values()
     finally:
-        registry_stack.start_service("api")
+        await registry_stack.start_service("api")
         await registry_stack.wait_until_ready()
