@@ -125,7 +125,7 @@ async def test_killing_the_delivering_process_mid_stream_loses_no_delivery(
         second = await admin.submit(environment_yaml("second", ["hello"]), namespace="crashing")
         for build_id in (first, second):
             assert (await admin.wait_for_build(build_id))["status"] == "COMPLETED"
-        subscription_stack.start_service(DELIVERING_PROCESS)
+        await subscription_stack.start_service(DELIVERING_PROCESS)
 
         expected = await namespace_events(subscription_stack, "crashing", webhook["id"])
         await receiver.wait_until(lambda: set(expected) <= receiver.delivered_ids())

@@ -100,7 +100,7 @@ async def rejections(admin: ApiClient) -> list[dict]:
 async def restart_watcher(stack: EmbeddedStack, **settings: str) -> None:
     await stack.stop_service("watcher")
     stack.service_settings["watcher"] = settings
-    stack.start_service("watcher")
+    await stack.start_service("watcher")
     await stack.wait_until_ready()
 
 
