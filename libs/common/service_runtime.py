@@ -88,19 +88,26 @@ def run_service(service: str, serve: Serve) -> None:
 
 
 async def run_pipeline_worker(
-    bus: EventBus, settings: EnvstoreSettings, durable: str, event_types: Sequence[type[Event]], handler: Handler
+    bus: EventBus,
+    settings: EnvstoreSettings,
+    durable: str,
+    event_types: Sequence[type[Event]],
+    handler: Handler,
+    one_at_a_time: bool = False,
 ) -> None:
     """A build pipeline worker: the shared worker runtime on a durable consumer of
     ``event_types``, with the build policy (attempts, time limits, cancellation) around
-    ``handler``. Replicas calling this with the same ``durable`` share the work."""
+    ``handler``. Replicas calling this with the same ``durable`` share the work; with
+    ``one_at_a_time`` the consumer hands out one message at a time to all of them together."""
     policy = BuildPipelinePolicy(
         bus, PhaseLimits(settings.worker_max_attempts, settings.worker_phase_timeout_seconds)
     )
     consumer = ConsumerSettings(
         durable=durable,
         subjects=[event_type.subject_pattern() for event_type in event_types],
-        concurrency=settings.worker_concurrency,
+        concurrency=1 if one_at_a_time else settings.worker_concurrency,
         ack_wait_seconds=settings.worker_ack_wait_seconds,
+        max_ack_pending=1 if one_at_a_time else None,
     )
     await policy.start_watching_cancellations()
     try:

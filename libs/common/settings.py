@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
@@ -40,6 +41,11 @@ def host_platform() -> str:
 
 
 CommaList = Annotated[list[str], NoDecode]
+RATTLER = "rattler"
+
+
+def default_conda_platforms() -> list[str]:
+    return ["noarch", host_platform()]
 
 
 def normalized_url_prefix(prefix: str) -> str:
@@ -93,12 +99,12 @@ class EnvstoreSettings(BaseSettings):
     # --- conda-store's settings keys (global-only ones marked in GLOBAL_ONLY_SETTINGS) ---
     default_namespace: str = "default"
     filesystem_namespace: str = "filesystem"
-    default_uid: int | None = None
-    default_gid: int | None = None
-    default_permissions: str = "775"
+    default_uid: int | None = Field(default=None, ge=0)
+    default_gid: int | None = Field(default=None, ge=0)
+    default_permissions: str | None = "775"
     storage_threshold: int = 5 * GIBIBYTE
     conda_command: str = "rattler"
-    conda_platforms: CommaList = Field(default_factory=lambda: ["noarch", host_platform()])
+    conda_platforms: CommaList = Field(default_factory=lambda: default_conda_platforms())
     conda_max_solve_time: int = 300
     conda_indexed_channels: CommaList = Field(default_factory=lambda: ["conda-forge"])
     build_artifacts_kept_on_deletion: CommaList = Field(
@@ -305,6 +311,37 @@ class EnvstoreSettings(BaseSettings):
                 ) from None
         return proxies
 
+    @field_validator("conda_command")
+    @classmethod
+    def _rattler_only(cls, command: str) -> str:
+        if command != RATTLER:
+            raise ValueError(
+                f"conda_command {command!r} is not available: envstore solves and installs with rattler "
+                f"(py-rattler) only; remove the setting or set it to {RATTLER!r}"
+            )
+        return command
+
+    @field_validator("conda_platforms")
+    @classmethod
+    def _platforms_are_fetched_per_solve(cls, platforms: list[str]) -> list[str]:
+        fixed = default_conda_platforms()
+        if sorted(platforms) != sorted(fixed):
+            raise ValueError(
+                "conda_platforms cannot be changed in envstore: it fetches the package index of each of "
+                "conda_solve_platforms, and noarch, as it solves (it keeps no index of whole channels); "
+                f"set conda_solve_platforms instead (conda_platforms stays {fixed})"
+            )
+        return platforms
+
+    @field_validator("default_permissions")
+    @classmethod
+    def _octal_permissions(cls, permissions: str | None) -> str | None:
+        if permissions is not None and re.fullmatch("[0-7]{3}", permissions) is None:
+            raise ValueError(
+                f"default_permissions {permissions!r} must be three octal digits as chmod takes them, like 775"
+            )
+        return permissions
+
     @field_validator("build_artifacts", "build_artifacts_kept_on_deletion")
     @classmethod
     def _known_artifact_kinds(cls, kinds: list[str]) -> list[str]:
@@ -374,6 +411,10 @@ CONDA_STORE_SETTINGS = (
     "retention_keep_builds",
     "retention_unused_days",
 )
+
+# Shown by the settings API but not changed through it: they name the deployment's shared
+# namespaces, which every service reads once at start (set ENVSTORE_<KEY> and restart).
+DEPLOYMENT_ONLY_SETTINGS = frozenset({"default_namespace", "filesystem_namespace"})
 
 GLOBAL_ONLY_SETTINGS = frozenset(
     {

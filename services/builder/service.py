@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import shutil
 import time
 
 from envstore.common.build_log import attach_failure_log
@@ -10,10 +13,14 @@ from envstore.common.transport import EventBus
 from envstore.common.worker_runtime import Delivery
 from envstore.common.build_policy import BuildFailure
 from envstore.common.artifact_kinds import ArtifactKind
+from envstore.common.admin_hooks import CurrentBuildHook, HookError
 from envstore.common.events import (
     BuildArchived,
     BuildArchiveRequested,
     BuildBuilt,
+    BuildSettings,
+    BuildSubmitted,
+    UndecodableEvent,
     BuildCompleted,
     BuildDeleted,
     BuildDeleteRequested,
@@ -33,16 +40,25 @@ from envstore.builder.housekeeping import remove_build, remove_environment_link
 from envstore.builder.current_link import point_environment_at
 from envstore.builder.install import measure
 from envstore.common.prefix_install import check_build_path, install_environment
+from envstore.common.prefix_permissions import PrefixPermissionError, apply_prefix_permissions, prefix_permissions_of
 
 SERVICE = "builder"
+log = logging.getLogger(__name__)
 
 
 class BuilderService:
-    def __init__(self, settings: EnvstoreSettings, bus: EventBus, storage: Storage) -> None:
+    def __init__(
+        self,
+        settings: EnvstoreSettings,
+        bus: EventBus,
+        storage: Storage,
+        current_build_hook: CurrentBuildHook | None = None,
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.storage = storage
         self.platform = host_platform()
+        self.current_build_hook = current_build_hook
 
     async def handle(self, delivery: Delivery) -> None:
         event = delivery.event
@@ -50,9 +66,13 @@ class BuilderService:
             await self.build(event)
         elif isinstance(event, BuildCompleted):
             # The current build changes last: only once every artifact is ready.
-            await self.switch_current_build(event.namespace, event.environment, event.build_key, delivery.stream_sequence)
+            await self.switch_current_build(
+                event.namespace, event.environment, event.build_id, event.build_key, delivery.stream_sequence
+            )
         elif isinstance(event, EnvironmentCurrentBuildSet):
-            await self.switch_current_build(event.namespace, event.environment, event.build_key, delivery.stream_sequence)
+            await self.switch_current_build(
+                event.namespace, event.environment, event.build_id, event.build_key, delivery.stream_sequence
+            )
         elif isinstance(event, BuildDeleteRequested):
             await self.delete_build(
                 DoomedBuild(event.build_id, event.namespace, event.build_key), list(event.keep)
@@ -85,11 +105,31 @@ class BuilderService:
             message_id=f"archived:{event.build_id}:{event.generation}",
         )
 
-    async def switch_current_build(self, namespace: str, environment: str, build_key: str, decided_at: int) -> None:
+    async def switch_current_build(
+        self, namespace: str, environment: str, build_id: int, build_key: str, decided_at: int
+    ) -> None:
         if not build_key:
             return
         namespace_directory = self.settings.environments_root / namespace
-        await point_environment_at(namespace_directory / "envs" / environment, namespace_directory / build_key, decided_at)
+        link, prefix = namespace_directory / "envs" / environment, namespace_directory / build_key
+        if not await point_environment_at(link, prefix, decided_at) or self.current_build_hook is None:
+            return
+        # conda-store's post_update_environment_build_hook: the deployment's code, told once the
+        # link points at the new current build. Its failure is logged; the build stays as it is.
+        try:
+            await self.current_build_hook(
+                namespace=namespace,
+                environment=environment,
+                build_id=build_id,
+                build_key=build_key,
+                prefix=prefix,
+                environment_path=link,
+            )
+        except Exception:
+            log.exception(
+                "%s=%s failed for %s/%s (build %d)",
+                CurrentBuildHook.SETTING, self.current_build_hook.dotted_path, namespace, environment, build_id,
+            )
 
     async def build(self, event: BuildSolved) -> None:
         build = event.build
@@ -115,12 +155,21 @@ class BuilderService:
         namespace_directory = self.settings.environments_root / build.namespace
         prefix = namespace_directory / build.build_key
         check_build_path(prefix)
+        build_settings = await self._build_settings(build.submission_sequence)
+        await self._check_free_space(build_settings)
         started = time.perf_counter()
         pip_count = len(lock.pip_packages_for(self.platform))
         pip_note = f" and {pip_count} pip packages" if pip_count else ""
         async with reporter.phase("install", f"{len(packages)} packages{pip_note} into {prefix}"):
             await install_environment(lock, self.platform, prefix, self.settings.package_cache)
         install_seconds = time.perf_counter() - started
+        wanted = prefix_permissions_of(build_settings, self.settings)
+        if wanted.changes_anything:
+            async with reporter.phase("permissions", f"{wanted.describe()} for {prefix}"):
+                try:
+                    await asyncio.to_thread(apply_prefix_permissions, prefix, wanted)
+                except PrefixPermissionError as error:
+                    raise BuildFailure("permissions", str(error)) from None
         size = await measure(prefix)
         await reporter.note("install", f"prefix size {size} bytes")
         log_blob = await reporter.store(self.storage)
@@ -139,10 +188,42 @@ class BuilderService:
         )
 
 
+    async def _build_settings(self, submission_sequence: int) -> BuildSettings | None:
+        """What the build's submission recorded (None in events from before they were recorded)."""
+        try:
+            submitted = await self.bus.event_at(submission_sequence)
+        except UndecodableEvent:
+            return None
+        return submitted.settings if isinstance(submitted, BuildSubmitted) else None
+
+    async def _check_free_space(self, build_settings: BuildSettings | None) -> None:
+        """conda-store's storage_threshold: no install when less than that is free in the store."""
+        threshold = self.settings.storage_threshold
+        if build_settings is not None and build_settings.storage_threshold is not None:
+            threshold = build_settings.storage_threshold
+        root = self.settings.environments_root
+        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+        free = (await asyncio.to_thread(shutil.disk_usage, root)).free
+        if free < threshold:
+            raise BuildFailure(
+                "install",
+                f"only {free} bytes are free in {root}, less than storage_threshold ({threshold} bytes): "
+                "free some space (delete old builds) or lower storage_threshold",
+            )
+
+
 async def serve(settings: EnvstoreSettings, telemetry: Telemetry) -> None:
+    try:
+        current_build_hook = CurrentBuildHook.from_settings(settings)
+    except HookError as error:
+        raise SystemExit(f"envstore builder cannot start: {error}") from None
     async with connected_bus(settings, SERVICE, telemetry) as bus, open_storage(settings) as storage:
-        service = BuilderService(settings, bus, storage)
-        await run_pipeline_worker(bus, settings, SERVICE, WORKER_SUBSCRIPTIONS[SERVICE], service.handle)
+        service = BuilderService(settings, bus, storage, current_build_hook)
+        # serialize_builds: one message at a time across every replica (the consumer allows one
+        # unacknowledged message), so installs never overlap.
+        await run_pipeline_worker(
+            bus, settings, SERVICE, WORKER_SUBSCRIPTIONS[SERVICE], service.handle, one_at_a_time=settings.serialize_builds
+        )
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from envstore.common.build_reporter import BuildReporter
 from envstore.common.events import BuildBuilt
 from envstore.common.lock import Lock
 from envstore.common.prefix_install import install_environment
+from envstore.common.prefix_permissions import PrefixPermissions, apply_prefix_permissions
 from envstore.common.settings import EnvstoreSettings, host_platform
 
 
@@ -36,8 +37,15 @@ def _builders_prefix_is_here(built: BuildBuilt, lock: Lock, platform: str) -> bo
 
 
 async def prepared_prefix(
-    built: BuildBuilt, lock: Lock, settings: EnvstoreSettings, work_directory: Path, reporter: BuildReporter
+    built: BuildBuilt,
+    lock: Lock,
+    settings: EnvstoreSettings,
+    work_directory: Path,
+    reporter: BuildReporter,
+    permissions: PrefixPermissions | None = None,
 ) -> Path:
+    """The prefix to pack. An own install gets the build's ``permissions`` as the builder's
+    prefix has them, so the artifacts carry the same modes and owners wherever they are made."""
     platform = host_platform() if host_platform() in lock.platforms else sorted(lock.platforms)[0]
     if settings.packager_reuse_builder_prefix and await asyncio.to_thread(_builders_prefix_is_here, built, lock, platform):
         return Path(built.prefix)
@@ -45,4 +53,6 @@ async def prepared_prefix(
     packages = lock.platforms[platform]
     async with reporter.phase("install", f"{len(packages)} packages for packing (the builder's prefix is not on this host)"):
         await install_environment(lock, platform, prefix, settings.package_cache)
+    if permissions is not None and permissions.changes_anything:
+        await asyncio.to_thread(apply_prefix_permissions, prefix, permissions)
     return prefix

@@ -33,6 +33,7 @@ from envstore.common.events import (
     artifact_filter,
 )
 from envstore.common.lock import Lock
+from envstore.common.prefix_permissions import prefix_permissions_of
 from envstore.common.service_runtime import connected_bus, run_pipeline_worker, run_service
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification_documents import with_full_specification
@@ -86,7 +87,9 @@ class PackagerService:
         if missing:
             work_directory = Path(tempfile.mkdtemp(prefix=f"packager-{build.build_id}-", dir=self._scratch()))
             try:
-                prefix = await prepared_prefix(event, lock, self.settings, work_directory, reporter)
+                prefix = await prepared_prefix(
+                    event, lock, self.settings, work_directory, reporter, prefix_permissions_of(submitted.settings, self.settings)
+                )
                 inputs = BuildInputs(event, submitted, lock, self.storage, self.settings, work_directory, prefix)
                 produced = await asyncio.gather(*(self._produce(kind, inputs, reporter) for kind in missing))
             finally:

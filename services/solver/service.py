@@ -72,7 +72,7 @@ class SolverService:
         event = await with_full_specification(event, self.storage)
         # Checked again here, where the fetching happens: the API checked at submission, but a
         # host's DNS answer may have changed since, and the stream may hold older submissions.
-        refusal = await submission_refusal(self.channel_guard, event, self.settings.conda_channel_alias)
+        refusal = await submission_refusal(self.channel_guard, event, self._channel_alias(event))
         if refusal:
             raise BuildFailure("lock" if event.is_lockfile else "solve", refusal)
         if event.is_lockfile:
@@ -111,13 +111,22 @@ class SolverService:
     def _request_for(self, event: BuildSubmitted) -> SolveRequest:
         specification = EnvironmentSpecification.model_validate(event.specification)
         channels = specification.channels or self.settings.conda_default_channels
+        alias = self._channel_alias(event)
         return SolveRequest(
             specs=specification.conda_dependencies,
-            channel_urls=[channel_url(channel, self.settings.conda_channel_alias) for channel in channels],
+            channel_urls=[channel_url(channel, alias) for channel in channels],
             platforms=event.platforms,
             pip=specification.pip_dependencies,
             use_cache=event.rebuild_of is None,
+            max_solve_seconds=event.settings.max_solve_seconds if event.settings else None,
         )
+
+    def _channel_alias(self, event: BuildSubmitted) -> str:
+        """The alias in force for the build's environment when it was submitted (a namespace may
+        set its own); this solver's for submissions that did not record one."""
+        if event.settings is not None and event.settings.channel_alias:
+            return event.settings.channel_alias
+        return self.settings.conda_channel_alias
 
 
 def lock_from_conda_lock(lockfile: dict) -> Lock:

@@ -30,6 +30,7 @@ class SolveRequest:
     platforms: list[str]
     pip: list[str]
     use_cache: bool = True  # a rebuild asks for a fresh solve
+    max_solve_seconds: float | None = None  # None: the solver's own limit (conda_max_solve_time)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Solver:
                 gateway=self.gateway,
                 platforms=subdirs,
                 virtual_packages=virtual_packages,
-                timeout=datetime.timedelta(seconds=self.max_solve_seconds),
+                timeout=datetime.timedelta(seconds=request.max_solve_seconds or self.max_solve_seconds),
             )
         except SolverError as error:
             raise BuildFailure(

@@ -21,6 +21,7 @@ from envstore.api.routes.storage import signed_storage_url
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_policy import publish_canceled
 from envstore.common.usage import Use
+from envstore.common.submission import build_settings_of
 from envstore.common.events import BlobRef, BuildDeleteRequested, BuildSubmitted, environment_tree
 
 BUILD_MISSING = "build id does not exist"
@@ -117,6 +118,7 @@ async def rebuild(request: web.Request) -> web.Response:
         scheduled_on=time.time(),
         build_key_version=settings.build_key_version,
         rebuild_of=row["id"],
+        settings=build_settings_of(settings),
     )
     await context.publish_and_wait(event, f"rebuild:{uuid.uuid4()}", actor_of(request))
     return ok({"build_id": event.build_id}, message="rebuild triggered")
@@ -138,6 +140,9 @@ async def delete_build(request: web.Request) -> web.Response:
     context = context_of(request)
     first = await build_row_for(request, "build::delete", message="Unauthorized to delete build")
 
+    # A global-only key: the deployment's value, or the one stored globally through the settings API.
+    kept = (await context.effective_settings()).build_artifacts_kept_on_deletion
+
     async def decide() -> BuildDeleteRequested:
         row = await context.read_model.build_row(build_id)
         if row is None:
@@ -149,7 +154,7 @@ async def delete_build(request: web.Request) -> web.Response:
             namespace=row["namespace_name"],
             environment=row["environment_name"],
             build_key=row["build_key"],
-            keep=list(context.settings.build_artifacts_kept_on_deletion),
+            keep=list(kept),
         )
 
     await context.command(

@@ -13,7 +13,8 @@ from envstore.common.channels import channel_url
 async def list_channels(request: web.Request) -> web.Response:
     page = page_of(request)
     context = context_of(request)
-    settings = context.settings
+    # Global-only keys: the deployment's values, or those stored globally through the settings API.
+    settings = await context.effective_settings()
     indexed = [channel_url(channel, settings.conda_channel_alias) for channel in settings.conda_indexed_channels]
     rows, count = await context.read_model.channels(page, indexed)
     return page_response(rows, page, count)

@@ -12,7 +12,12 @@ from envstore.api.envelopes import ApiError, ok
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
 from envstore.common.events import SettingsChanged
-from envstore.common.settings import CONDA_STORE_SETTINGS, GLOBAL_ONLY_SETTINGS, EnvstoreSettings
+from envstore.common.settings import (
+    CONDA_STORE_SETTINGS,
+    DEPLOYMENT_ONLY_SETTINGS,
+    GLOBAL_ONLY_SETTINGS,
+    EnvstoreSettings,
+)
 
 
 def _scope(request: web.Request) -> tuple[str | None, str | None, str]:
@@ -20,6 +25,17 @@ def _scope(request: web.Request) -> tuple[str | None, str | None, str]:
     environment = request.match_info.get("environment")
     arn = "/".join(part for part in (namespace, environment) if part)
     return namespace, environment, arn
+
+
+def settings_validation_message(error: ValidationError) -> str:
+    """pydantic's errors as one line per key ("1 validation error: conda_command: …"), keeping
+    the words conda-store's clients look for."""
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg'].removeprefix('Value error, ')}"
+        for problem in error.errors()
+    ]
+    count = len(problems)
+    return f"{count} validation error{'s' if count > 1 else ''}: " + "; ".join(problems)
 
 
 def settings_document(settings: EnvstoreSettings) -> dict:
@@ -41,6 +57,13 @@ async def put_settings(request: web.Request) -> web.Response:
     unknown = set(values) - set(CONDA_STORE_SETTINGS)
     if unknown:
         raise ApiError(400, f"Invalid setting keys {unknown}")
+    for key in sorted(values):
+        if key in DEPLOYMENT_ONLY_SETTINGS:
+            raise ApiError(
+                400,
+                f"Setting {key} names a namespace every envstore service reads at start; it is set with "
+                f"ENVSTORE_{key.upper()} in their environment, not through this API",
+            )
     if namespace is not None:
         for key in values:
             if key in GLOBAL_ONLY_SETTINGS:
@@ -52,7 +75,7 @@ async def put_settings(request: web.Request) -> web.Response:
     try:
         validated = current.model_validate({**current.model_dump(), **values})
     except ValidationError as error:
-        raise ApiError(400, str(error)) from None
+        raise ApiError(400, settings_validation_message(error)) from None
     normalized = {key: validated.model_dump(mode="json")[key] for key in values}
     await context.publish_and_wait(
         SettingsChanged(namespace=namespace, environment=environment, values=normalized),

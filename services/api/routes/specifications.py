@@ -122,7 +122,7 @@ async def remote_solve(request: web.Request) -> web.Response:
     channels = request.query.getall("channel", []) + request.query.getall("channels", [])
     conda = request.query.getall("conda", [])
     pip = request.query.getall("pip", [])
-    settings = context.settings
+    settings = await context.effective_settings()  # with the values stored globally (conda-store's get_settings())
     # Same rule as a build: the solver fetches only channels the settings allow (conda-store
     # would fetch any URL a caller names).
     refusal = channel_refusal(channels, allowed_channels(settings), settings.conda_channel_alias)

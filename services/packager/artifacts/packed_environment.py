@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import grp
 import json
 import os
+import pwd
+import stat
 import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -89,27 +92,61 @@ async def packed_environment(inputs: BuildInputs) -> PackedEnvironment:
 class _WholeSecondsTarFile(tarfile.TarFile):
     """tarfile as conda-pack uses it, with whole-second mtimes: a float mtime costs every member a
     PAX extended header (twice the header work, 1 KiB more each) for sub-second times no unpacked
-    environment needs."""
+    environment needs. Members keep the prefix's mode and owner (default_permissions,
+    default_uid/gid) also where conda-pack reads the bytes from elsewhere: a file with a prefix
+    placeholder is packed from its original in the package cache."""
+
+    prefix: str | None = None
 
     def gettarinfo(self, name=None, arcname=None, fileobj=None):  # type: ignore[no-untyped-def]
         info = super().gettarinfo(name, arcname, fileobj)
         if info is not None:
             info.mtime = int(info.mtime)
+            if self.prefix is not None and arcname and name != os.path.join(self.prefix, arcname):
+                _take_mode_and_owner(info, os.path.join(self.prefix, arcname))
         return info
+
+
+def _take_mode_and_owner(info: tarfile.TarInfo, path: str) -> None:
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    info.mode = stat.S_IMODE(status.st_mode)
+    if (info.uid, info.gid) != (status.st_uid, status.st_gid):
+        info.uid, info.gid = status.st_uid, status.st_gid
+        info.uname = _user_name(status.st_uid)
+        info.gname = _group_name(status.st_gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
 
 
 class _RecordingTarArchive(TarArchive):  # type: ignore[misc]
     """conda-pack's tar writer, noting where each member's bytes come from: the relocation plan then
     reads the few files with placeholders from there instead of decompressing the archive."""
 
-    def __init__(self, fileobj: GzipOutput, mtime: float | None) -> None:
+    def __init__(self, fileobj: GzipOutput, mtime: float | None, prefix: Path) -> None:
         super().__init__(fileobj, "", close_file=False, mode="w", mtime=mtime)
+        self.prefix = prefix
         self.sources: dict[str, str] = {}
         self.conda_unpack = b""
 
     def __enter__(self) -> _RecordingTarArchive:
         # conda-pack's own __enter__, with the tarfile above and reads of 1 MiB instead of 16 KiB.
         self.archive = _WholeSecondsTarFile.open(fileobj=self.fileobj, mode="w")
+        self.archive.prefix = str(self.prefix)
         self.archive.copybufsize = COPY_BUFFER
         return self
 
@@ -142,7 +179,7 @@ def pack_prefix(prefix: Path, archive: Path) -> PackedEnvironment:
     history = prefix / "conda-meta" / "history"
     mtime = history.lstat().st_mtime if history.exists() else None
     with GzipOutput(partial) as output:
-        with _RecordingTarArchive(output, mtime) as tar:
+        with _RecordingTarArchive(output, mtime, prefix) as tar:
             packer = Packer(str(prefix), tar)
             for file in environment.files:
                 packer.add(file)
