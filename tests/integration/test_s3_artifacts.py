@@ -9,7 +9,9 @@ packager learns later are checked without touching this file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -121,3 +123,25 @@ async def test_nothing_is_written_to_the_local_storage_directory(
 ) -> None:
     local_blobs = s3_stack.data_directory / "storage" / "blobs" / "sha256"
     assert not local_blobs.exists() or not any(local_blobs.iterdir())
+
+
+@pytest.mark.faults
+async def test_the_s3_server_is_restarted_after_a_crash_and_builds_go_on(
+    s3_stack: EmbeddedStack, completed_build: dict[str, Any]
+) -> None:
+    s3 = s3_stack.process("s3")
+    crashed_pid = s3.pid
+    await s3.kill()  # SIGKILL; the supervisor starts it again on the same ports and data
+    deadline = time.monotonic() + 60
+    while not (s3.state == "running" and s3.pid not in (None, crashed_pid)):
+        assert time.monotonic() < deadline, f"the S3 server was not restarted: {s3.state}, {s3.last_exit}"
+        await asyncio.sleep(0.1)
+    assert s3.restarts == 1 and s3.last_exit == "killed by SIGKILL"
+    async with ApiClient(s3_stack.api_url, token=s3_stack.admin_token) as api:
+        # What was stored before the crash is still there, and a new build stores its artifacts.
+        status, _ = await api.get(f"/api/v1/build/{completed_build['id']}/lockfile/")
+        assert status == 200
+        build = await api.wait_for_build(await api.submit(environment_yaml("after-crash", ["tinyjson"]), namespace="s3"))
+        assert build["status"] == "COMPLETED", build["status_info"]
+        status, _ = await api.get(f"/api/v1/build/{build['id']}/lockfile/")
+        assert status == 200

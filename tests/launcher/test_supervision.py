@@ -7,6 +7,7 @@ counts the restart; a build submitted afterwards completes; `envstore projection
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import re
 import signal
@@ -117,3 +118,32 @@ async def test_sigterm_stops_every_child_and_removes_the_state_file(up: Envstore
     assert not (up.data_directory / "stack.json").exists()
     status, _, stderr = await up.envstore("ps")
     assert status == 1 and "no stack state" in stderr
+
+
+async def test_a_stack_stopped_mid_build_and_started_again_finishes_the_build_once(
+    tmp_path: Path, channel_url: str
+) -> None:
+    settings = {
+        "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
+        "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
+        "ENVSTORE_BUILD_ARTIFACTS": "LOCKFILE,YAML,CONDA_PACK",
+    }
+    async with EnvstoreUp(tmp_path / "data", settings=settings) as first:
+        async with ApiClient(first.api_url, token=first.admin_token) as api:
+            build_id = await api.submit(environment_yaml("interrupted", ["reportkit", "cachekit", "units", "plotkit"]), "drained")
+            await api.wait_until(
+                f"/api/v1/events/?build_id={build_id}&type=build.progress&size=100",
+                lambda body: any(event["event"]["phase"] == "install" for event in body["data"]),
+            )
+        assert await first.stop(signal.SIGTERM) == 0  # the workers drain: finish or hand back
+    restarted_at = time.time()
+    async with EnvstoreUp(tmp_path / "data", settings=settings) as second:
+        async with ApiClient(second.api_url, token=second.admin_token) as api:
+            build = await api.wait_for_build(build_id, timeout_seconds=120)
+            assert build["status"] == "COMPLETED", build["status_info"]
+            events = await api.get("/api/v1/events/", params={"build_id": build_id, "size": 100})
+    kinds = collections.Counter(event["type"] for event in events[1]["data"])
+    # It was interrupted: its outcome came from the second run.
+    completed = next(event for event in events[1]["data"] if event["type"] == "build.completed")
+    assert completed["event"]["occurred_at"] >= restarted_at, completed
+    assert (kinds["build.solved"], kinds["build.built"], kinds["build.completed"], kinds["build.failed"]) == (1, 1, 1, 0), kinds
