@@ -34,7 +34,7 @@ def catalogue_markdown() -> str:
         once = ""
         if event_type.ONCE:
             slot = event_type.slot_pattern()
-            once = "build" if slot is None else ("build and kind" if slot == "*" else "build (its outcome)")
+            once = "build" if slot is None else ("build and kind (and platform)" if slot == "*" else "build (its outcome)")
         lines.append(
             f"| `{event_type.tag()}` | {subjects} | {', '.join(event_type.PUBLISHED_BY)} | "
             f"{', '.join(_consumers(event_type))} | {once} | {_fields(event_type)} |"

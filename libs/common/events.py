@@ -208,9 +208,14 @@ def outcome_filter(build_id: int) -> str:
     return f"{SUBJECT_ROOT}.build.{build_id}.outcome.>"
 
 
-def artifact_filter(build_id: int, kind: str) -> str:
+def artifact_slot(kind: str, platform: str | None = None) -> str:
+    """The slot of a build's artifact: its kind, or ``<kind>@<platform>`` for a further platform's."""
+    return kind if not platform else f"{kind}@{platform}"
+
+
+def artifact_filter(build_id: int, kind: str, platform: str | None = None) -> str:
     """Where one artifact's outcome (ready or failed) is, once it has one."""
-    return f"{SUBJECT_ROOT}.build.{build_id}.{kind}.>"
+    return f"{SUBJECT_ROOT}.build.{build_id}.{artifact_slot(kind, platform)}.>"
 
 
 class BuildOutcome(BuildEvent, frozen=True, kw_only=True):
@@ -411,14 +416,20 @@ class BuildBuilt(BuildRefEvent, frozen=True, kw_only=True, tag="build.built"):
 
 
 class ArtifactEvent(BuildEvent, frozen=True, kw_only=True):
-    """One artifact's outcome: ready or failed, once per build and kind."""
+    """One artifact's outcome: ready or failed, once per build and kind — and per platform for the
+    artifacts of a multi-platform lock's further platforms (``additional``)."""
 
     ONCE: ClassVar[bool] = True
     build_id: int
     kind: str  # an ArtifactKind
+    # The conda platform the artifact is for ("" when it is for none, as a lockfile, or when the
+    # event predates platforms). The build's main artifact of a kind is at conda-store's name and
+    # route; an ``additional`` one is another platform's (the slot, and so the subject, names it).
+    platform: str = ""
+    additional: bool = False
 
     def slot(self) -> str | None:
-        return self.kind
+        return artifact_slot(self.kind, self.platform if self.additional else None)
 
     @classmethod
     def slot_pattern(cls) -> str | None:

@@ -60,6 +60,8 @@ class Lock(msgspec.Struct, frozen=True, kw_only=True):
     pip: list[str] = []
     # … and what it resolved to, per platform (locks before pip resolution have none).
     pip_packages: dict[str, list[LockedPipPackage]] = {}
+    # The virtual packages each platform was solved with (``__glibc=2.28=0``, a spec's ``__cuda``).
+    virtual_packages: dict[str, list[str]] = {}
 
     def packages_for(self, platform: str) -> list[LockedPackage]:
         try:

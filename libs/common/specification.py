@@ -20,6 +20,17 @@ DYNAMIC_NAMESPACE = "conda-store-dynamic"
 SAFE_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def parse_virtual_package(text: str) -> tuple[str, str, str]:
+    """``__cuda=12.4`` or ``__glibc=2.28=0`` → (name, version, build)."""
+    name, _, rest = text.strip().partition("=")
+    version, _, build = rest.partition("=")
+    if not name.startswith("__") or not version:
+        raise ValueError(
+            f"virtual package {text!r} must be written as __name=version[=build], e.g. __cuda=12.4"
+        )
+    return name, version, build or "0"
+
+
 class SpecificationError(ValueError):
     """The specification cannot be used; the message says why, for the user."""
 
@@ -71,6 +82,16 @@ class EnvironmentSpecification(BaseModel):
     variables: dict[str, str | int] | None = None
     prefix: str | None = None
     description: str | None = ""
+    # envstore's own field: virtual packages the solve assumes, replacing what the server detects or
+    # assumes for each platform (a GPU build on a server without one: ``__cuda=12.4``).
+    virtual_packages: list[str] | None = None
+
+    @field_validator("virtual_packages")
+    @classmethod
+    def _valid_virtual_packages(cls, packages: list[str] | None) -> list[str] | None:
+        for package in packages or []:
+            parse_virtual_package(package)
+        return packages
 
     @field_validator("name")
     @classmethod
@@ -111,8 +132,12 @@ class EnvironmentSpecification(BaseModel):
         return parse_pip_section(self.pip_dependencies)
 
     def normalized(self) -> dict[str, Any]:
-        """The spec as stored and hashed (the shape conda-store's model_dump gives)."""
-        return self.model_dump(mode="json")
+        """The spec as stored and hashed (the shape conda-store's model_dump gives; envstore's own
+        fields only when set, so a conda-store specification hashes as conda-store hashes it)."""
+        document = self.model_dump(mode="json")
+        if document.get("virtual_packages") is None:
+            document.pop("virtual_packages", None)
+        return document
 
 
 def parse_specification_text(text: str) -> dict[str, Any]:
@@ -163,7 +188,7 @@ def validation_message(error: ValidationError) -> str:
         if problem["type"] == "missing":
             message = "is required"
         elif problem["type"] == "extra_forbidden":
-            message = "is not a known field (known: name, channels, dependencies, variables, prefix, description)"
+            message = "is not a known field (known: name, channels, dependencies, variables, prefix, description, virtual_packages)"
         lines.append(f"{location}: {message}")
     return "; ".join(lines)
 

@@ -29,6 +29,7 @@ READ_MODEL_TABLES = (
     "namespace_role_mapping_v2",
     "namespace_role_mapping",
     "build_progress",
+    "build_platform_artifact",
     "build_artifact",
     "build",
     "environment",

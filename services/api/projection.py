@@ -339,10 +339,17 @@ async def _ensure_package_build(connection: asyncpg.Connection, package: Install
 
 
 async def _record_artifact(
-    connection: asyncpg.Connection, build_id: int, kind: str, key: str, digest: str, size: int, content_type: str
+    connection: asyncpg.Connection,
+    build_id: int,
+    kind: str,
+    key: str,
+    digest: str,
+    size: int,
+    content_type: str,
+    platform: str = "",
 ) -> None:
     updated = await connection.fetchval(
-        """UPDATE build_artifact SET key = $3, digest = $4, size = $5, content_type = $6
+        """UPDATE build_artifact SET key = $3, digest = $4, size = $5, content_type = $6, platform = $7
            WHERE build_id = $1 AND artifact_type = $2 RETURNING id""",
         build_id,
         kind,
@@ -350,12 +357,13 @@ async def _record_artifact(
         digest,
         size,
         content_type,
+        platform,
     )
     if updated is not None:
         return
     await connection.execute(
-        """INSERT INTO build_artifact (id, build_id, artifact_type, key, digest, size, content_type)
-           VALUES ($7, $1, $2, $3, $4, $5, $6)""",
+        """INSERT INTO build_artifact (id, build_id, artifact_type, key, digest, size, content_type, platform)
+           VALUES ($7, $1, $2, $3, $4, $5, $6, $8)""",
         build_id,
         kind,
         key,
@@ -363,12 +371,28 @@ async def _record_artifact(
         size,
         content_type,
         await _next_id(connection, "build_artifact"),
+        platform,
     )
 
 
 async def artifact_ready(connection: asyncpg.Connection, event: ArtifactReady, sequence: int) -> None:
+    if event.additional:
+        await connection.execute(
+            """INSERT INTO build_platform_artifact (build_id, artifact_type, platform, key, digest, size, content_type)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (build_id, artifact_type, platform) DO UPDATE
+               SET key = EXCLUDED.key, digest = EXCLUDED.digest, size = EXCLUDED.size, content_type = EXCLUDED.content_type""",
+            event.build_id,
+            event.kind,
+            event.platform,
+            event.key,
+            event.blob.digest,
+            event.blob.size,
+            event.content_type,
+        )
+        return
     await _record_artifact(
-        connection, event.build_id, event.kind, event.key, event.blob.digest, event.blob.size, event.content_type
+        connection, event.build_id, event.kind, event.key, event.blob.digest, event.blob.size, event.content_type, event.platform
     )
 
 
@@ -380,7 +404,7 @@ async def artifact_failed(connection: asyncpg.Connection, event: ArtifactFailed,
            VALUES ($1, $2, $3, 'failed', $4, NULL, 'packager', $5) ON CONFLICT DO NOTHING""",
         sequence,
         event.build_id,
-        event.kind.lower(),
+        event.kind.lower() if not event.additional else f"{event.kind.lower()} {event.platform}",
         event.reason,
         utc(event.occurred_at),
     )
@@ -453,11 +477,12 @@ async def build_delete_requested(
 
 
 async def build_deleted(connection: asyncpg.Connection, event: BuildDeleted, sequence: int) -> None:
-    await connection.execute(
-        "DELETE FROM build_artifact WHERE build_id = $1 AND NOT (artifact_type = ANY($2::text[]))",
-        event.build_id,
-        list(event.kept),
-    )
+    for table in ("build_artifact", "build_platform_artifact"):
+        await connection.execute(
+            f"DELETE FROM {table} WHERE build_id = $1 AND NOT (artifact_type = ANY($2::text[]))",
+            event.build_id,
+            list(event.kept),
+        )
     await connection.execute(
         "UPDATE build SET size = 0, deleted_on = COALESCE(deleted_on, $2), kept_artifacts = $3 WHERE id = $1",
         event.build_id,

@@ -416,13 +416,36 @@ class ReadModel:
 
     # --- artifacts, logs ----------------------------------------------------------------------
 
-    async def artifact(self, build_id: int, kind: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
+    async def artifact(self, build_id: int, kind: str, platform: str | None = None) -> asyncpg.Record | None:
+        """The build's artifact of ``kind``: its main one, or the one for ``platform`` (the main one
+        when it is for that platform, else a further platform's)."""
+        main = await self.pool.fetchrow(
             "SELECT * FROM build_artifact WHERE build_id = $1 AND artifact_type = $2", build_id, kind
+        )
+        if platform is None or (main is not None and main["platform"] == platform):
+            return main
+        return await self.pool.fetchrow(
+            "SELECT * FROM build_platform_artifact WHERE build_id = $1 AND artifact_type = $2 AND platform = $3",
+            build_id,
+            kind,
+            platform,
+        )
+
+    async def artifacts_by_platform(self, build_id: int) -> list[asyncpg.Record]:
+        """Every artifact of the build: the main ones, then each further platform's."""
+        return await self.pool.fetch(
+            """SELECT artifact_type, platform, key, size, content_type, true AS main FROM build_artifact WHERE build_id = $1
+               UNION ALL
+               SELECT artifact_type, platform, key, size, content_type, false FROM build_platform_artifact WHERE build_id = $1
+               ORDER BY main DESC, platform, artifact_type""",
+            build_id,
         )
 
     async def artifact_by_key(self, key: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow("SELECT * FROM build_artifact WHERE key = $1 LIMIT 1", key)
+        found = await self.pool.fetchrow("SELECT * FROM build_artifact WHERE key = $1 LIMIT 1", key)
+        if found is None:
+            found = await self.pool.fetchrow("SELECT * FROM build_platform_artifact WHERE key = $1 LIMIT 1", key)
+        return found
 
     async def progress_lines(self, build_id: int, after_sequence: int = 0) -> list[asyncpg.Record]:
         return await self.pool.fetch(

@@ -90,7 +90,19 @@ CREATE TABLE IF NOT EXISTS build_artifact (
     digest text NOT NULL,
     size bigint NOT NULL,
     content_type text NOT NULL,
+    platform text NOT NULL DEFAULT '',  -- the conda platform it is for ('' for none)
     UNIQUE (build_id, artifact_type)
+);
+-- A multi-platform build's artifacts for its further platforms (its main ones are build_artifact's).
+CREATE TABLE IF NOT EXISTS build_platform_artifact (
+    build_id bigint NOT NULL REFERENCES build(id),
+    artifact_type text NOT NULL,
+    platform text NOT NULL,
+    key text NOT NULL,
+    digest text NOT NULL,
+    size bigint NOT NULL,
+    content_type text NOT NULL,
+    PRIMARY KEY (build_id, artifact_type, platform)
 );
 CREATE TABLE IF NOT EXISTS build_progress (
     sequence bigint PRIMARY KEY,

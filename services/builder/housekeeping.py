@@ -7,7 +7,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from envstore.common.artifact_keys import artifact_key
+from envstore.common.artifact_keys import PACKABLE_PLATFORMS, PER_PLATFORM_KINDS, artifact_key
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.storage import Storage
 
@@ -22,6 +22,10 @@ async def remove_build(
             continue
         # Only the name goes: blobs are shared by content (image layers) and collected separately.
         await storage.delete_name(artifact_key(kind, build_key))
+        if kind in PER_PLATFORM_KINDS:
+            # The build's further platforms are not known here; a name that was never made is no error.
+            for platform in PACKABLE_PLATFORMS:
+                await storage.delete_name(artifact_key(kind, build_key, platform))
 
 
 async def remove_environment_link(environments_root: Path, namespace: str, environment: str | None) -> None:

@@ -16,6 +16,8 @@ from envstore.common.oci_media_types import (
     DOCKER_LAYER_GZIP,
     DOCKER_LAYER_TAR,
     DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_IMAGE_INDEX,
     OCI_LAYER_GZIP,
     OCI_LAYER_TAR,
 )
@@ -41,6 +43,34 @@ def to_docker_v2(oci_manifest: dict[str, Any]) -> bytes | None:
         "layers": layers,
     }
     return json.dumps(document, indent=3).encode()
+
+
+def to_docker_list(oci_index: dict[str, Any], docker_digests: dict[str, tuple[str, int]]) -> bytes | None:
+    """The Docker manifest list form of an OCI image index, naming each image's Docker form
+    (``docker_digests``: OCI manifest digest → Docker form's digest and size); None if an image has none."""
+    manifests = []
+    for descriptor in oci_index.get("manifests", []):
+        docker = docker_digests.get(descriptor["digest"])
+        if docker is None:
+            return None
+        manifests.append(
+            {"mediaType": DOCKER_MANIFEST, "size": docker[1], "digest": docker[0], "platform": descriptor.get("platform", {})}
+        )
+    return json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": manifests}, indent=3).encode()
+
+
+def choose_index_type(accept_headers: list[str], convertible: bool) -> str | None:
+    """For an image index: OCI's index unless the client prefers Docker's manifest list; None when
+    it accepts neither (it then gets one platform's image)."""
+    accepted = accepted_types(accept_headers)
+    if not accepted:
+        return OCI_IMAGE_INDEX
+    wildcard = max(accepted.get("*/*", 0.0), accepted.get("application/*", 0.0))
+    oci = accepted.get(OCI_IMAGE_INDEX, wildcard)
+    docker = accepted.get(DOCKER_MANIFEST_LIST, wildcard) if convertible else 0.0
+    if oci <= 0 and docker <= 0:
+        return None
+    return DOCKER_MANIFEST_LIST if docker > oci else OCI_IMAGE_INDEX
 
 
 def accepted_types(accept_headers: list[str]) -> dict[str, float]:

@@ -119,6 +119,7 @@ class SolverService:
             pip=specification.pip_dependencies,
             use_cache=event.rebuild_of is None,
             max_solve_seconds=event.settings.max_solve_seconds if event.settings else None,
+            virtual_packages=tuple(specification.virtual_packages or ()),
         )
 
     def _channel_alias(self, event: BuildSubmitted) -> str:

@@ -18,7 +18,7 @@ from envstore.common.pip_requirements import parse_pip_section
 from envstore.solver.pip_resolution import resolve_pip
 from envstore.solver.repodata_state import repodata_fingerprint
 from envstore.solver.solve_cache import SolveCache, solve_cache_key
-from envstore.solver.virtual_packages import describe, glibc_of, virtual_packages_for
+from envstore.solver.virtual_packages import describe, glibc_of, virtual_packages_for, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class SolveRequest:
     pip: list[str]
     use_cache: bool = True  # a rebuild asks for a fresh solve
     max_solve_seconds: float | None = None  # None: the solver's own limit (conda_max_solve_time)
+    virtual_packages: tuple[str, ...] = ()  # the specification's, replacing the platform's own
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Solver:
         started = time.perf_counter()
         packages_by_platform: dict[str, list[LockedPackage]] = {}
         pip_by_platform: dict[str, list[LockedPipPackage]] = {}
+        virtual_by_platform: dict[str, list[str]] = {}
         pip_requirements = parse_pip_section(request.pip)
         cache_hits = 0
         notes = []
@@ -72,7 +74,12 @@ class Solver:
             fingerprints = [
                 await self._fingerprint(url, subdirs) for url in request.channel_urls
             ]
-            virtual_packages = virtual_packages_for(platform, self.host_platform)
+            virtual_packages = with_overrides(
+                virtual_packages_for(platform, self.host_platform), list(request.virtual_packages)
+            )
+            virtual_by_platform[platform] = describe(virtual_packages)
+            if request.virtual_packages:
+                notes.append(f"{platform}: solved with the specification's virtual packages {', '.join(request.virtual_packages)}")
             key = solve_cache_key(
                 request.specs, request.channel_urls, platform, describe(virtual_packages), fingerprints
             )
@@ -111,7 +118,11 @@ class Solver:
                     f"{time.perf_counter() - pip_started:.3f} s"
                 )
         lock = Lock(
-            channels=request.channel_urls, platforms=packages_by_platform, pip=request.pip, pip_packages=pip_by_platform
+            channels=request.channel_urls,
+            platforms=packages_by_platform,
+            pip=request.pip,
+            pip_packages=pip_by_platform,
+            virtual_packages=virtual_by_platform,
         )
         return SolveOutcome(lock, cache_hits, time.perf_counter() - started, notes)
 

@@ -55,3 +55,19 @@ def glibc_of(packages: list[Any]) -> str | None:
         if package.name.normalized == "__glibc":
             return str(package.version)
     return None
+
+
+def with_overrides(packages: list[Any], overrides: list[str]) -> list[Any]:
+    """``packages`` with the specification's virtual packages (``__cuda=12.4``) added, each
+    replacing one of the same name."""
+    from envstore.common.specification import parse_virtual_package
+
+    if not overrides:
+        return packages
+    replaced = {}
+    for text in overrides:
+        name, version, build = parse_virtual_package(text)
+        replaced[name] = rattler.GenericVirtualPackage(
+            rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)
+        )
+    return [package for package in packages if package.name.normalized not in replaced] + list(replaced.values())

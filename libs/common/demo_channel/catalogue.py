@@ -185,6 +185,10 @@ class PackageFamily:
 
 
 FAMILIES = (
+    # Solvable only where a GPU's driver is declared: a specification's `virtual_packages: [__cuda=12.4]`.
+    PackageFamily(
+        "gpukit", "Needs a CUDA driver", files=command_files, releases=(Release("1.0", depends=("__cuda >=12",)),),
+    ),
     PackageFamily(
         "greeting-data", "Greeting data files", noarch=True, files=greeting_data_files,
         releases=(Release("1.0"), Release("1.1"), Release("2.0")),

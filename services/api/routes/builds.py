@@ -4,6 +4,7 @@ answer with a 307 redirect to the artifact in storage (as conda-store does)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 
@@ -25,6 +26,7 @@ from envstore.common.submission import build_settings_of
 from envstore.common.events import BlobRef, BuildDeleteRequested, BuildSubmitted, environment_tree
 
 BUILD_MISSING = "build id does not exist"
+PLATFORM_NAME = re.compile(r"[a-z0-9]+-[a-z0-9_]+")
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 LIVE_LOG_WAKE_SECONDS = 15.0
 BUILD_STATES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
@@ -32,16 +34,22 @@ DOCKER_DEPRECATION = {"Deprecation": "True", "Sunset": "Mon, 17 Mar 2025 00:00:0
 
 
 async def redirect_to_artifact(
-    request: web.Request, build_id: int, kind: ArtifactKind, use: Use = Use.DOWNLOAD
+    request: web.Request, build_id: int, kind: ArtifactKind, use: Use = Use.DOWNLOAD, platform: str | None = None
 ) -> web.StreamResponse:
+    """To the build's artifact of ``kind``: its main one, or the one for ``platform``."""
     context = context_of(request)
     row = await context.read_model.build_row(build_id)
     if row is not None and is_archived(row, kind):
         answer = await rehydrated_row(request, row, kind)
         if isinstance(answer, web.Response):
             return answer
-    artifact = await context.read_model.artifact(build_id, kind)
+    artifact = await context.read_model.artifact(build_id, kind, platform)
     if artifact is None:
+        if platform is not None:
+            offered = sorted(
+                row["platform"] for row in await context.read_model.artifacts_by_platform(build_id) if row["artifact_type"] == kind
+            )
+            raise ApiError(404, f"build {build_id} has no {kind} artifact for {platform}; it has one for {offered}")
         raise ApiError(404, f"build {build_id} has no {kind} artifact")
     context.usage.record(build_id, use)
     # S3 gives a presigned URL to the blob; local storage is streamed by /storage/, through a
@@ -190,22 +198,68 @@ async def build_yaml(request: web.Request) -> web.StreamResponse:
     return await redirect_to_artifact(request, row["id"], ArtifactKind.YAML)
 
 
+def platform_from(request: web.Request) -> str | None:
+    """``?platform=linux-aarch64``: one platform's artifact of a multi-platform build."""
+    platform = request.query.get("platform")
+    if platform is not None and not PLATFORM_NAME.fullmatch(platform):
+        raise ApiError(400, f"platform must be a conda platform like linux-64 or osx-arm64, not {platform!r}")
+    return platform
+
+
 async def build_archive(request: web.Request) -> web.StreamResponse:
     row = await build_row_for(request, "environment::read")
+    platform = platform_from(request)
     if is_archived(row, ArtifactKind.CONDA_PACK):
-        return await redirect_to_artifact(request, row["id"], ArtifactKind.CONDA_PACK)
+        return await redirect_to_artifact(request, row["id"], ArtifactKind.CONDA_PACK, platform=platform)
     if await context_of(request).read_model.artifact(row["id"], ArtifactKind.CONDA_PACK) is None:
         raise ApiError(404, f"Build {row['id']} doesn't have an archive")
-    return await redirect_to_artifact(request, row["id"], ArtifactKind.CONDA_PACK)
+    return await redirect_to_artifact(request, row["id"], ArtifactKind.CONDA_PACK, platform=platform)
 
 
 async def build_installer(request: web.Request) -> web.StreamResponse:
     row = await build_row_for(request, "environment::read")
+    platform = platform_from(request)
     if is_archived(row, ArtifactKind.CONSTRUCTOR_INSTALLER):
-        return await redirect_to_artifact(request, row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER)
+        return await redirect_to_artifact(request, row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER, platform=platform)
     if await context_of(request).read_model.artifact(row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER) is None:
         raise ApiError(400, f"Build {row['id']} doesn't have an installer")
-    return await redirect_to_artifact(request, row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER)
+    return await redirect_to_artifact(request, row["id"], ArtifactKind.CONSTRUCTOR_INSTALLER, platform=platform)
+
+
+ARTIFACT_ROUTES = {
+    ArtifactKind.CONDA_PACK: "archive/",
+    ArtifactKind.CONSTRUCTOR_INSTALLER: "installer/",
+    ArtifactKind.LOCKFILE: "lockfile/",
+    ArtifactKind.YAML: "yaml/",
+    ArtifactKind.LOGS: "logs/",
+    ArtifactKind.DOCKER_MANIFEST: "docker/",
+}
+
+
+async def build_artifacts_by_platform(request: web.Request) -> web.Response:
+    """Every artifact of the build with the platform it is for, and the route that serves it."""
+    row = await build_row_for(request, "environment::read")
+    documents = []
+    for artifact in await context_of(request).read_model.artifacts_by_platform(row["id"]):
+        route = ARTIFACT_ROUTES.get(ArtifactKind(artifact["artifact_type"]))
+        url = None
+        if route is not None:
+            prefix = context_of(request).settings.url_prefix.rstrip("/")
+            url = f"{prefix}/api/v1/build/{row['id']}/{route}"
+            if not artifact["main"]:
+                url += f"?platform={artifact['platform']}"
+        documents.append(
+            {
+                "artifact_type": artifact["artifact_type"],
+                "platform": artifact["platform"] or None,
+                "main": artifact["main"],
+                "key": artifact["key"],
+                "size": artifact["size"],
+                "content_type": artifact["content_type"],
+                "url": url,
+            }
+        )
+    return ok(documents)
 
 
 async def build_docker(request: web.Request) -> web.Response:
@@ -281,6 +335,7 @@ def register(routes: Routes) -> None:
         routes.add("GET", f"/api/v1/build/{{build_id}}/{suffix}", build_lockfile, "The build's conda-lock lockfile", responses=(307, 403, 404))
     routes.add("GET", "/api/v1/build/{build_id}/yaml/", build_yaml, "The build's pinned environment.yaml", responses=(307, 403, 404))
     routes.add("GET", "/api/v1/build/{build_id}/logs/", build_logs, "The build's log (live while it runs)", responses=(200, 307, 403, 404))
-    routes.add("GET", "/api/v1/build/{build_id}/archive/", build_archive, "The build's conda-pack archive", responses=(307, 403, 404))
-    routes.add("GET", "/api/v1/build/{build_id}/installer/", build_installer, "The build's installer: envstore's own self-extracting shell script (artifact type CONSTRUCTOR_INSTALLER, kept for conda-store clients; not made by conda constructor)", responses=(307, 400, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/archive/", build_archive, "The build's conda-pack archive: for the build's main platform (the server's, when locked), or for ?platform= (each platform of a multi-platform lock has its own)", query=("platform",), responses=(307, 400, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/installer/", build_installer, "The build's installer: envstore's own self-extracting shell script (artifact type CONSTRUCTOR_INSTALLER, kept for conda-store clients; not made by conda constructor), for the build's main platform or for ?platform=", query=("platform",), responses=(307, 400, 403, 404))
+    routes.add("GET", "/api/v1/build/{build_id}/artifacts/", build_artifacts_by_platform, "Every artifact of the build with the conda platform it is for (main: at conda-store's route; others: the route with ?platform=)", responses=(200, 403, 404))
     routes.add("GET", "/api/v1/build/{build_id}/docker/", build_docker, "The build's image reference (deprecated)", responses=(200, 400, 403, 404))

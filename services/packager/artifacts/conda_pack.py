@@ -16,4 +16,4 @@ from envstore.packager.artifacts.packed_environment import packed_environment
 async def produce(inputs: BuildInputs) -> Produced:
     packed = await packed_environment(inputs)
     blob = await inputs.storage.adopt_file(packed.archive, packed.blob)
-    return Produced(artifact_key(ArtifactKind.CONDA_PACK, inputs.build.build_key), blob, "application/gzip")
+    return Produced(artifact_key(ArtifactKind.CONDA_PACK, inputs.build.build_key, inputs.further_platform), blob, "application/gzip")

@@ -31,6 +31,13 @@ class BuildInputs:
     # The installed environment packed into artifacts: the builder's prefix when it is on this
     # host, else the packager's own install of the lock (``prepared_prefix``).
     installed_prefix: Path | None = None
+    # Set for a further platform's artifacts (a multi-platform lock): the platform they are for.
+    target_platform: str | None = None
+
+    @property
+    def further_platform(self) -> str | None:
+        """The platform of a further platform's artifacts (None: the build's main artifacts)."""
+        return self.target_platform
 
     @property
     def build(self) -> BuildRef:
@@ -42,6 +49,9 @@ class BuildInputs:
 
     @property
     def platform(self) -> str:
-        """The platform whose packages make the single-platform artifacts (the host's if locked)."""
+        """The platform whose packages make the single-platform artifacts: the target platform's,
+        else the build's main one (the host's if locked)."""
+        if self.target_platform is not None:
+            return self.target_platform
         host = host_platform()
         return host if host in self.lock.platforms else sorted(self.lock.platforms)[0]

@@ -33,7 +33,7 @@ CHUNK = 1024 * 1024
 async def produce(inputs: BuildInputs) -> Produced:
     installer, written = await shell_installer(inputs)
     blob = await inputs.storage.adopt_file(installer, written)
-    return Produced(artifact_key(ArtifactKind.CONSTRUCTOR_INSTALLER, inputs.build.build_key), blob, "application/x-sh")
+    return Produced(artifact_key(ArtifactKind.CONSTRUCTOR_INSTALLER, inputs.build.build_key, inputs.further_platform), blob, "application/x-sh")
 
 
 # --- the self-extracting shell installer -------------------------------------------------------------

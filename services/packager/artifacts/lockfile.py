@@ -73,6 +73,13 @@ def conda_lock_document(lock: Lock, spec_sha256: str) -> bytes:
             channels=[Channel.from_string(url) for url in lock.channels],
             platforms=platforms,
             sources=["environment.yaml"],
+            # conda-lock has no field for them: the virtual packages each platform was solved with.
+            custom_metadata={
+                f"virtual_packages.{platform}": " ".join(lock.virtual_packages[platform])
+                for platform in platforms
+                if lock.virtual_packages.get(platform)
+            }
+            or None,
         ),
     )
     with tempfile.TemporaryDirectory() as directory:

@@ -8,7 +8,10 @@ byte-for-byte reproducible (``oci_layers``), so a package has the same layer dig
 that holds it, and building the same lock again gives the same manifest digest.
 
 Manifest, configuration and layers are content-addressed blobs in storage; the artifact's blob is
-the manifest (``docker/manifest/<build key>``), whose media type is the artifact's content type.
+the manifest (``docker/manifest/<build key>``), whose media type is the artifact's content type. A lock
+with several Linux platforms (``linux-64``, ``linux-aarch64`` …) gets one image per platform, each
+staged from the lock for its platform, and the artifact is their OCI image index (``docker pull`` and
+``skopeo copy --override-arch`` choose from it).
 
 Settings (``ENVSTORE_<KEY>``): ``image_prefix`` (default ``/opt/conda``), ``image_base`` (default
 scratch; see ``oci_base_image``), ``image_layer_budget`` (default 100 layers, the base's included),
@@ -29,6 +32,7 @@ from typing import Any
 
 from envstore.common.artifact_keys import artifact_key
 from envstore.common.artifact_kinds import ArtifactKind
+from envstore.common.events import BlobRef
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage
 from envstore.packager.artifacts.inputs import BuildInputs, Produced
@@ -41,6 +45,7 @@ from envstore.packager.artifacts.oci_layer_plan import LayerGroup, plan_layers
 from envstore.packager.artifacts.oci_layers import StoredLayer, store_layer
 from envstore.packager.artifacts.oci_media_types import (
     OCI_IMAGE_CONFIG,
+    OCI_IMAGE_INDEX,
     OCI_IMAGE_MANIFEST,
     ImagePlatform,
     image_platform,
@@ -75,17 +80,44 @@ class ImageOptions:
 
 
 async def produce(inputs: BuildInputs) -> Produced:
+    """One image manifest when the lock has one Linux platform (or none: the main platform's), else
+    an image index of one manifest per Linux platform, each made from the lock for its platform."""
     options = ImageOptions.from_settings(inputs.settings)
-    platform = image_platform(inputs.platform)
+    linux = [platform for platform in sorted(inputs.lock.platforms) if platform.startswith("linux-")]
+    key = artifact_key(ArtifactKind.DOCKER_MANIFEST, inputs.build.build_key)
+    if len(linux) <= 1:
+        manifest = await image_manifest(inputs, options, linux[0] if linux else inputs.platform)
+        return Produced(key, manifest, OCI_IMAGE_MANIFEST)
+    # One after the other: each one's layers already use every core.
+    manifests = [(platform, await image_manifest(inputs, options, platform)) for platform in linux]
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_IMAGE_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_IMAGE_MANIFEST,
+                "digest": blob.digest,
+                "size": blob.size,
+                "platform": image_platform(platform).descriptor(),
+            }
+            for platform, blob in manifests
+        ],
+    }
+    return Produced(key, await inputs.storage.put_bytes(canonical_json(index)), OCI_IMAGE_INDEX)
+
+
+async def image_manifest(inputs: BuildInputs, options: ImageOptions, conda_platform: str) -> BlobRef:
+    """The image of the lock's environment for ``conda_platform``: its manifest's blob."""
+    platform = image_platform(conda_platform)
     variables = environment_variables(inputs.submitted.specification)
-    scratch = inputs.work_directory / "image"
+    scratch = inputs.work_directory / f"image-{conda_platform}"
     storage = inputs.storage
     started = time.perf_counter()
 
     base = await load_base_image(options.base, platform, storage, inputs.settings.cache_root)
     staged = await stage_environment(
         inputs.lock,
-        inputs.platform,
+        conda_platform,
         options.prefix,
         scratch / "prefix",
         inputs.settings.package_cache,
@@ -101,7 +133,7 @@ async def produce(inputs: BuildInputs) -> Produced:
     layers = [*base.layers, *package_layers, environment_layer]
     history = [*base.history, *(_history(f"conda packages {', '.join(p.label for p in group)}") for group in groups)]
     history.append(_history(f"environment {inputs.build.namespace}/{inputs.build.environment}: conda-meta, activation"))
-    config = image_config(base, platform, options, inputs, variables, layers, history)
+    config = image_config(base, platform, options, inputs, variables, layers, history, conda_platform)
     config_blob = await storage.put_bytes(canonical_json(config))
     manifest = {
         "schemaVersion": 2,
@@ -111,8 +143,9 @@ async def produce(inputs: BuildInputs) -> Produced:
     }
     manifest_blob = await storage.put_bytes(canonical_json(manifest))
     log.info(
-        "image of build %s: %d layers (%d base, %d for %d packages), staged in %.2f s, layers in %.2f s, %s",
+        "image of build %s for %s: %d layers (%d base, %d for %d packages), staged in %.2f s, layers in %.2f s, %s",
         inputs.build.build_id,
+        conda_platform,
         len(layers),
         len(base.layers),
         len(package_layers),
@@ -121,9 +154,7 @@ async def produce(inputs: BuildInputs) -> Produced:
         time.perf_counter() - staged_at,
         manifest_blob.digest,
     )
-    return Produced(
-        artifact_key(ArtifactKind.DOCKER_MANIFEST, inputs.build.build_key), manifest_blob, OCI_IMAGE_MANIFEST
-    )
+    return manifest_blob
 
 
 async def _package_layers(
@@ -153,6 +184,7 @@ def image_config(
     variables: dict[str, str],
     layers: list[StoredLayer],
     history: list[dict[str, Any]],
+    conda_platform: str,
 ) -> dict[str, Any]:
     container = base.container_config
     environment = dict(entry.partition("=")[::2] for entry in container.get("Env") or [])
@@ -166,7 +198,7 @@ def image_config(
             f"{LABEL_PREFIX}environment": inputs.build.environment,
             f"{LABEL_PREFIX}spec-sha256": inputs.submitted.spec_sha256,
             f"{LABEL_PREFIX}lock-digest": inputs.built.lock.digest,
-            f"{LABEL_PREFIX}platform": inputs.platform,
+            f"{LABEL_PREFIX}platform": conda_platform,
         }
     )
     if options.build_id_label:

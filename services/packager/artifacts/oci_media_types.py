@@ -37,6 +37,13 @@ class ImagePlatform:
     def __str__(self) -> str:
         return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
 
+    def descriptor(self) -> dict[str, str]:
+        """As an image index's ``platform`` field."""
+        described = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            described["variant"] = self.variant
+        return described
+
 
 _OPERATING_SYSTEMS = {"linux": "linux", "osx": "darwin", "win": "windows"}
 _ARCHITECTURES = {
