@@ -261,6 +261,7 @@ ROWS = [
     # No installer or image was asked for: readers get conda-store's 400s.
     Row("GET", "/api/v1/build/{build_id}/installer/", READ, 400, fixed(f"/api/v1/build/{BUILD}/installer/")),
     Row("GET", "/api/v1/build/{build_id}/docker/", READ, 400, fixed(f"/api/v1/build/{BUILD}/docker/")),
+    Row("GET", "/api/v1/build/{build_id}/artifacts/", READ, 200, fixed(f"/api/v1/build/{BUILD}/artifacts/")),
     # envstore's lifecycle routes (reads need environment::read on every build they read)
     Row("GET", "/api/v1/build/{build_id}/diff/{other_build_id}/", READ, 200, fixed(f"/api/v1/build/{BUILD}/diff/{BUILD}/")),
     Row("GET", "/api/v1/build/{build_id}/sbom/", READ, 200, fixed(f"/api/v1/build/{BUILD}/sbom/")),
