@@ -37,6 +37,7 @@ from envstore.launcher.child_process import (
     process_is_alive,
 )
 from envstore.launcher.nats_process import NatsCluster, NatsServer
+from envstore.launcher.orphans import stop_orphans
 from envstore.launcher.postgres_process import PostgresServer
 from envstore.launcher.postgres_roles import WRITER
 from envstore.launcher.prerequisites import describe_missing, missing_programs
@@ -336,7 +337,7 @@ class EmbeddedStack:
         missing = missing_programs(wanted, needs_local_s3=self.s3 is not None)
         if missing:
             raise StackError(describe_missing(missing).rstrip())
-        self._refuse_a_second_stack()
+        await self._claim_data_directory()
         self.data_directory.mkdir(parents=True, exist_ok=True)
         await self._resources.enter_async_context(
             self.metrics.listening(self.host, self.launcher_metrics_port, self.readiness)
@@ -353,17 +354,21 @@ class EmbeddedStack:
         await asyncio.gather(*(process.start() for process in services))
         await self.wait_until_ready()
 
-    def _refuse_a_second_stack(self) -> None:
-        """Two launchers on one data directory would share NATS' and PostgreSQL's files."""
+    async def _claim_data_directory(self) -> None:
+        """Two launchers on one data directory would share NATS' and PostgreSQL's files: refuse
+        while another runs; stop what a dead one left running."""
         try:
-            running = read_state_file(self.data_directory)
+            previous = read_state_file(self.data_directory)
         except StackStateError:
             return
-        if running.launcher_pid != os.getpid() and process_is_alive(running.launcher_pid):
+        if previous.launcher_pid == os.getpid():
+            return
+        if process_is_alive(previous.launcher_pid):
             raise StackError(
-                f"a stack is already running in {self.data_directory} (launcher pid {running.launcher_pid}): "
+                f"a stack is already running in {self.data_directory} (launcher pid {previous.launcher_pid}): "
                 "stop it first, or use another --data-dir"
             )
+        await stop_orphans(previous)
 
     async def wait_until_ready(self, timeout_seconds: float = READY_TIMEOUT_SECONDS) -> None:
         """Until every service replica answers 200 on ``/readyz`` (bounded; a replica that exits or

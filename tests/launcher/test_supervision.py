@@ -147,3 +147,26 @@ async def test_a_stack_stopped_mid_build_and_started_again_finishes_the_build_on
     completed = next(event for event in events[1]["data"] if event["type"] == "build.completed")
     assert completed["event"]["occurred_at"] >= restarted_at, completed
     assert (kinds["build.solved"], kinds["build.built"], kinds["build.completed"], kinds["build.failed"]) == (1, 1, 1, 0), kinds
+
+
+async def test_one_launcher_per_data_directory_and_a_dead_launchers_children_are_stopped(tmp_path: Path) -> None:
+    first = EnvstoreUp(tmp_path / "data")
+    await first.start()
+    try:
+        children = [process["pid"] for process in (await first.ps())["processes"]]
+        # A second launcher on the same directory is refused while the first runs.
+        second = EnvstoreUp(tmp_path / "data")
+        with pytest.raises(AssertionError, match="envstore up ended before saying it was ready"):
+            await second.start()
+        assert f"a stack is already running in {(tmp_path / 'data').resolve()}" in second.text
+        # The launcher dies without stopping anything (as under the OOM killer).
+        assert first.process is not None
+        first.process.kill()
+        await first.process.wait()
+        assert all(process_is_alive(pid) for pid in children)
+    finally:
+        await first.stop()
+    async with EnvstoreUp(tmp_path / "data") as third:
+        assert not [pid for pid in children if process_is_alive(pid)]
+        assert everything_ready(await third.ps())
+        assert "left running by launcher" in third.text
