@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import re
 import signal
@@ -64,8 +65,14 @@ async def test_every_role_killed_in_turn_is_restarted_and_a_build_then_completes
     status = await wait_for_status(up, everything_ready)
     assert {(process["role"], process["replica"]) for process in status["processes"]} == {(role, 0) for role in ROLES}
     assert status["endpoints"]["api"] == f"{up.api_url}/api/v1/"
-    # The DSN names the role, not its password.
+    # The DSN names the role, not its password; ps shows no secret, and the state file that holds
+    # them is the launching user's only.
     assert re.fullmatch(r"postgresql://envstore@127\.0\.0\.1:\d+/envstore", status["endpoints"]["postgres"])
+    _, table, _ = await up.envstore("ps")
+    for secret in ("postgres-writer-password", "postgres-reader-password", "admin-token"):
+        assert (up.data_directory / secret).read_text() not in table + json.dumps(status)
+    assert (up.data_directory / "stack.json").stat().st_mode & 0o777 == 0o600
+    assert re.search(r"^builder\s+0\s+\d+\s+running\s+0\s+ready", table, re.MULTILINE), table
     for role in ROLES:
         before = entry(status, role)
         os.kill(before["pid"], signal.SIGKILL)
