@@ -6,6 +6,10 @@ minutes), on one node and on a 3-node cluster on loopback (stream at 3 replicas)
 Two publishing patterns: one event at a time (a worker reporting a phase: every ack awaited before
 the next), and 64 in flight (many builds' workers at once). Each figure is the median of
 ``--rounds`` rounds; ratios are to the default policy measured in the same run (the floor).
+
+Then, on the 3-node cluster with ``sync_interval: always``, the stream's leader node is SIGKILLed
+while events are published one at a time: the longest wait for an ack (the election, seen by a
+publisher) and whether every acknowledged event is still in the stream.
 Prints figures; asserts nothing.
 
     .venv/bin/python bench/nats_sync.py [--events 2000] [--rounds 3]
@@ -83,6 +87,43 @@ async def measure(setup: Setup, directory: Path, events: int, rounds: int) -> di
     return {"one at a time": statistics.median(sequential), f"{IN_FLIGHT} in flight": statistics.median(concurrent)}
 
 
+async def leader_failover(directory: Path, seconds: float) -> None:
+    cluster = NatsCluster(directory / "nats", node_count=3)
+    await cluster.start()
+    try:
+        bus = await EventBus.connect(cluster.url, "BENCH", name="bench")
+        try:
+            await bus.ensure_stream(replicas=3)
+            leader_name = (await bus.jetstream.stream_info("BENCH")).cluster.leader
+            leader = next(node for node in cluster.nodes if node.server_name == leader_name)
+            acknowledged: list[int] = []
+            gaps: list[float] = []
+            started = time.perf_counter()
+            killed = False
+            last_ack = started
+            index = 0
+            while time.perf_counter() - started < seconds:
+                if not killed and time.perf_counter() - started > seconds / 3:
+                    await leader.kill()
+                    killed = True
+                ack = await bus.publish(progress_event(1, index), f"failover-{index}")
+                now = time.perf_counter()
+                gaps.append(now - last_ack)
+                last_ack = now
+                acknowledged.append(ack.seq)
+                index += 1
+            stored = (await bus.jetstream.stream_info("BENCH")).state.messages
+        finally:
+            await bus.close()
+    finally:
+        await cluster.stop()
+    print(
+        f"\nleader SIGKILLed while publishing one at a time (3 nodes, R3, sync always): longest wait for an ack "
+        f"{max(gaps):.2f} s; {len(acknowledged)} events acknowledged, {stored} in the stream after "
+        f"({len(set(acknowledged)) - stored} acknowledged events missing)"
+    )
+
+
 async def main(arguments: argparse.Namespace) -> None:
     setups = [Setup(nodes, sync) for nodes in (1, 3) for sync in (None, SYNC_ALWAYS)]
     results: dict[Setup, dict[str, float]] = {}
@@ -102,10 +143,13 @@ async def main(arguments: argparse.Namespace) -> None:
     build_events = 26  # a build of the default artifacts publishes about this many events
     always_r3 = results[Setup(3, SYNC_ALWAYS)]["one at a time"]
     print(f"\na build's ~{build_events} events, one at a time, at 3 nodes and sync always: {build_events / always_r3 * 1000:.0f} ms")
+    with tempfile.TemporaryDirectory(prefix="envstore-bench-") as directory:
+        await leader_failover(Path(directory), arguments.failover_seconds)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2000, help="events per round and pattern")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--failover-seconds", type=float, default=15.0, help="how long to publish around the leader's death")
     asyncio.run(main(parser.parse_args()))
