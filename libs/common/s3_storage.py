@@ -37,6 +37,7 @@ from envstore.common.events import BlobRef
 from envstore.common.storage import (
     CHUNK,
     BlobNotFoundError,
+    StoredBlob,
     check_range,
     checked_key,
     digest_hex,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from envstore.common.settings import EnvstoreSettings
 
 BLOB_PREFIX = "blobs/sha256/"
+TOUCHED_PREFIX = "touched/sha256/"
 NAME_PREFIX = "names/"
 # S3 multipart limits: parts of at least 5 MiB (but the last), at most 10 000 parts.
 MULTIPART_PART_BYTES = 8 * 1024 * 1024
@@ -243,13 +245,13 @@ class S3Storage:
 
     async def put_bytes(self, data: bytes) -> BlobRef:
         blob = await asyncio.to_thread(blob_ref_of_bytes, data)
-        if not await self.has_blob(blob.digest):
+        if not await self.touch_blob(blob.digest):
             await self._client.put_object(Bucket=self.bucket, Key=blob_key(blob.digest), Body=data)
         return blob
 
     async def put_file(self, path: Path) -> BlobRef:
         blob = await asyncio.to_thread(blob_ref_of_file, path)
-        if not await self.has_blob(blob.digest):
+        if not await self.touch_blob(blob.digest):
             # aioboto3 reads the file through aiofiles (a thread) and sends parts concurrently.
             await self._client.upload_file(
                 str(path), self.bucket, blob_key(blob.digest), Config=upload_transfer_config(blob.size)
@@ -258,7 +260,7 @@ class S3Storage:
 
     async def adopt_file(self, path: Path, blob: BlobRef) -> BlobRef:
         """``put_file`` for a file whose writer already hashed it as ``blob``: no hashing pass."""
-        if not await self.has_blob(blob.digest):
+        if not await self.touch_blob(blob.digest):
             await self._client.upload_file(
                 str(path), self.bucket, blob_key(blob.digest), Config=upload_transfer_config(blob.size)
             )
@@ -316,6 +318,58 @@ class S3Storage:
 
     def local_path(self, blob: BlobRef | str) -> Path | None:
         return None
+
+    # --- garbage collection ---------------------------------------------------------------------
+    # S3 cannot change an object's time without copying it: a reuse writes a small marker
+    # (touched/<hex>) instead, and a blob's time is the later of its own and its marker's.
+
+    async def touch_blob(self, digest: str) -> bool:
+        if not await self.has_blob(digest):
+            return False
+        await self._client.put_object(Bucket=self.bucket, Key=TOUCHED_PREFIX + digest_hex(digest), Body=b"")
+        return True
+
+    async def _listing(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item
+
+    async def blob_inventory(self) -> AsyncIterator[StoredBlob]:
+        touched = {
+            item["Key"].removeprefix(TOUCHED_PREFIX): item["LastModified"].timestamp()
+            async for item in self._listing(TOUCHED_PREFIX)
+        }
+        async for item in self._listing(BLOB_PREFIX):
+            hex_digest = item["Key"].removeprefix(BLOB_PREFIX)
+            modified = max(item["LastModified"].timestamp(), touched.get(hex_digest, 0.0))
+            yield StoredBlob("sha256:" + hex_digest, int(item["Size"]), modified)
+
+    async def _last_use(self, key: str) -> float | None:
+        try:
+            response = await self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error_code(error) in NOT_FOUND_CODES:
+                return None
+            raise
+        return response["LastModified"].timestamp()
+
+    async def delete_blob_unless_touched(self, digest: str, touched_before: float) -> int | None:
+        key = blob_key(digest)
+        try:
+            head = await self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error_code(error) in NOT_FOUND_CODES:
+                return None
+            raise
+        marker = await self._last_use(TOUCHED_PREFIX + digest_hex(digest))
+        if max(head["LastModified"].timestamp(), marker or 0.0) >= touched_before:
+            return None
+        # S3 (and SeaweedFS) offer no compare-and-delete: a reuse touching the blob in the moment
+        # between this check and the delete is not seen (the local back end has no such window).
+        await self._client.delete_object(Bucket=self.bucket, Key=key)
+        await self._client.delete_object(Bucket=self.bucket, Key=TOUCHED_PREFIX + digest_hex(digest))
+        return int(head["ContentLength"])
 
     # --- names ----------------------------------------------------------------------------------
 

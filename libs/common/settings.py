@@ -230,6 +230,10 @@ class EnvstoreSettings(BaseSettings):
     retention_unused_days: float | None = Field(default=None, gt=0)
     # A request for an archived artifact waits at most this long (?wait=) for its rehydration.
     rehydration_wait_seconds: float = Field(default=600.0, gt=0)
+    # Garbage collection leaves alone every blob and package-cache entry written or reused within
+    # this many seconds: it must exceed the longest build (a running build's blobs are referenced
+    # by the read model only once its events land).
+    gc_grace_seconds: float = Field(default=86400.0, ge=0)
     # Use (pulls, downloads, activations) is counted in memory and published as one build.used
     # event per build per this many seconds.
     usage_flush_seconds: float = Field(default=60.0, gt=0)

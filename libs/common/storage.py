@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from envstore.common.events import BlobRef
@@ -28,6 +29,15 @@ class BlobNotFoundError(FileNotFoundError):
     """No blob with this digest is stored."""
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob as garbage collection sees it: when it was last written (or reused: ``touch_blob``)."""
+
+    digest: str
+    size: int
+    modified_at: float  # seconds since the epoch
+
+
 class Storage(Protocol):
     async def put_bytes(self, data: bytes) -> BlobRef: ...
     async def put_file(self, path: Path) -> BlobRef: ...
@@ -37,6 +47,21 @@ class Storage(Protocol):
     async def name(self, key: str, blob: BlobRef) -> None: ...
     async def resolve(self, key: str) -> BlobRef | None: ...
     async def delete_name(self, key: str) -> None: ...
+
+    # Garbage collection: a blob written or reused within its grace period is never collected,
+    # so whoever reuses a stored blob without writing it (a layer made before) touches it first.
+    async def touch_blob(self, digest: str) -> bool:
+        """Mark the blob as used now; False if it is not stored (write it then)."""
+        ...
+
+    def blob_inventory(self) -> AsyncIterator[StoredBlob]:
+        """Every stored blob, with its size and when it was last written or touched."""
+        ...
+
+    async def delete_blob_unless_touched(self, digest: str, touched_before: float) -> int | None:
+        """Delete the blob if it was last written or touched before ``touched_before``; the bytes
+        freed, or None if it is gone already or was touched since."""
+        ...
 
     def local_path(self, blob: BlobRef | str) -> Path | None:
         """The blob as a file on this machine; None when the back end keeps it elsewhere (S3)."""
@@ -120,7 +145,7 @@ class LocalStorage:
     def _put_bytes(self, data: bytes) -> BlobRef:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target = self._blob_path(digest)
-        if not target.exists():
+        if not self._touch(target):
             self._write_atomically(target, data)
         return BlobRef(digest=digest, size=len(data))
 
@@ -136,7 +161,7 @@ class LocalStorage:
                 size += len(chunk)
         digest = "sha256:" + hasher.hexdigest()
         target = self._blob_path(digest)
-        if not target.exists():
+        if not self._touch(target):
             with tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=False) as temporary:
                 with open(path, "rb") as source:
                     while chunk := source.read(CHUNK):
@@ -154,7 +179,7 @@ class LocalStorage:
 
     def _adopt_file(self, path: Path, blob: BlobRef) -> BlobRef:
         target = self._blob_path(blob.digest)
-        if target.exists():
+        if self._touch(target):
             return blob
         try:
             os.link(path, target)
@@ -214,6 +239,55 @@ class LocalStorage:
 
     async def has_blob(self, digest: str) -> bool:
         return await asyncio.to_thread(self._blob_path(digest).exists)
+
+    @staticmethod
+    def _touch(target: Path) -> bool:
+        try:
+            os.utime(target)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def touch_blob(self, digest: str) -> bool:
+        return await asyncio.to_thread(self._touch, self._blob_path(digest))
+
+    async def blob_inventory(self) -> AsyncIterator[StoredBlob]:
+        for entry in await asyncio.to_thread(self._scan_blobs):
+            yield entry
+
+    def _scan_blobs(self) -> list[StoredBlob]:
+        found = []
+        with os.scandir(self.root / "blobs" / "sha256") as entries:
+            for entry in entries:
+                try:
+                    status = entry.stat()
+                except FileNotFoundError:
+                    continue
+                found.append(StoredBlob("sha256:" + entry.name, status.st_size, status.st_mtime))
+        return found
+
+    async def delete_blob_unless_touched(self, digest: str, touched_before: float) -> int | None:
+        return await asyncio.to_thread(self._delete_unless_touched, digest, touched_before)
+
+    def _delete_unless_touched(self, digest: str, touched_before: float) -> int | None:
+        # Moved aside first: a writer that finds it gone writes it again (same bytes), one that
+        # touched it first made it young, and then it is moved back.
+        target = self._blob_path(digest)
+        aside = self.root / "tmp" / f"collecting-{digest_hex(digest)}"
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            return None
+        status = aside.stat()
+        if status.st_mtime >= touched_before:
+            try:
+                os.link(aside, target)
+            except FileExistsError:
+                pass  # written again meanwhile
+            aside.unlink()
+            return None
+        aside.unlink()
+        return status.st_size
 
     async def name(self, key: str, blob: BlobRef) -> None:
         await asyncio.to_thread(self._write_atomically, self._name_path(key), name_pointer(blob))

@@ -53,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path,
         help="act on the stack `envstore up` runs there (else: the ENVSTORE_* environment variables)",
     )
+    gc = commands.add_parser(
+        "gc", help="collect storage blobs and package-cache entries no live build references (settings from ENVSTORE_*)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be collected and the bytes freed")
+    gc.add_argument("--grace-seconds", type=float, default=None, help="default: the gc_grace_seconds setting")
+    gc.add_argument(
+        "--data-dir", type=Path,
+        help="act on the stack `envstore up` runs there (else: the ENVSTORE_* environment variables)",
+    )
     return parser
 
 
@@ -133,6 +142,14 @@ def main(argv: list[str] | None = None) -> None:
             use_running_stack_settings(arguments.data_dir)
         sequence = asyncio.run(rebuild_projection(EnvstoreSettings()))
         print(f"read model rebuilt from the event stream up to sequence {sequence}")
+    elif arguments.command == "gc":
+        from envstore.api.garbage_collection import run_garbage_collection
+        from envstore.common.settings import EnvstoreSettings
+
+        if arguments.data_dir is not None:
+            use_running_stack_settings(arguments.data_dir)
+        report = asyncio.run(run_garbage_collection(EnvstoreSettings(), arguments.grace_seconds, arguments.dry_run))
+        print(report.summary())
     # py-rattler 0.28 may crash during interpreter teardown (TOOLING.md): leave directly.
     sys.stdout.flush()
     sys.stderr.flush()

@@ -39,6 +39,7 @@ from envstore.api.routes import (
     specifications,
     status,
     storage,
+    storage_admin,
     ui,
     webhooks,
 )
@@ -141,6 +142,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         catalog,
         metrics,
         storage,
+        storage_admin,
         events,
         webhooks,
         projection,

@@ -216,6 +216,10 @@ async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted,
     )
     if inserted is None:
         raise ValueError(f"build id {event.build_id} is taken by an earlier submission")
+    if event.specification_blob is not None:
+        await connection.execute(
+            "UPDATE build SET specification_blob_digest = $2 WHERE id = $1", event.build_id, event.specification_blob.digest
+        )
     # The first build of a new environment is its current build at once (as in conda-store: there
     # is no earlier current build to keep); later builds become current only once COMPLETED.
     await connection.execute(

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS build (
     deleted_on timestamp,
     kept_artifacts jsonb,  -- what a deletion of this build keeps (null: nothing)
     lock_digest text,  -- the lock blob (build.solved): diffs, SBOMs and rehydration read it
+    specification_blob_digest text,  -- a specification too large for its event (build.submitted)
     -- Archive and rehydration (build.archive_requested, build.archived, build.rehydration_requested,
     -- build.rehydrated): archived_on is set while the build is archived.
     archive_generation integer NOT NULL DEFAULT 0,

@@ -213,6 +213,10 @@ def lists_build(body: Any, targets: Targets) -> bool:
     return targets.build_id in {row["id"] for row in body["data"]}
 
 
+def lists_storage(body: Any, targets: Targets) -> bool:
+    return targets.namespace in {entry["namespace"] for entry in body["data"]}
+
+
 def counts_namespace(body: Any, targets: Targets) -> bool:
     return targets.namespace in body["data"]
 
@@ -272,6 +276,11 @@ ROWS = [
     # Not archived: the answer is its state (reading an artifact may rehydrate it, so reading is enough).
     Row("POST", "/api/v1/build/{build_id}/rehydrate/", READ, 200, fixed(f"/api/v1/build/{BUILD}/rehydrate/")),
     Row("GET", "/api/v1/build/{build_id}/rehydration/", READ, 200, fixed(f"/api/v1/build/{BUILD}/rehydration/")),
+    # Storage totals list the namespaces the caller may read; collecting garbage is for */* admins
+    # (a dry run here: the matrix's stack is shared).
+    Row("GET", "/api/v1/storage/", perms(), 200, fixed("/api/v1/storage/"), lists_storage),
+    Row("POST", "/api/v1/storage/gc/", perms("namespace::delete", "setting::update"), 200,
+        fixed("/api/v1/storage/gc/", json={"dry_run": True})),
     # Anyone may ask; it archives only in the environments where the caller holds build::delete.
     Row("POST", "/api/v1/retention/", perms(), 200, fixed("/api/v1/retention/", json={"namespace": NS, "dry_run": True})),
     # environments

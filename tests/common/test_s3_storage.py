@@ -6,8 +6,11 @@ downloads, the bucket layout, creating the bucket, refusing bad credentials) run
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import os
+import time
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -295,3 +298,30 @@ async def test_blobs_survive_a_crash_of_the_s3_server(tmp_path: Path) -> None:
         async with s3_storage_for(server, "crash-test") as after:
             assert await after.resolve("logs/demo.log") == blob
             assert await after.get_bytes(blob) == b"written before the crash"
+
+
+# --- garbage collection's primitives -----------------------------------------------------------
+
+
+async def test_a_blob_reused_after_the_cutoff_survives_collection_and_an_old_one_goes(storage: Storage) -> None:
+    """What garbage collection relies on, in both back ends: the inventory lists every blob with
+    its size and time; writing a stored blob again touches it; a blob touched at or after the
+    cutoff is not deleted, an older one is (once)."""
+    reused, old = b"layer reused by a running build", b"layer of a deleted build"
+    reused_blob, old_blob = await storage.put_bytes(reused), await storage.put_bytes(old)
+    listed = {blob.digest: blob for blob in [entry async for entry in storage.blob_inventory()]}
+    assert listed[reused_blob.digest].size == len(reused) and listed[old_blob.digest].size == len(old)
+
+    # S3 keeps times to the second, file systems stamp with a clock a few ms coarse: the cutoff is
+    # the next whole second, and the reuse comes a little after it.
+    cutoff = math.ceil(time.time() + 0.01)
+    await asyncio.sleep(cutoff - time.time() + 0.05)
+    assert await storage.put_bytes(reused) == reused_blob  # a writer finding it stored touches it
+    assert await storage.delete_blob_unless_touched(reused_blob.digest, cutoff) is None
+    assert await storage.get_bytes(reused_blob) == reused
+    assert await storage.delete_blob_unless_touched(old_blob.digest, cutoff) == len(old)
+    assert not await storage.has_blob(old_blob.digest)
+    assert await storage.delete_blob_unless_touched(old_blob.digest, cutoff) is None
+    assert not await storage.touch_blob(old_blob.digest), "a missing blob cannot be touched: its user writes it"
+    after = {blob.digest: blob for blob in [entry async for entry in storage.blob_inventory()]}
+    assert old_blob.digest not in after and after[reused_blob.digest].modified_at >= cutoff

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from envstore.api.context import context_of
 from envstore.api.routes.paths import Routes
+from envstore.api.storage_totals import storage_by_namespace
 from envstore.common.http_telemetry import TELEMETRY
 from envstore.common.metrics import CONTENT_TYPE
 
@@ -22,6 +23,7 @@ async def metrics(request: web.Request) -> web.Response:
     counts = await context.read_model.build_status_counts()
     last_sequence = await context.bus.last_sequence()
     stall = await context.projector.recorded_stall()
+    storage = await storage_by_namespace(context.read_model.pool)
     lines = [
         f"conda_store_disk_free {disk.free}",
         f"conda_store_disk_total {disk.total}",
@@ -43,11 +45,31 @@ async def metrics(request: web.Request) -> web.Response:
         "# HELP envstore_projection_dead_letters Events an operator decided to skip.",
         "# TYPE envstore_projection_dead_letters gauge",
         f"envstore_projection_dead_letters {len(await context.read_model.dead_letters())}",
+        "# HELP envstore_storage_bytes Stored bytes per namespace: artifacts (distinct blobs) and installed prefixes.",
+        "# TYPE envstore_storage_bytes gauge",
+        *(
+            line
+            for entry in storage
+            for line in (
+                f'envstore_storage_bytes{{namespace="{_label(entry.namespace)}",kind="artifacts"}} {entry.artifact_bytes}',
+                f'envstore_storage_bytes{{namespace="{_label(entry.namespace)}",kind="prefixes"}} {entry.prefix_bytes}',
+            )
+        ),
+        "# HELP envstore_archived_builds Archived builds per namespace.",
+        "# TYPE envstore_archived_builds gauge",
+        *(
+            f'envstore_archived_builds{{namespace="{_label(entry.namespace)}"}} {entry.archived_builds}'
+            for entry in storage
+        ),
     ]
     await context.bus.report_every_consumer_lag()
     process_series = await request.app[TELEMETRY].metrics.render()
     body = ("\n".join(lines) + "\n").encode() + process_series
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def register(routes: Routes) -> None:

@@ -71,7 +71,7 @@ async def load_base_image(
         directory, tag = _layout_reference(reference)
     image = await asyncio.to_thread(_read_layout, directory, tag, platform, reference)
     for layer, blob_path in image.layers:
-        if await storage.has_blob(layer.digest):
+        if await storage.touch_blob(layer.digest):  # reused: kept young for garbage collection
             continue
         stored = await storage.put_file(blob_path)
         if stored.digest != layer.digest:

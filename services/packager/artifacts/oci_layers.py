@@ -159,7 +159,8 @@ async def store_layer(entries: Sequence[LayerEntry], storage: Storage, scratch: 
     try:
         written = await asyncio.to_thread(write_layer, entries, target)
         known = await storage.resolve(memo_key(written.diff_id))
-        if known is not None and await storage.has_blob(known.digest):
+        # Touched, not just looked up: garbage collection keeps a blob reused within its grace.
+        if known is not None and await storage.touch_blob(known.digest):
             return StoredLayer(known.digest, known.size, written.diff_id)
         blob = await storage.adopt_file(target, BlobRef(digest=written.digest, size=written.size))
     finally:
