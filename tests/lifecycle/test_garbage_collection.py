@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +101,17 @@ async def test_dry_run_lists_and_collection_frees_only_what_no_live_build_uses(
     cache_entries = {entry["name"] for entry in preview["package_cache_entries"]}
     assert any(name.startswith("hello-1.0-") for name in cache_entries), cache_entries
     assert await storage.has_blob(tarball.digest), "a dry run deletes nothing"
+    # The same from the command line, on the stack found by its data directory.
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "envstore.launcher.cli", "gc", "--dry-run", "--grace-seconds", str(GRACE_SECONDS),
+        "--data-dir", str(lifecycle_stack.data_directory),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(command.communicate(), 120)
+    assert command.returncode == 0, stderr.decode()
+    assert f"would collect: {tarball.digest} ({tarball.size} bytes)" in stdout.decode()
+    assert "would free" in stdout.decode().splitlines()[-1]
+    assert await storage.has_blob(tarball.digest)
 
     report = await collect(admin, dry_run=False)
     assert tarball.digest in {blob["digest"] for blob in report["blobs"]}
