@@ -28,10 +28,10 @@ import asyncpg
 from envstore.api import database
 from envstore.common.lock import Lock
 from envstore.common.settings import EnvstoreSettings
-from envstore.common.oci_media_types import DOCKER_MANIFEST, OCI_IMAGE_MANIFEST
+from envstore.common.oci_media_types import DOCKER_MANIFEST, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST
 from envstore.common.storage import Storage, open_storage
 
-MANIFEST_TYPES = (OCI_IMAGE_MANIFEST, DOCKER_MANIFEST)
+MANIFEST_TYPES = (OCI_IMAGE_MANIFEST, OCI_IMAGE_INDEX, DOCKER_MANIFEST)
 ARCHIVE_SUFFIXES = (".conda", ".tar.bz2")
 
 
@@ -87,7 +87,11 @@ class CollectionReport:
 
 async def marked_blobs(pool: asyncpg.Pool, storage: Storage) -> set[str]:
     marked: set[str] = set()
-    for row in await pool.fetch("SELECT digest, content_type FROM build_artifact"):
+    artifacts = await pool.fetch(
+        # A multi-platform build's further platforms' tarballs and installers are artifacts too.
+        "SELECT digest, content_type FROM build_artifact UNION SELECT digest, content_type FROM build_platform_artifact"
+    )
+    for row in artifacts:
         marked.add(row["digest"])
         if row["content_type"] in MANIFEST_TYPES:
             marked.update(await _manifest_references(storage, row["digest"]))
@@ -97,15 +101,22 @@ async def marked_blobs(pool: asyncpg.Pool, storage: Storage) -> set[str]:
 
 
 async def _manifest_references(storage: Storage, digest: str) -> set[str]:
+    """What an image manifest references (configuration, layers), or an image index (its images
+    and theirs)."""
     try:
         manifest = json.loads(await storage.get_bytes(digest))
     except FileNotFoundError:
         return set()
-    return {
+    found = {
         descriptor["digest"]
         for descriptor in [manifest.get("config", {}), *manifest.get("layers", [])]
         if "digest" in descriptor
     }
+    for child in manifest.get("manifests", []):
+        if "digest" in child:
+            found.add(child["digest"])
+            found |= await _manifest_references(storage, child["digest"])
+    return found
 
 
 async def live_package_entries(pool: asyncpg.Pool, storage: Storage) -> set[str]:

@@ -32,7 +32,9 @@ async def storage_by_namespace(pool: asyncpg.Pool) -> list[NamespaceStorage]:
         """WITH artifacts AS (
                SELECT n.name AS namespace, SUM(blob.size) AS bytes FROM (
                    SELECT DISTINCT e.namespace_id, a.digest, a.size
-                   FROM build_artifact a JOIN build b ON b.id = a.build_id JOIN environment e ON e.id = b.environment_id
+                   FROM (SELECT build_id, digest, size FROM build_artifact
+                         UNION ALL SELECT build_id, digest, size FROM build_platform_artifact) a
+                   JOIN build b ON b.id = a.build_id JOIN environment e ON e.id = b.environment_id
                ) blob JOIN namespace n ON n.id = blob.namespace_id GROUP BY n.name
            ), builds AS (
                SELECT n.name AS namespace,

@@ -28,6 +28,16 @@ async def remove_build(
                 await storage.delete_name(artifact_key(kind, build_key, platform))
 
 
+async def free_archived_build(
+    environments_root: Path, storage: Storage, namespace: str, build_key: str, kinds: list[str]
+) -> None:
+    """An archived build's prefix and the names of its main artifacts of ``kinds`` (the ones
+    rehydration makes again; a multi-platform build's further platforms' artifacts stay)."""
+    await asyncio.to_thread(shutil.rmtree, environments_root / namespace / build_key, True)
+    for kind in kinds:
+        await storage.delete_name(artifact_key(kind, build_key))
+
+
 async def remove_environment_link(environments_root: Path, namespace: str, environment: str | None) -> None:
     if environment is None:
         await asyncio.to_thread(shutil.rmtree, environments_root / namespace / "envs", True)

@@ -12,7 +12,6 @@ from envstore.common.build_reporter import BuildReporter
 from envstore.common.transport import EventBus
 from envstore.common.worker_runtime import Delivery
 from envstore.common.build_policy import BuildFailure
-from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.admin_hooks import CurrentBuildHook, HookError
 from envstore.common.events import (
     BuildArchived,
@@ -36,7 +35,7 @@ from envstore.common.service_runtime import connected_bus, run_pipeline_worker, 
 from envstore.common.settings import EnvstoreSettings, host_platform
 from envstore.common.storage import Storage, open_storage
 from envstore.common.telemetry import Telemetry
-from envstore.builder.housekeeping import remove_build, remove_environment_link
+from envstore.builder.housekeeping import free_archived_build, remove_build, remove_environment_link
 from envstore.builder.current_link import point_environment_at
 from envstore.builder.install import measure
 from envstore.common.prefix_install import check_build_path, install_environment
@@ -98,8 +97,7 @@ class BuilderService:
     async def archive_build(self, event: BuildArchiveRequested) -> None:
         """Free an archived build's prefix and the names of its archived artifacts (their blobs
         go when garbage collection finds nothing else uses them)."""
-        keep = [str(kind) for kind in ArtifactKind if kind not in event.kinds]
-        await remove_build(self.settings.environments_root, self.storage, event.namespace, event.build_key, keep)
+        await free_archived_build(self.settings.environments_root, self.storage, event.namespace, event.build_key, list(event.kinds))
         await self.bus.publish(
             BuildArchived(build_id=event.build_id, generation=event.generation, kinds=list(event.kinds)),
             message_id=f"archived:{event.build_id}:{event.generation}",

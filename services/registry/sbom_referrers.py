@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from envstore.common.lock import Lock
-from envstore.common.oci_media_types import OCI_EMPTY, OCI_EMPTY_DATA, OCI_IMAGE_MANIFEST
+from envstore.common.oci_media_types import OCI_EMPTY, OCI_EMPTY_DATA, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST
 from envstore.common.sbom import SBOM_MEDIA_TYPE, build_sbom
 from envstore.common.storage import Storage
 from envstore.registry.catalog import BuildImage
 
 log = logging.getLogger(__name__)
 CACHED_REFERRERS = 1024
+# An SBOM refers to what the build's tag names: its image, or its image index (several platforms).
+SUBJECT_TYPES = (OCI_IMAGE_MANIFEST, OCI_IMAGE_INDEX)
 
 
 def _digest(data: bytes) -> str:
@@ -52,7 +54,7 @@ class Referrer:
         }
 
 
-def sbom_referrer(sbom: bytes, subject_digest: str, subject_size: int) -> Referrer:
+def sbom_referrer(sbom: bytes, subject_digest: str, subject_size: int, subject_type: str = OCI_IMAGE_MANIFEST) -> Referrer:
     manifest = _canonical(
         {
             "schemaVersion": 2,
@@ -67,7 +69,7 @@ def sbom_referrer(sbom: bytes, subject_digest: str, subject_size: int) -> Referr
                     "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"},
                 }
             ],
-            "subject": {"mediaType": OCI_IMAGE_MANIFEST, "digest": subject_digest, "size": subject_size},
+            "subject": {"mediaType": subject_type, "digest": subject_digest, "size": subject_size},
         }
     )
     return Referrer(
@@ -82,7 +84,7 @@ class SbomReferrers:
 
     async def of_image(self, build: BuildImage) -> Referrer | None:
         """The SBOM referrer of a build's image (None for an image of a build without a lock)."""
-        if build.manifest is None or build.lock_digest is None or build.manifest_type != OCI_IMAGE_MANIFEST:
+        if build.manifest is None or build.lock_digest is None or build.manifest_type not in SUBJECT_TYPES:
             return None
         key = (build.build_id, build.manifest.digest)
         made = self._made.get(key)
@@ -102,7 +104,7 @@ class SbomReferrers:
             environment=build.environment,
             build_key=build.build_key,
         )
-        made = sbom_referrer(sbom, build.manifest.digest, build.manifest.size)
+        made = sbom_referrer(sbom, build.manifest.digest, build.manifest.size, build.manifest_type)
         self._made[key] = made
         while len(self._made) > CACHED_REFERRERS:
             self._made.popitem(last=False)

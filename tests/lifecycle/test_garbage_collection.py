@@ -66,12 +66,22 @@ async def delete_build(admin: ApiClient, build_id: int) -> None:
 
 
 async def image_blobs(storage: LocalStorage, manifest_digest: str) -> list[str]:
+    """An image's configuration and layers; an image index's images and theirs."""
     manifest = json.loads(await storage.get_bytes(manifest_digest))
+    if "manifests" in manifest:
+        found = []
+        for child in manifest["manifests"]:
+            found += [child["digest"], *await image_blobs(storage, child["digest"])]
+        return found
     return [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
 
 
-async def everything_a_build_needs(storage: LocalStorage, build: dict) -> list[str]:
+async def everything_a_build_needs(storage: LocalStorage, build: dict, further_platforms: tuple[str, ...] = ()) -> list[str]:
     digests = []
+    for platform in further_platforms:
+        blob = await storage.resolve(f"archive/{platform}/{build_key_of(build)}.tar.gz")
+        assert blob is not None, platform
+        digests.append(blob.digest)
     for artifact in build["build_artifacts"]:
         blob = await storage.resolve(artifact["key"])
         assert blob is not None, artifact
@@ -86,13 +96,18 @@ async def test_dry_run_lists_and_collection_frees_only_what_no_live_build_uses(
 ) -> None:
     namespace = fresh("gc")
     doomed = await completed_build(admin, namespace, "old", ["hello 1.0.*"])
-    kept = await completed_build(admin, namespace, "kept", ["tinyjson"])
+    # Kept: a build for two Linux platforms — an image index, and a further platform's tarball.
+    status, body = await admin.request("PUT", f"/api/v1/setting/{namespace}/kept/", json={"conda_solve_platforms": ["linux-64", "linux-aarch64"]})
+    assert status == 200, body
+    kept = await completed_build(admin, namespace, "kept", ["tinyjson", "hello 2.1.*"])
     storage = storage_of(lifecycle_stack)
     tarball = await storage.resolve(f"archive/{build_key_of(doomed)}.tar.gz")
     assert tarball is not None
     await delete_build(admin, doomed["id"])
     age_everything(lifecycle_stack)
-    kept_needs = await everything_a_build_needs(storage, await admin.build(kept["id"]))
+    kept_needs = await everything_a_build_needs(storage, await admin.build(kept["id"]), ("linux-aarch64",))
+    manifest = json.loads(await storage.get_bytes((await storage.resolve(f"docker/manifest/{build_key_of(kept)}")).digest))
+    assert len(manifest["manifests"]) == 2, "an image index of two platforms"
 
     preview = await collect(admin, dry_run=True)
     listed = {blob["digest"] for blob in preview["blobs"]}
