@@ -30,7 +30,7 @@ from envstore.common.events import (
     UndecodableEvent,
     outcome_filter,
 )
-from envstore.common.transport import EventBus
+from envstore.common.transport import IMPORTED_HEADER, EventBus
 from envstore.common.worker_runtime import Delivery, Handler, Redeliver
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ class BuildPipelinePolicy:
 
     def wrap(self, handler: Handler) -> Handler:
         async def handle(delivery: Delivery) -> None:
+            if IMPORTED_HEADER in delivery.headers:
+                return  # imported history: its work was done where it was recorded
             build_id = delivery.build_id
             if build_id is None or not isinstance(delivery.event, PIPELINE_EVENTS):
                 await handler(delivery)

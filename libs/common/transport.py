@@ -47,6 +47,9 @@ from envstore.common.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
+# Set on events an import (``envstore import``) republishes: history, whose effects (blobs,
+# artifacts) came with it. Workers and webhooks do not act on them; the read model applies them.
+IMPORTED_HEADER = "Envstore-Imported"
 IDS_STREAM_SUFFIX = "_IDS"
 IDS_SUBJECT_ROOT = "envstore-ids"
 # How long a publish keeps retrying through an outage of the bus (a leader election takes seconds).

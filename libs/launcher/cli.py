@@ -53,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path,
         help="act on the stack `envstore up` runs there (else: the ENVSTORE_* environment variables)",
     )
+    export = commands.add_parser(
+        "export", help="write a namespace (or, without --namespace, the whole stack) with its history and blobs into FILE"
+    )
+    export.add_argument("file", type=Path)
+    export.add_argument("--namespace", default=None)
+    export.add_argument("--data-dir", type=Path, help="act on the stack `envstore up` runs there (else: ENVSTORE_*)")
+    importing = commands.add_parser("import", help="recreate what an export FILE holds in this stack (new ids)")
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--data-dir", type=Path, help="act on the stack `envstore up` runs there (else: ENVSTORE_*)")
     gc = commands.add_parser(
         "gc", help="collect storage blobs and package-cache entries no live build references (settings from ENVSTORE_*)"
     )
@@ -142,6 +151,31 @@ def main(argv: list[str] | None = None) -> None:
             use_running_stack_settings(arguments.data_dir)
         sequence = asyncio.run(rebuild_projection(EnvstoreSettings()))
         print(f"read model rebuilt from the event stream up to sequence {sequence}")
+    elif arguments.command in ("export", "import"):
+        from envstore.common.settings import EnvstoreSettings
+        from envstore.launcher.export_format import ExportFileError
+        from envstore.launcher.transfer import export_stack, import_export
+
+        if arguments.data_dir is not None:
+            use_running_stack_settings(arguments.data_dir)
+        try:
+            if arguments.command == "export":
+                manifest = asyncio.run(export_stack(EnvstoreSettings(), arguments.namespace, arguments.file))
+                print(
+                    f"exported {manifest.events_count} events and {len(manifest.blobs)} blobs "
+                    f"({'namespace ' + arguments.namespace if arguments.namespace else 'the whole stack'}) to {arguments.file}"
+                    + (f"; {len(manifest.missing_blobs)} referenced blobs were no longer stored" if manifest.missing_blobs else "")
+                )
+            else:
+                report = asyncio.run(import_export(EnvstoreSettings(), arguments.file))
+                print(f"imported {report.events} events and {report.blobs} blobs: namespaces {', '.join(report.namespaces)}")
+                for source, target in report.builds.items():
+                    print(f"build {source} -> {target}")
+                for source, target in report.webhooks.items():
+                    print(f"webhook {source} -> {target}")
+        except ExportFileError as error:
+            print(f"envstore {arguments.command}: {error}", file=sys.stderr, flush=True)
+            code = 1
     elif arguments.command == "gc":
         from envstore.api.garbage_collection import run_garbage_collection
         from envstore.common.settings import EnvstoreSettings

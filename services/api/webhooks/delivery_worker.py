@@ -23,7 +23,7 @@ from envstore.api.webhooks.registry import Webhook, WebhookRegistry
 from envstore.api.webhooks.sender import Post, PostOutcome, WebhookSender
 from envstore.common.events import WebhookDeleted, WebhookDeliveryAttempted, WebhookUpdated
 from envstore.common.settings import EnvstoreSettings
-from envstore.common.transport import EventBus
+from envstore.common.transport import IMPORTED_HEADER, EventBus
 from envstore.common.worker_runtime import ConsumerSettings, Delivery, Redeliver, Worker
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class WebhookDeliveryWorker:
         if isinstance(delivery.event, WEBHOOK_CHANGES):
             self.registry.apply(delivery.event, delivery.stream_sequence)
             return
+        if IMPORTED_HEADER in delivery.headers:
+            return  # imported history is not news
         await self._deliver(delivery, self._webhook_for(delivery))
 
     def _webhook_for(self, delivery: Delivery) -> Webhook | None:
