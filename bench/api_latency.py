@@ -41,6 +41,7 @@ import aiohttp
 import asyncpg
 
 from envstore.api.rebuild import rebuild_projection
+from envstore.common.bus_permissions import PROJECTION_REBUILD, SUPERUSER
 from envstore.common.artifact_keys import artifact_key
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key
@@ -351,9 +352,13 @@ async def main(arguments: argparse.Namespace) -> None:
             # The event log and the read model's database; no worker, so nothing builds.
             await stack.start_infrastructure()
             settings = EnvstoreSettings(
-                data_dir=stack.data_directory, nats_url=stack.nats.url, database_url=stack.postgres.dsn
+                data_dir=stack.data_directory,
+                nats_url=stack.nats.url,
+                nats_credentials=stack.nats_credentials.seed(PROJECTION_REBUILD),
+                database_url=stack.postgres.dsn,
             )
-            bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name="bench")
+            # A synthetic history of every service's events is an import: the superuser's credentials.
+            bus = await stack.connect_bus(SUPERUSER)
             try:
                 await bus.ensure_stream()
                 started = time.perf_counter()

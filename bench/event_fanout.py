@@ -166,7 +166,8 @@ async def measure(stack: EmbeddedStack, subscribers: int, events: int, rate: flo
             for arrivals, opened in zip(sse_arrivals, ready)
         ]
         await asyncio.wait_for(asyncio.gather(*(opened.wait() for opened in ready)), 60)
-        bus = await EventBus.connect(stack.nats.url, name="bench")
+        # Progress notes, as a worker publishes them (with its credentials).
+        bus = await stack.connect_bus("builder")
         try:
             await run_phase("steady", bus, build_id, events, rate, sse_arrivals, webhook_arrivals)
             await run_phase("burst", bus, build_id, events, 0, sse_arrivals, webhook_arrivals)

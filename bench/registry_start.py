@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import aiohttp
-import nats
 
 from envstore.common import events as catalogue
+from envstore.common.bus_permissions import SUPERUSER
 from envstore.launcher.stack import EmbeddedStack
 
 PUBLISH_BATCH = 2000
@@ -54,8 +54,9 @@ def synthetic_events(count: int) -> list[catalogue.Event]:
     return made
 
 
-async def fill(nats_url: str, count: int) -> None:
-    connection = await nats.connect(nats_url)
+async def fill(stack: EmbeddedStack, count: int) -> None:
+    # Loading a synthetic log is an operator's import: the superuser's credentials.
+    connection = await stack.connect_nats(SUPERUSER)
     jetstream = connection.jetstream()
     codec = catalogue.EventCodec()
     events = synthetic_events(count)
@@ -84,7 +85,7 @@ async def main(event_count: int) -> None:
         async with EmbeddedStack(Path(directory) / "stack") as stack:
             empty = await restart_registry(stack)
             filled_at = time.perf_counter()
-            await fill(stack.nats.url, event_count)
+            await fill(stack, event_count)
             print(f"published {event_count:,} events in {time.perf_counter() - filled_at:.1f} s")
             full = await restart_registry(stack)
             print(f"registry start, empty log:          {empty * 1000:8.0f} ms")

@@ -29,6 +29,17 @@ done
 generate s3-access-key "secrets.token_hex(10)"
 generate s3-secret-key "secrets.token_urlsafe(30)"
 
+# NATS: an nkey seed per identity (nats-<identity>.nk, kept if present) and the servers'
+# authorization (nats-authorization.conf: public keys and each identity's permissions, written
+# anew each run from envstore's event catalogue), made by envstore itself: `pip install .` first,
+# or set ENVSTORE to the envstore command (e.g. ENVSTORE="/opt/envstore/bin/envstore").
+envstore="${ENVSTORE:-envstore}"
+if ! command -v "${envstore%% *}" >/dev/null; then
+    echo "make-secrets.sh: the envstore command makes the NATS credentials and was not found; pip install . first, or set ENVSTORE" >&2
+    exit 1
+fi
+$envstore nats-credentials "$directory"
+
 # The services' connection strings, written anew from the passwords each run (the host `postgres`
 # is the PostgreSQL service's name in compose.yaml and in the Kustomize manifests).
 write_dsn() {  # write_dsn FILE ROLE PASSWORD-FILE

@@ -51,6 +51,9 @@ async def stack(session_directory: Path, channel_url: str):  # type: ignore[no-u
     }
     async with EmbeddedStack(session_directory / "stack", settings=settings) as running:
         yield running
+        # Whatever the suite made the services do, the bus refused them nothing: every subject
+        # they use is in their permissions (bus_permissions).
+        assert running.permission_violations() == []
 
 
 @pytest.fixture

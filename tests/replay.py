@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 
+from envstore.common.bus_permissions import PROJECTION_REBUILD
 from envstore.launcher.stack import EmbeddedStack
 
 
 async def rebuild_read_model(stack: EmbeddedStack) -> None:
     environment = {
         **os.environ,
-        "ENVSTORE_NATS_URL": stack.nats.url,
+        **stack.nats_client_settings(PROJECTION_REBUILD),
         "ENVSTORE_DATABASE_URL": stack.postgres.dsn,
         # Large specifications live in storage: the rebuild reads them from there.
         "ENVSTORE_DATA_DIR": str(stack.data_directory),

@@ -1,17 +1,19 @@
-"""Reading the event stream in tests, as an integration would: every event, in order."""
+"""Reading the event stream in tests, as an integration would: every event, in order, with the
+credentials of a reader (the operator's projection rebuild, which may read but not publish)."""
 
 from __future__ import annotations
 
-import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from envstore.common.bus_permissions import PROJECTION_REBUILD
 from envstore.common.events import BuildSubmitted, Event, EventCodec, UndecodableEvent, build_id_of
+from envstore.launcher.stack import EmbeddedStack
 
 
-async def stream_events(nats_url: str, stream: str = "ENVSTORE") -> list[tuple[int, Event]]:
-    """All events currently in the stream, with their sequences (``nats_url``: one server, or a
-    cluster's, comma-separated)."""
-    connection = await nats.connect(nats_url.split(","))
+async def stream_events(stack: EmbeddedStack) -> list[tuple[int, Event]]:
+    """All events currently in the stack's stream, with their sequences."""
+    stream = stack.nats_stream
+    connection = await stack.connect_nats(PROJECTION_REBUILD)
     codec = EventCodec()
     events: list[tuple[int, Event]] = []
     try:
@@ -39,13 +41,13 @@ async def stream_events(nats_url: str, stream: str = "ENVSTORE") -> list[tuple[i
     return events
 
 
-async def events_of_build(nats_url: str, build_id: int) -> list[Event]:
-    return [event for _, event in await stream_events(nats_url) if build_id_of(event) == build_id]
+async def events_of_build(stack: EmbeddedStack, build_id: int) -> list[Event]:
+    return [event for _, event in await stream_events(stack) if build_id_of(event) == build_id]
 
 
-async def submission_of(nats_url: str, build_id: int) -> BuildSubmitted:
+async def submission_of(stack: EmbeddedStack, build_id: int) -> BuildSubmitted:
     """A build's ``build.submitted`` event, found by its id."""
     return next(
-        event for _, event in await stream_events(nats_url)
+        event for _, event in await stream_events(stack)
         if isinstance(event, BuildSubmitted) and event.build_id == build_id
     )

@@ -20,7 +20,6 @@ import logging
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from envstore.common.events import (
     PIPELINE_EVENTS,
@@ -65,9 +64,7 @@ async def publish_failure(bus: EventBus, build_id: int, failure: BuildFailure) -
 async def publish_canceled(bus: EventBus, build_id: int, principal: str | None = None) -> bool:
     """The build's outcome is CANCELED, unless it has an outcome already; True if this made it so."""
     event = BuildCanceled(build_id=build_id, reason=CANCEL_REASON.format(build_id=build_id))
-    if principal:
-        event = BuildCanceled(build_id=build_id, reason=event.reason, principal=principal)
-    return await bus.publish_once(event, message_id=f"canceled:{build_id}") is not None
+    return await bus.publish_once(event, message_id=f"canceled:{build_id}", principal=principal) is not None
 
 
 class BuildPipelinePolicy:
@@ -82,23 +79,22 @@ class BuildPipelinePolicy:
 
     async def start_watching_cancellations(self) -> None:
         """Interrupt running phases of builds canceled from now on (earlier cancellations are
-        seen by the outcome check before a phase starts)."""
+        seen by the outcome check before a phase starts).
+
+        A plain subscription to the canceled outcomes' subject, not a JetStream consumer: creating
+        an unnamed consumer can also rewrite any named one (another worker's), so workers are not
+        granted it. A cancellation published while this process is disconnected is not seen here;
+        the running phase then finishes and the next one is not started (the outcome check)."""
 
         async def on_canceled(message: Msg) -> None:
             try:
-                event = self.bus.codec.decode(message.subject, message.data, message.metadata.sequence.stream)
+                event = self.bus.codec.decode(message.subject, message.data)
             except UndecodableEvent:
                 return
             if isinstance(event, BuildCanceled):
                 self._interrupt(event.build_id)
 
-        self._watch = await self.bus.jetstream.subscribe(
-            BuildCanceled.subject_pattern(),
-            stream=self.bus.stream_name,
-            cb=on_canceled,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
-        )
+        self._watch = await self.bus.client.subscribe(BuildCanceled.subject_pattern(), cb=on_canceled)
 
     async def stop_watching(self) -> None:
         if self._watch is not None:

@@ -17,6 +17,15 @@ def _consumers(event_type: type[Event]) -> list[str]:
     return [*workers, "api (projector)"]
 
 
+def _publishers(event_type: type[Event]) -> str:
+    return ", ".join(
+        f"{service} (in `{event_type.PUBLISHED_IN_NAMESPACE[service]}` only)"
+        if service in event_type.PUBLISHED_IN_NAMESPACE
+        else service
+        for service in event_type.PUBLISHED_BY
+    )
+
+
 def _fields(event_type: type[Event]) -> str:
     own = [name for name in event_type.__struct_fields__ if name not in ("version", "occurred_at", "principal")]
     return ", ".join(f"`{name}`" for name in own)
@@ -36,7 +45,7 @@ def catalogue_markdown() -> str:
             slot = event_type.slot_pattern()
             once = "build" if slot is None else ("build and kind (and platform)" if slot == "*" else "build (its outcome)")
         lines.append(
-            f"| `{event_type.tag()}` | {subjects} | {', '.join(event_type.PUBLISHED_BY)} | "
+            f"| `{event_type.tag()}` | {subjects} | {_publishers(event_type)} | "
             f"{', '.join(_consumers(event_type))} | {once} | {_fields(event_type)} |"
         )
     lines += ["", END]

@@ -35,6 +35,13 @@ from typing import Any, ClassVar, Union
 
 import msgspec
 
+from envstore.common.specification import DYNAMIC_NAMESPACE
+
+# The filesystem namespace's default name: the deployment may rename it (the setting
+# ``filesystem_namespace``), and permissions are made for the name in use (see
+# ``subject_patterns_published_by``).
+FILESYSTEM_NAMESPACE = "filesystem"
+
 SUBJECT_ROOT = "envstore"
 STREAM_SUBJECTS = f"{SUBJECT_ROOT}.>"
 # Characters of namespace and environment names kept as they are in a subject token; anything
@@ -119,6 +126,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ONCE: ClassVar[bool] = False
     # The services that publish this type (the bus grants each service exactly these).
     PUBLISHED_BY: ClassVar[tuple[str, ...]] = ()
+    # Publishers granted this type in one namespace only (service -> namespace), where the
+    # aggregate allows narrowing (``envstore.common.bus_permissions``).
+    PUBLISHED_IN_NAMESPACE: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def tag(cls) -> str:
@@ -293,6 +303,8 @@ class BuildSubmitted(EnvironmentEvent, frozen=True, kw_only=True, tag="build.sub
     """A new build. Its id is allocated before publishing (release 0.1.0: the stream sequence),
     and is part of its subject, so a build's submission is found by its id (``submission_subject``)."""
     PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api", "registry", "watcher")
+    # The registry submits dynamic images' builds only, the watcher the filesystem namespace's.
+    PUBLISHED_IN_NAMESPACE: ClassVar[dict[str, str]] = {"registry": DYNAMIC_NAMESPACE, "watcher": FILESYSTEM_NAMESPACE}
 
     version: int = 2
     build_id: int = 0
@@ -345,6 +357,7 @@ class EnvironmentDeleted(EnvironmentEvent, frozen=True, kw_only=True, tag="envir
     """Soft delete at once; workers then remove ``builds``' prefixes and artifacts. (The directory
     watcher deletes an environment whose file was removed when told to.)"""
     PUBLISHED_BY: ClassVar[tuple[str, ...]] = ("api", "watcher")
+    PUBLISHED_IN_NAMESPACE: ClassVar[dict[str, str]] = {"watcher": FILESYSTEM_NAMESPACE}
 
     builds: list[DoomedBuild] = []
 
@@ -738,6 +751,28 @@ def subject_patterns(event_type: type[Event]) -> tuple[str, ...]:
     if event_type is SettingsChanged:
         return SettingsChanged.subject_patterns()
     return (event_type.subject_pattern(),)
+
+
+def subject_patterns_published_by(
+    event_type: type[Event], service: str, filesystem_namespace: str = FILESYSTEM_NAMESPACE
+) -> tuple[str, ...]:
+    """The subjects ``service`` may publish ``event_type`` on: all of the type's, or only those in
+    the namespace ``PUBLISHED_IN_NAMESPACE`` names for it (the filesystem namespace by the name
+    the deployment gives it)."""
+    if service not in event_type.PUBLISHED_BY:
+        return ()
+    patterns = subject_patterns(event_type)
+    namespace = event_type.PUBLISHED_IN_NAMESPACE.get(service)
+    if namespace is None:
+        return patterns
+    if namespace == FILESYSTEM_NAMESPACE:
+        namespace = filesystem_namespace
+    any_namespace = f"{SUBJECT_ROOT}.ns.*."
+    return tuple(
+        f"{SUBJECT_ROOT}.ns.{name_token(namespace)}.{pattern[len(any_namespace):]}"
+        for pattern in patterns
+        if pattern.startswith(any_namespace)
+    )
 
 
 def aggregate_filters(event: Event) -> tuple[str, ...]:

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 
-def read_or_create_secret(path: Path) -> str:
+def random_token() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def read_or_create_secret(path: Path, generate: Callable[[], str] = random_token) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    candidate = secrets.token_urlsafe(48)
+    candidate = generate()
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process wrote it first: use theirs

@@ -78,6 +78,8 @@ class Principal:
     database_bindings: dict[str, list[str]] = field(default_factory=dict)  # role mappings
     expiration: datetime.datetime | None = None
     is_service_account: bool = False
+    # Who the token names, when its namespace does not say it (the deployment's admin token).
+    subject: str | None = None
 
     def effective_bindings(self) -> dict[str, list[str]]:
         """Defaults ← token ← role mappings; a later source replaces an identical ARN key."""
@@ -134,4 +136,5 @@ class Principal:
             database_bindings=bindings,
             expiration=self.expiration,
             is_service_account=self.is_service_account,
+            subject=self.subject,
         )

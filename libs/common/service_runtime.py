@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -20,13 +21,35 @@ from envstore.common.settings import EnvstoreSettings
 from envstore.common.telemetry import Telemetry, TelemetrySettings
 
 
+def nats_tls_context(settings: EnvstoreSettings) -> ssl.SSLContext | None:
+    """TLS to NATS when a CA is set: the servers' certificates must be signed by it."""
+    if not settings.nats_tls_ca:
+        return None
+    return ssl.create_default_context(cadata=settings.nats_tls_ca)
+
+
+async def connect_bus(settings: EnvstoreSettings, identity: str, telemetry: Telemetry | None = None) -> EventBus:
+    """The bus, as ``identity`` (a service's name, ``bus_permissions.IDENTITIES``) with the
+    credentials and TLS the settings give."""
+    seed = settings.nats_credentials.get_secret_value() if settings.nats_credentials else None
+    return await EventBus.connect(
+        settings.nats_url,
+        settings.nats_stream,
+        name=identity,
+        telemetry=telemetry,
+        seed=seed,
+        tls=nats_tls_context(settings),
+    )
+
+
 @contextlib.asynccontextmanager
 async def connected_bus(
     settings: EnvstoreSettings, name: str, telemetry: Telemetry | None = None
 ) -> AsyncIterator[EventBus]:
-    bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name=name, telemetry=telemetry)
+    """A service's bus, once the stream exists (only the API creates it)."""
+    bus = await connect_bus(settings, name, telemetry)
     try:
-        await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
+        await bus.wait_for_stream()
         if telemetry is not None:
             telemetry.readiness.add("event bus", bus_connection_check(bus))
         yield bus

@@ -157,6 +157,12 @@ class EnvstoreSettings(BaseSettings):
     nats_stream: str = "ENVSTORE"
     nats_stream_replicas: int = 1
     nats_duplicate_window_seconds: float = 600.0
+    # This process's NATS identity: the nkey seed (SU…) `envstore up` or deploy/make-secrets.sh
+    # generated for it, usually handed over as a file (ENVSTORE_NATS_CREDENTIALS_FILE).
+    nats_credentials: SecretStr | None = None
+    # The CA certificate (PEM) NATS servers' certificates are verified with; set: TLS to NATS.
+    # Usually a file: ENVSTORE_NATS_TLS_CA_FILE.
+    nats_tls_ca: str | None = None
     database_url: str = "postgresql://postgres@127.0.0.1:5432/envstore"  # the API's: writes the read model
     # A role that may only SELECT the read model, for services that only read it; unset: database_url.
     reader_database_url: str | None = None
@@ -297,6 +303,16 @@ class EnvstoreSettings(BaseSettings):
         if get_origin(cls.model_fields[info.field_name].annotation) is list:
             return _split_list(value)
         return value
+
+    @field_validator("nats_credentials")
+    @classmethod
+    def _nkey_seed(cls, seed: SecretStr | None) -> SecretStr | None:
+        if seed is not None and not seed.get_secret_value().startswith("SU"):
+            raise ValueError(
+                "NATS credentials must be a user nkey seed (a line starting with SU), as envstore up and "
+                "deploy/make-secrets.sh write them"
+            )
+        return seed
 
     @field_validator("url_prefix")
     @classmethod

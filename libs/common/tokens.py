@@ -21,6 +21,8 @@ from envstore.common.settings import EnvstoreSettings
 
 JWT_ALGORITHM = "HS256"
 SECRET_FILE = "auth-secret"
+# What the audit trail calls a caller holding the deployment's admin token.
+ADMIN_TOKEN_SUBJECT = "service-account:admin-token"
 
 
 def signing_secret(settings: EnvstoreSettings) -> str:
@@ -59,7 +61,9 @@ class TokenAuthority:
             # credential; compare_digest and the JWT decoder would raise on it.
             token = None
         if token and settings.admin_token and hmac.compare_digest(token, settings.admin_token):
-            return self._authenticated(settings.default_namespace, {"*/*": ["admin"]}, None, service=True)
+            return self._authenticated(
+                settings.default_namespace, {"*/*": ["admin"]}, None, service=True, subject=ADMIN_TOKEN_SUBJECT
+            )
         if token and token in settings.predefined_tokens:
             claims = settings.predefined_tokens[token]
             return self._authenticated(
@@ -93,6 +97,7 @@ class TokenAuthority:
         role_bindings: dict[str, list[str]],
         expiration: datetime.datetime | None,
         service: bool = False,
+        subject: str | None = None,
     ) -> Principal:
         return Principal(
             authenticated=True,
@@ -101,6 +106,7 @@ class TokenAuthority:
             default_bindings=dict(self.settings.authenticated_role_bindings),
             expiration=expiration,
             is_service_account=service,
+            subject=subject,
         )
 
     def _decode(self, token: str) -> dict[str, Any] | None:

@@ -17,8 +17,10 @@ sequences, so a log that is mirrored, re-created or imported keeps them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +33,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from envstore.common.events import (
     STREAM_SUBJECTS,
@@ -54,6 +56,8 @@ IDS_STREAM_SUFFIX = "_IDS"
 IDS_SUBJECT_ROOT = "envstore-ids"
 # How long a publish keeps retrying through an outage of the bus (a leader election takes seconds).
 PUBLISH_RETRY_SECONDS = 30.0
+# How long a service waits at start for the API to create the stream.
+STREAM_WAIT_SECONDS = 120.0
 TRANSIENT_ERRORS = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -76,6 +80,19 @@ class Expectation:
             "Nats-Expected-Last-Subject-Sequence": str(self.sequence),
             "Nats-Expected-Last-Subject-Sequence-Subject": self.subjects,
         }
+
+
+def inbox_prefix(identity: str) -> str:
+    """Where an identity's answers arrive: its own inboxes, which no other identity may read."""
+    return f"_INBOX.{identity}"
+
+
+class BusAccessRefused(Exception):
+    """The bus refused this process's credentials (or it has none)."""
+
+
+class StreamMissing(Exception):
+    """The event stream does not exist (the API creates it)."""
 
 
 class Conflict(Exception):
@@ -114,7 +131,7 @@ class EventBus:
         self.stream_name = stream_name
         self.codec = EventCodec()
         self.telemetry = telemetry or Telemetry.disabled()
-        # Who this connection publishes as, unless an event names its own principal.
+        # Who this connection publishes as, unless the publish names the principal it authenticated.
         self.principal = principal
 
     @classmethod
@@ -124,14 +141,50 @@ class EventBus:
         stream_name: str = "ENVSTORE",
         name: str = "envstore",
         telemetry: Telemetry | None = None,
+        *,
+        seed: str | None = None,
+        tls: ssl.SSLContext | None = None,
         **options: Any,
     ) -> EventBus:
-        """Connect to every server of the cluster (a comma-separated string or a list); the client
-        reconnects to any of them for ever."""
+        """Connect to every server of the cluster (a comma-separated string or a list) as the
+        identity ``name``, authenticated by its nkey ``seed``; the client reconnects to any of them
+        for ever. ``tls``: verify the servers' certificates with this context."""
         urls = [url.strip() for url in servers.split(",")] if isinstance(servers, str) else list(servers)
-        client = await nats.connect(
-            urls, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
+        if seed is not None:
+            options["nkeys_seed_str"] = seed
+        if tls is not None:
+            options["tls"] = tls
+        refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+        async def on_error(error: Exception) -> None:
+            # The client would retry refused credentials for ever: stop and say so instead.
+            if "authorization violation" in str(error).lower() and not refused.done():
+                refused.set_result(error)
+            # A permission violation means this identity's grant misses what the code does.
+            log.error("NATS (as %s): %s", name, error)
+
+        connecting = asyncio.create_task(
+            nats.connect(
+                urls,
+                name=name,
+                inbox_prefix=inbox_prefix(name),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+                error_cb=on_error,
+                **options,
+            )
         )
+        await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            held = "its nkey seed" if seed else "no credentials"
+            raise BusAccessRefused(
+                f"NATS at {', '.join(urls)} refused {name!r} ({held}): {refused.result()}; give the process "
+                f"the seed generated for {name!r} (ENVSTORE_NATS_CREDENTIALS_FILE=<file>)"
+            )
+        client = connecting.result()
         return cls(client, stream_name, telemetry, principal=f"service:{name}")
 
     async def close(self) -> None:
@@ -160,6 +213,23 @@ class EventBus:
             with attempt:
                 await self._create_or_update(config)
                 await self._ensure_ids_stream(replicas)
+
+    async def wait_for_stream(self, timeout_seconds: float = STREAM_WAIT_SECONDS) -> None:
+        """Until the event stream exists: only the API creates and configures it (no other
+        identity may), so the other services wait for it at start."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((NotFoundError, *TRANSIENT_ERRORS)),
+                wait=wait_exponential(multiplier=0.1, max=2.0),
+                stop=stop_after_delay(timeout_seconds),
+            ):
+                with attempt:
+                    await self.jetstream.stream_info(self.stream_name)
+        except RetryError:
+            raise StreamMissing(
+                f"the event stream {self.stream_name} did not appear within {timeout_seconds:.0f} s; "
+                "the API creates it: start the API"
+            ) from None
 
     async def _create_or_update(self, config: StreamConfig) -> None:
         try:
@@ -213,8 +283,8 @@ class EventBus:
     # --- publishing ----------------------------------------------------------------------------------
 
     def _stamped(self, event: Event, principal: str | None) -> Event:
-        if event.principal:
-            return event
+        """Whoever built the event, its principal is the one this publisher vouches for: the
+        caller it authenticated (the API's commands), else this connection's identity."""
         return msgspec.structs.replace(event, principal=principal or self.principal)
 
     async def publish(
@@ -255,14 +325,14 @@ class EventBus:
                 span.set_attribute("envstore.build_id", build_id)
             return acknowledgement
 
-    async def publish_once(self, event: Event, message_id: str) -> PubAck | None:
+    async def publish_once(self, event: Event, message_id: str, principal: str | None = None) -> PubAck | None:
         """Publish a once-only event (``event.once_filter()``); None when its slot holds an event
         already (a redelivery of work that was done, however long ago)."""
         once = event.once_filter()
         if once is None:
             raise ValueError(f"{event.tag()} is not a once-only event")
         try:
-            return await self.publish(event, message_id, expect=Expectation(once, 0))
+            return await self.publish(event, message_id, expect=Expectation(once, 0), principal=principal)
         except Conflict:
             log.info("%s not published: %s holds an event already", event.tag(), once)
             return None

@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         "--nats-nodes", type=nats_node_count, default=1,
         help="NATS servers: 1, or a JetStream cluster of 3 (or 5) on loopback with the stream on every node",
     )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS to NATS and PostgreSQL: a local CA and their certificates are generated into the data directory",
+    )
     ps = commands.add_parser("ps", help="list the processes and endpoints of the stack running in --data-dir")
     ps.add_argument("--data-dir", type=Path, default=Path("envstore-data"), help="the running stack's data directory")
     ps.add_argument("--json", action="store_true", help="one JSON document instead of a table")
@@ -47,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     service = commands.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=(*SERVICES, *OPTIONAL_SERVICES))
+    credentials = commands.add_parser(
+        "nats-credentials",
+        help="write an nkey seed per NATS identity (kept if present) and nats-server's authorization into a directory",
+    )
+    credentials.add_argument("directory", type=Path)
+    credentials.add_argument("--stream", default="ENVSTORE", help="the event stream's name (ENVSTORE_NATS_STREAM)")
+    credentials.add_argument(
+        "--filesystem-namespace", default="filesystem", help="the filesystem namespace's name (ENVSTORE_FILESYSTEM_NAMESPACE)"
+    )
     projection = commands.add_parser("projection", help="read model maintenance")
     projection.add_argument("action", choices=["rebuild"])
     projection.add_argument(
@@ -110,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(
             run_stack(
                 arguments.data_dir, arguments.host, arguments.port, arguments.registry_port,
-                replicas=arguments.replicas, nats_nodes=arguments.nats_nodes,
+                replicas=arguments.replicas, nats_nodes=arguments.nats_nodes, tls=arguments.tls,
             )
         )
     elif arguments.command == "ps":
@@ -143,6 +157,11 @@ def main(argv: list[str] | None = None) -> None:
         import runpy
 
         runpy.run_module(f"envstore.{arguments.name}", run_name="__main__")
+    elif arguments.command == "nats-credentials":
+        from envstore.launcher.nats_auth import write_deployment_credentials
+
+        for written in write_deployment_credentials(arguments.directory, arguments.stream, arguments.filesystem_namespace):
+            print(f"wrote {written}")
     elif arguments.command == "projection":
         from envstore.api.rebuild import rebuild_projection
         from envstore.common.settings import EnvstoreSettings

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
+from envstore.launcher.local_tls import CertificateFiles
 from envstore.launcher.child_process import (
     ServerProcess,
     DEFAULT_STOP_GRACE_SECONDS,
@@ -107,6 +108,9 @@ class NatsServer(ServerProcess):
     start; that port is then kept for every restart. ``sync_interval``: JetStream's fsync
     policy (``always``; None leaves the server's default, for comparisons). With ``cluster``
     the server is one node of a cluster whose other nodes' route ports it names.
+    ``authorization``: an ``authorization { … }`` block (``nats_auth``), admitting only its keys.
+    ``tls``: clients must speak TLS and are shown this certificate; cluster routes use it both ways
+    (each node verifies the other's against the same CA).
     """
 
     log_file_name = LOG_FILE_NAME
@@ -120,11 +124,15 @@ class NatsServer(ServerProcess):
         server_name: str = "envstore-nats-0",
         cluster: ClusterMembership | None = None,
         sync_interval: str | None = SYNC_ALWAYS,
+        authorization: str | None = None,
+        tls: CertificateFiles | None = None,
         executable: Path | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS,
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
     ) -> None:
         self.data_directory = Path(data_directory)
+        self.authorization = authorization
+        self.tls = tls
         self.host = host
         self._port = port
         self._monitoring_port: int | None = None
@@ -144,7 +152,7 @@ class NatsServer(ServerProcess):
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
 
     @property
@@ -170,8 +178,12 @@ class NatsServer(ServerProcess):
             f"http: {config_string(f'{self.host}:{monitoring_port}')}\n",
             self._jetstream_section(),
         ]
+        if self.tls is not None:
+            sections.append(self._tls_block(self.tls, indent=""))
         if self.cluster is not None:
             sections.append(self._cluster_section(self.cluster))
+        if self.authorization is not None:
+            sections.append(self.authorization)
         return "\n".join(sections)
 
     def _jetstream_section(self) -> str:
@@ -180,13 +192,27 @@ class NatsServer(ServerProcess):
             lines.append(f"  sync_interval: {self.sync_interval}")
         return "jetstream {\n" + "\n".join(lines) + "\n}\n"
 
+    @staticmethod
+    def _tls_block(files: CertificateFiles, indent: str, verify: bool = False) -> str:
+        lines = [
+            f"cert_file: {config_string(str(files.certificate))}",
+            f"key_file: {config_string(str(files.key))}",
+            f"ca_file: {config_string(str(files.authority))}",
+            "timeout: 5",
+            *(["verify: true"] if verify else []),
+        ]
+        return f"{indent}tls {{\n" + "".join(f"{indent}  {line}\n" for line in lines) + f"{indent}}}\n"
+
     def _cluster_section(self, cluster: ClusterMembership) -> str:
         routes = "\n".join(f"    {config_string(f'nats-route://{self.host}:{port}')}" for port in cluster.route_ports)
+        # Routes are TLS both ways when clients are: a node shows its certificate and checks the other's.
+        route_tls = self._tls_block(self.tls, indent="  ", verify=True) if self.tls is not None else ""
         return (
             "cluster {\n"
             f"  name: {CLUSTER_NAME}\n"
             f"  listen: {config_string(f'{self.host}:{cluster.route_port}')}\n"
             f"  routes: [\n{routes}\n  ]\n"
+            f"{route_tls}"
             "}\n"
         )
 
@@ -292,13 +318,20 @@ class NatsCluster:
     and kept for restarts.
     """
 
-    def __init__(self, data_directory: Path, host: str = "127.0.0.1", node_count: int = 1) -> None:
+    def __init__(
+        self,
+        data_directory: Path,
+        host: str = "127.0.0.1",
+        node_count: int = 1,
+        authorization: str | None = None,
+        tls: CertificateFiles | None = None,
+    ) -> None:
         if node_count < 1:
             raise NatsServerError(f"a NATS cluster needs at least one node, not {node_count}")
         self.host = host
         directories = [data_directory] + [data_directory.with_name(f"{data_directory.name}-{index}") for index in range(1, node_count)]
         if node_count == 1:
-            self.nodes = [NatsServer(directories[0], host=host)]
+            self.nodes = [NatsServer(directories[0], host=host, authorization=authorization, tls=tls)]
         else:
             route_ports = tuple(pick_free_port(host) for _ in range(node_count))
             self.nodes = [
@@ -308,6 +341,8 @@ class NatsCluster:
                     port=pick_free_port(host),
                     server_name=f"envstore-nats-{index}",
                     cluster=ClusterMembership(route_port, route_ports),
+                    authorization=authorization,
+                    tls=tls,
                 )
                 for index, (directory, route_port) in enumerate(zip(directories, route_ports))
             ]

@@ -44,13 +44,16 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 
+from envstore.launcher.local_tls import CertificateFiles
 from envstore.launcher.postgres_roles import READER, SUPERUSER, WRITER, RolePasswords, set_up_roles
 from envstore.launcher.child_process import (
     ServerProcess,
@@ -74,6 +77,9 @@ DEFAULT_STARTUP_TIMEOUT_SECONDS = 30.0
 # server could bind it (only when the caller did not ask for a port).
 PORT_ATTEMPTS = 3
 PORT_TAKEN_MESSAGES = ("could not bind", "Address already in use")
+# The server's certificate and key, copied into the data directory when TLS is on.
+SERVER_CERTIFICATE = "server.crt"
+SERVER_KEY = "server.key"
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_UNIX_SOCKET_PATH = 107
 
@@ -157,8 +163,11 @@ class PostgresServer(ServerProcess):
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_SECONDS,
         stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS,
         secrets_directory: Path | None = None,
+        tls: CertificateFiles | None = None,
     ) -> None:
         self.data_directory = Path(data_directory).absolute()
+        # TLS for every TCP connection (``hostssl`` only), clients verifying ``tls.authority``.
+        self.tls = tls
         self.passwords = RolePasswords(Path(secrets_directory or self.data_directory.parent).absolute())
         self.host = host
         self._port = port
@@ -178,16 +187,28 @@ class PostgresServer(ServerProcess):
     @property
     def dsn(self) -> str:
         """The API's role: owns the database, writes the read model."""
-        return self.passwords.dsn(WRITER, self.host, self.port, self.database)
+        return self._with_tls(self.passwords.dsn(WRITER, self.host, self.port, self.database))
 
     @property
     def reader_dsn(self) -> str:
         """A role that may only read the read model's tables."""
-        return self.passwords.dsn(READER, self.host, self.port, self.database)
+        return self._with_tls(self.passwords.dsn(READER, self.host, self.port, self.database))
 
     @property
     def superuser_dsn(self) -> str:
-        return self.passwords.dsn(SUPERUSER, self.host, self.port, self.database)
+        return self._with_tls(self.passwords.dsn(SUPERUSER, self.host, self.port, self.database))
+
+    def _with_tls(self, dsn: str) -> str:
+        """With TLS, a client checks the server's certificate and name against the local CA."""
+        if self.tls is None:
+            return dsn
+        return f"{dsn}?sslmode=verify-full&sslrootcert={quote(str(self.tls.authority), safe='/')}"
+
+    def _client_tls(self) -> ssl.SSLContext | None:
+        """The launcher's own connections: verified TLS when the server requires it."""
+        if self.tls is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.tls.authority))
 
 
     async def start(self) -> None:
@@ -199,6 +220,7 @@ class PostgresServer(ServerProcess):
         if not (self.data_directory / "PG_VERSION").exists():
             await self._initdb(bin_directory, os_user)
 
+        await asyncio.to_thread(self._configure_tls, os_user)
         port_is_ours_to_choose = self._port is None
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = self._port if self._port is not None else pick_free_port(self.host)
@@ -219,6 +241,30 @@ class PostgresServer(ServerProcess):
             break
         await self._create_database_if_missing()
         await self._set_up_roles()
+
+    def _configure_tls(self, os_user: OsUser | None) -> None:
+        """With TLS: the certificate and key in the data directory (the key readable by the
+        server's user only, as PostgreSQL demands) and every TCP rule ``hostssl``, so a plaintext
+        connection is refused. Without: the rules back to ``host``. Before the server starts."""
+        hba = self.data_directory / "pg_hba.conf"
+        lines = hba.read_text().splitlines(keepends=True)
+        wanted, unwanted = ("hostssl", "host") if self.tls is not None else ("host", "hostssl")
+        changed = [
+            re.sub(rf"^{unwanted}(\s)", rf"{wanted}\1", line) if not line.lstrip().startswith("#") else line
+            for line in lines
+        ]
+        if changed != lines:
+            hba.write_text("".join(changed))
+        if self.tls is None:
+            return
+        for source, name in ((self.tls.certificate, SERVER_CERTIFICATE), (self.tls.key, SERVER_KEY)):
+            target = self.data_directory / name
+            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as written:
+                written.write(source.read_bytes())
+            os.chmod(target, 0o600)
+            if os_user is not None:
+                os.chown(target, os_user.uid, os_user.gid)
 
     async def _initdb(self, bin_directory: Path, os_user: OsUser | None) -> None:
         """Create the cluster in a staging directory, then move it into place.
@@ -328,6 +374,8 @@ class PostgresServer(ServerProcess):
             "-h", self.host,
             "-p", str(port),
             "-k", socket_directory,
+            # TLS (files relative to the data directory; pg_hba.conf admits TCP only over it).
+            *(["-c", "ssl=on", "-c", f"ssl_cert_file={SERVER_CERTIFICATE}", "-c", f"ssl_key_file={SERVER_KEY}"] if self.tls else []),
             # PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes) are
             # kept: with fsync off a power loss can corrupt the whole cluster, not only lose the
             # last commits.
@@ -389,6 +437,7 @@ class PostgresServer(ServerProcess):
             password=self.passwords.password(SUPERUSER),
             database="postgres",
             timeout=2.0,
+            ssl=self._client_tls(),
         )
         try:
             return await connection.fetchval("SHOW data_directory")
@@ -403,6 +452,7 @@ class PostgresServer(ServerProcess):
             password=self.passwords.password(SUPERUSER),
             database="postgres",
             timeout=5.0,
+            ssl=self._client_tls(),
         )
         try:
             exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.database)

@@ -46,13 +46,20 @@ def login_password_source(stack: EmbeddedStack) -> str:
 
 
 async def run_stack(
-    data_directory: Path, host: str, port: int, registry_port: int, *, replicas: int = 1, nats_nodes: int = 1
+    data_directory: Path,
+    host: str,
+    port: int,
+    registry_port: int,
+    *,
+    replicas: int = 1,
+    nats_nodes: int = 1,
+    tls: bool = False,
 ) -> int:
     # The supervisor's restarts, with their exit statuses, go to stderr.
     configure_logging("launcher")
     stack = EmbeddedStack(
         data_directory, host, port, registry_port, settings=stack_settings_from_environment(),
-        replicas=replicas, nats_nodes=nats_nodes,
+        replicas=replicas, nats_nodes=nats_nodes, tls=tls,
     )
     password = login_password_source(stack)
     stop = stop_signals()
@@ -76,7 +83,8 @@ async def run_stack(
     admin_token = "ENVSTORE_ADMIN_TOKEN" if "ENVSTORE_ADMIN_TOKEN" in stack.extra_settings else stack.admin_token_file
     print(
         f"envstore ready: API {stack.api_url}/api/v1/  UI {stack.api_url}/ui/  registry {stack.registry_url}/v2/  "
-        f"data {stack.data_directory}  admin token in {admin_token}  login password in {password}",
+        f"data {stack.data_directory}  admin token in {admin_token}  login password in {password}"
+        + (f"  TLS to NATS and PostgreSQL, CA in {stack.tls_authority_file}" if stack.tls_authority_file else ""),
         flush=True,
     )
     print(

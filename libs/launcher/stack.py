@@ -20,15 +20,21 @@ import asyncio
 import contextlib
 import os
 import secrets
+import ssl
 import time
 from pathlib import Path
 
 import aiohttp
+import nats
+import nats.aio.client
 
+from envstore.common.bus_permissions import PROJECTION_REBUILD
+from envstore.common.events import FILESYSTEM_NAMESPACE
 from envstore.common.local_secrets import read_or_create_secret
 from envstore.common.metrics import Metrics
 from envstore.common.readiness import Readiness
 from envstore.common.settings import normalized_url_prefix
+from envstore.common.transport import EventBus, inbox_prefix
 from envstore.launcher.child_process import (
     LoggedChildProcess,
     ServerProcess,
@@ -36,6 +42,8 @@ from envstore.launcher.child_process import (
     pick_free_port,
     process_is_alive,
 )
+from envstore.launcher.local_tls import LocalCertificateAuthority
+from envstore.launcher.nats_auth import NatsCredentials
 from envstore.launcher.nats_process import NatsCluster, NatsServer
 from envstore.launcher.orphans import stop_orphans
 from envstore.launcher.postgres_process import PostgresServer
@@ -65,8 +73,12 @@ REPLICATED_SERVICES = ("api", "solver", "builder", "packager", "registry")
 # workers (each finishes or hands back what it holds), then the deliverer of what they published.
 SERVICE_STOP_ORDER = (("api", "registry", "watcher"), ("solver", "builder", "packager"), ("api.webhooks",))
 NATS, POSTGRES, S3 = "nats", "postgres", "s3"
+# The identity on the bus each service process connects as (``bus_permissions``).
+BUS_IDENTITIES = {name: name.removeprefix("api.") for name in (*SERVICES, *OPTIONAL_SERVICES)}
 READY_TIMEOUT_SECONDS = 60.0
 ADMIN_TOKEN_FILE = "admin-token"
+NATS_CREDENTIALS_DIRECTORY = "nats-credentials"
+TLS_DIRECTORY = "tls"
 
 
 class StackError(RuntimeError):
@@ -86,6 +98,7 @@ class EmbeddedStack:
         replicas: int = 1,
         nats_nodes: int = 1,
         restart_policy: RestartPolicy = RestartPolicy(),
+        tls: bool = False,
     ) -> None:
         if replicas < 1 or nats_nodes < 1:
             raise StackError(f"replicas and NATS nodes must be at least 1 (got {replicas} and {nats_nodes})")
@@ -102,8 +115,28 @@ class EmbeddedStack:
             self.admin_token_file
         )
         self.replica_count = replicas
-        self.nats = NatsCluster(self.data_directory / "nats", host=host, node_count=nats_nodes)
-        self.postgres = PostgresServer(self.data_directory / "postgres", host=host)
+        # One nkey per identity, generated on first start; the servers admit those keys only, with
+        # the permissions this release derives (written into their configuration at every start).
+        self.nats_credentials = NatsCredentials(self.data_directory / NATS_CREDENTIALS_DIRECTORY)
+        # With TLS, a local CA (kept in the data directory) signs NATS' and PostgreSQL's
+        # certificates, and every service verifies them against it.
+        authority = LocalCertificateAuthority(self.data_directory / TLS_DIRECTORY) if tls else None
+        server_names = sorted({host, "127.0.0.1", "localhost"})
+        self.tls_authority_file = authority.certificate_file if authority else None
+        self.nats = NatsCluster(
+            self.data_directory / "nats",
+            host=host,
+            node_count=nats_nodes,
+            authorization=self.nats_credentials.authorization(
+                self.nats_stream, self._wanted_setting("ENVSTORE_FILESYSTEM_NAMESPACE") or FILESYSTEM_NAMESPACE
+            ),
+            tls=authority.server_certificate("nats", server_names) if authority else None,
+        )
+        self.postgres = PostgresServer(
+            self.data_directory / "postgres",
+            host=host,
+            tls=authority.server_certificate("postgres", server_names) if authority else None,
+        )
         self.s3 = self._local_s3_server_if_wanted()
         # The launcher's own /metrics (restarts), /healthz and /readyz (every child running).
         self.metrics = Metrics("launcher")
@@ -205,9 +238,74 @@ class EmbeddedStack:
             "ENVSTORE_S3_PATH_STYLE": "true",
         }
 
+    # --- the bus: credentials per identity ------------------------------------------------------------
+
+    @property
+    def nats_stream(self) -> str:
+        return self._wanted_setting("ENVSTORE_NATS_STREAM") or "ENVSTORE"
+
+    def nats_credentials_file(self, identity: str) -> Path:
+        """The file holding ``identity``'s nkey seed (made on first use)."""
+        self.nats_credentials.seed(identity)
+        return self.nats_credentials.seed_file(identity)
+
+    def nats_client_settings(self, identity: str) -> dict[str, str]:
+        """What a process needs to reach this stack's bus as ``identity`` (e.g. the operator's
+        ``envstore projection rebuild``)."""
+        return {
+            "ENVSTORE_NATS_URL": self.nats.url,
+            "ENVSTORE_NATS_STREAM": self.nats_stream,
+            "ENVSTORE_NATS_CREDENTIALS_FILE": str(self.nats_credentials_file(identity)),
+            **self._nats_tls_settings(),
+        }
+
+    def _nats_tls_settings(self) -> dict[str, str]:
+        return {"ENVSTORE_NATS_TLS_CA_FILE": str(self.tls_authority_file)} if self.tls_authority_file else {}
+
+    def _nats_tls_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.tls_authority_file)) if self.tls_authority_file else None
+
+    def nats_connect_options(self, identity: str) -> dict[str, object]:
+        """``nats.connect`` options for a client of this stack's bus acting as ``identity``."""
+        options: dict[str, object] = {
+            "nkeys_seed_str": self.nats_credentials.seed(identity),
+            "inbox_prefix": inbox_prefix(identity),
+        }
+        if self.tls_authority_file:
+            options["tls"] = self._nats_tls_context()
+        return options
+
+    async def connect_nats(self, identity: str, **options: object) -> nats.aio.client.Client:
+        """A plain NATS connection as ``identity`` (tests and benchmarks that publish or read
+        directly hold an identity's credentials, as any client must)."""
+        return await nats.connect(self.nats.urls, **{**self.nats_connect_options(identity), **options})
+
+    async def connect_bus(self, identity: str) -> EventBus:
+        return await EventBus.connect(
+            self.nats.url,
+            self.nats_stream,
+            name=identity,
+            seed=self.nats_credentials.seed(identity),
+            tls=self._nats_tls_context(),
+        )
+
+    def permission_violations(self) -> list[str]:
+        """What the bus refused an admitted identity so far (nats-server logs each refusal): for
+        envstore's own processes, a grant their permissions miss."""
+        refused = []
+        for node in self.nats.nodes:
+            try:
+                log = node.log_path.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            refused += [line for line in log.splitlines() if "Publish Violation" in line or "Subscription Violation" in line]
+        return refused
+
     # --- the services' settings ----------------------------------------------------------------------
 
-    def service_environment(self) -> dict[str, str]:
+    def service_environment(self, service: str | None = None) -> dict[str, str]:
+        """The environment of a service process (``service``: its name in ``SERVICES``, which
+        decides its bus identity; None: no bus credentials)."""
         environment = dict(os.environ)
         environment.update(
             {
@@ -229,20 +327,26 @@ class EmbeddedStack:
         if self.replica_count > 1:
             # API and registry replicas bind one port together; the kernel spreads connections.
             environment["ENVSTORE_LISTEN_REUSE_PORT"] = "true"
+        environment.update(self._nats_tls_settings())
         environment.update(self.extra_settings)
         environment.update(self._local_s3_settings())
+        if service is not None:
+            identity = BUS_IDENTITIES[service]
+            environment["ENVSTORE_NATS_CREDENTIALS_FILE"] = str(self.nats_credentials_file(identity))
         return environment
 
     def _replica_environment(self, name: str, replica: int) -> dict[str, str]:
         return (
-            self.service_environment()
+            self.service_environment(name)
             | {"ENVSTORE_METRICS_HOST": self.host, "ENVSTORE_METRICS_PORT": str(self.metrics_ports[(name, replica)])}
             | self.service_settings.get(name, {})
         )
 
     def operator_settings(self) -> dict[str, str]:
-        """The settings operator commands run with (``--data-dir``): the API's, whose role they act in."""
-        return {key: value for key, value in self._replica_environment("api", 0).items() if key.startswith("ENVSTORE_")}
+        """The settings operator commands run with (``--data-dir``): the API's, whose database role
+        they act in, and on the bus the operator's own identity (``projection-rebuild``: it reads)."""
+        settings = {key: value for key, value in self._replica_environment("api", 0).items() if key.startswith("ENVSTORE_")}
+        return settings | self.nats_client_settings(PROJECTION_REBUILD)
 
     # --- processes ----------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from envstore.api.nul_characters import refuse_nul_in_url
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
 from envstore.api.routes import (
+    audit,
     auth_pages,
     build_usage,
     archive,
@@ -48,8 +49,7 @@ from envstore.common import http_telemetry
 from envstore.common.admin_hooks import SpecificationCheck
 from envstore.common.channels import ChannelGuard
 from envstore.common.proxy_headers import trusted_proxy_headers
-from envstore.common.service_runtime import bus_connection_check
-from envstore.common.transport import EventBus
+from envstore.common.service_runtime import bus_connection_check, connect_bus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
 from envstore.common.telemetry import Telemetry
@@ -64,9 +64,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     pool = await database.create_pool(settings.database_url)
     if await database.ensure_schema(pool):
         log.warning("the read model was of another schema version: dropped; replaying the stream into it")
-    bus = await EventBus.connect(
-        settings.nats_url, settings.nats_stream, name="api", telemetry=app[http_telemetry.TELEMETRY]
-    )
+    bus = await connect_bus(settings, "api", app[http_telemetry.TELEMETRY])
+    # The API alone creates and configures the streams (the bus grants no one else that).
     await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
     # The storage back end's client (S3's connection pool) lives as long as the app.
     storage_lifetime = contextlib.AsyncExitStack()
@@ -146,6 +145,7 @@ def create_app(settings: EnvstoreSettings, telemetry: Telemetry | None = None) -
         events,
         webhooks,
         projection,
+        audit,
         registry_token,
         openapi,
         ui,

@@ -129,10 +129,13 @@ def principal_of(request: web.Request) -> Principal:
 
 
 def actor_of(request: web.Request) -> str:
-    """Who a request's events are recorded as caused by (the ``principal`` of its events)."""
+    """Who a request's events are recorded as caused by (the ``principal`` of its events): the
+    authenticated token's subject, never anything the request's body says."""
     principal = principal_of(request)
     if not principal.authenticated:
         return "anonymous"
+    if principal.subject is not None:
+        return principal.subject
     if principal.is_service_account:
         return f"service-account:{principal.primary_namespace}"
     return f"user:{principal.primary_namespace}"

@@ -15,6 +15,7 @@ SCHEMA_VERSION = 7
 
 READ_MODEL_TABLES = (
     "build_usage",
+    "audit_event",
     "projection_skipped_event",
     "projection_dead_letter",
     "aggregate_position",

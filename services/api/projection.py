@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from envstore.api.archive_projection import ARCHIVE_APPLIERS
+from envstore.api.audit import projection as audit_trail
 from envstore.api.usage_projection import USAGE_APPLIERS
 from envstore.api.webhooks.projection import WEBHOOK_APPLIERS
 from envstore.common.artifact_kinds import ArtifactKind
@@ -578,3 +579,4 @@ async def apply_event(connection: asyncpg.Connection, event: Event, sequence: in
     applier = APPLIERS.get(type(event))
     if applier is not None:
         await applier(connection, event, sequence)
+    await audit_trail.record(connection, event, sequence)

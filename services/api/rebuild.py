@@ -8,6 +8,8 @@ import asyncpg
 
 from envstore.api import database
 from envstore.api.projector import Projector
+from envstore.common.bus_permissions import PROJECTION_REBUILD
+from envstore.common.service_runtime import connect_bus
 from envstore.common.transport import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
@@ -17,7 +19,7 @@ async def rebuild_projection(settings: EnvstoreSettings, stall_seconds: float = 
     """Returns the sequence the rebuilt read model is at. Fails only if the replay stops moving
     for ``stall_seconds`` (a long history may take many minutes)."""
     pool = await database.create_pool(settings.database_url)
-    bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name="projection-rebuild")
+    bus = await connect_bus(settings, PROJECTION_REBUILD)
     try:
         async with open_storage(settings) as storage:
             return await _drop_and_replay(pool, bus, storage, stall_seconds)

@@ -216,3 +216,17 @@ CREATE TABLE IF NOT EXISTS build_usage (
     first_used_at timestamp NOT NULL,
     last_used_at timestamp NOT NULL
 );
+-- The audit trail: one row per command event (services/api/audit/projection.py).
+CREATE TABLE IF NOT EXISTS audit_event (
+    sequence bigint PRIMARY KEY,  -- the event's stream sequence: its order, and the cursor
+    occurred_at timestamp NOT NULL,
+    principal text NOT NULL,  -- who caused it, as the API authenticated them
+    event_type text NOT NULL,
+    namespace text,
+    environment text,
+    build_id bigint,
+    details jsonb NOT NULL  -- the event's fields, without specifications and secrets
+);
+CREATE INDEX IF NOT EXISTS audit_event_scope ON audit_event(namespace, environment, sequence);
+CREATE INDEX IF NOT EXISTS audit_event_principal ON audit_event(principal, sequence);
+CREATE INDEX IF NOT EXISTS audit_event_time ON audit_event(occurred_at);

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp import web
 
-from envstore.common.transport import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import SpecificationError
 from envstore.common.submission import SubmissionRequest, build_submission
@@ -146,7 +145,7 @@ async def test_the_solver_refuses_an_inward_channel_that_reached_the_stream(
     event = build_submission(
         SubmissionRequest(specification=specification, namespace=namespace), EnvstoreSettings(conda_allowed_channels=[])
     )
-    bus = await EventBus.connect(stack.nats.url)
+    bus = await stack.connect_bus("api")
     try:
         await bus.publish(event, message_id=f"test-inward-{uuid.uuid4()}")
     finally:

@@ -244,6 +244,7 @@ ROWS = [
     # Not stalled: an admin's decision is refused for that (409), anyone else's for permissions.
     Row("POST", "/api/v1/projection/skip/", perms("namespace::delete", "setting::update"), 409,
         fixed("/api/v1/projection/skip/", json={"sequence": 1, "reason": "matrix"})),
+    Row("GET", "/api/v1/audit/", perms("namespace::delete", "setting::update"), 200, fixed("/api/v1/audit/")),
     # Unsigned: only for callers who may read the artifact's environment (signed links: test_artifact_links).
     Row("GET", "/storage/{key}", READ, 200, stored_artifact),
     # specifications

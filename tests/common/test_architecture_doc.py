@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from envstore.common import bus_permissions
 from envstore.common.event_catalogue import BEGIN, END, catalogue_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +21,16 @@ def test_the_architecture_document_holds_the_catalogue_events_py_makes() -> None
     assert document[start:end] == catalogue_markdown(), (
         "the event catalogue in docs/ARCHITECTURE.md is stale: "
         "replace it with the output of `python -m envstore.common.event_catalogue`"
+    )
+
+
+def test_the_architecture_document_holds_the_bus_permissions_the_code_grants() -> None:
+    document = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    start = document.index(bus_permissions.BEGIN)
+    end = document.index(bus_permissions.END) + len(bus_permissions.END)
+    assert document[start:end] == bus_permissions.permissions_markdown(), (
+        "the bus permissions in docs/ARCHITECTURE.md are stale: "
+        "replace them with the output of `python -m envstore.common.bus_permissions`"
     )
 
 

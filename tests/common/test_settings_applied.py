@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from pydantic import ValidationError
 
@@ -173,7 +172,7 @@ async def test_serialize_builds_installs_one_build_at_a_time(
 ) -> None:
     """ENVSTORE_SERIALIZE_BUILDS=true: the builders' consumer hands out one message at a time,
     across replicas; builds submitted together are installed one after the other."""
-    client = await nats.connect(configured_stack.nats.url)
+    client = await configured_stack.connect_nats("builder")  # its own consumer, with its credentials
     try:
         info = await client.jetstream().consumer_info("ENVSTORE", "builder")
     finally:

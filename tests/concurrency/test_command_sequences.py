@@ -25,6 +25,7 @@ from envstore.common.events import (
     Event,
 )
 from tests.api_client import ApiClient, environment_yaml
+from envstore.launcher.stack import EmbeddedStack
 from tests.stream_reader import stream_events
 
 ENVIRONMENTS = ("alpha", "beta")
@@ -78,10 +79,10 @@ def fold_log(events: list[tuple[int, Event]], namespace: str) -> Fold:
 class CommandSequences(RuleBasedStateMachine):
     """Commands as a user sends them; the model only remembers ids, the log decides the rest."""
 
-    def __init__(self, api: ApiClient, nats_url: str, loop: asyncio.AbstractEventLoop, namespace: str) -> None:
+    def __init__(self, api: ApiClient, stack: EmbeddedStack, loop: asyncio.AbstractEventLoop, namespace: str) -> None:
         super().__init__()
         self.api = api
-        self.nats_url = nats_url
+        self.stack = stack
         self.loop = loop
         self.namespace = namespace
         self.builds: list[int] = []
@@ -130,7 +131,7 @@ class CommandSequences(RuleBasedStateMachine):
 
     @invariant()
     def answers_equal_the_fold_of_the_log(self) -> None:
-        fold = fold_log(self.run(stream_events(self.nats_url)), self.namespace)
+        fold = fold_log(self.run(stream_events(self.stack)), self.namespace)
         for name, environment in fold.environments.items():
             status, body = self.request("GET", f"/api/v1/environment/{self.namespace}/{name}/")
             if not environment.exists:
@@ -153,7 +154,7 @@ async def test_api_answers_equal_an_independent_fold_of_the_log(api: ApiClient, 
     namespaces = (f"property-{index}" for index in itertools.count())
 
     def machine() -> CommandSequences:
-        return CommandSequences(api, stack.nats.url, loop, next(namespaces))
+        return CommandSequences(api, stack, loop, next(namespaces))
 
     run = settings(
         max_examples=4,

@@ -98,7 +98,7 @@ async def test_twenty_conflicting_commands_end_in_a_sequential_order(api: ApiCli
     for (method, path, _), (status, body) in zip(commands, answers):
         if method == "POST" and status == 200:
             await api.wait_for_build(body["data"]["build_id"])
-    events = await stream_events(stack.nats.url)
+    events = await stream_events(stack)
     state = sequential_fold(events)
     accepted_rollbacks = sum(
         1 for (method, path, body), (status, _) in zip(commands, answers)

@@ -4,7 +4,14 @@ API and the registry, which check each other's tokens — would disagree), and n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+from envstore.common.bus_permissions import IDENTITIES
+from envstore.launcher.nats_auth import authorization_config, public_key_of
+from envstore.launcher.stack import BUS_IDENTITIES
 
 S3 = {"s3_access_key", "s3_secret_key"}
 CREDENTIALS = {
@@ -49,3 +56,22 @@ def held_credentials(environment: dict[str, str]) -> set[str]:
         for setting in SECRET_FILES
         if f"ENVSTORE_{setting.upper()}" in environment or f"ENVSTORE_{setting.upper()}_FILE" in environment
     }
+
+
+def run_make_secrets(script: Path, *arguments: str) -> None:
+    """``bash deploy/make-secrets.sh``, with this environment's ``envstore`` command on PATH (it
+    makes the NATS credentials), as after ``pip install .``."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    subprocess.run(["bash", str(script), *arguments], check=True, capture_output=True, env={**os.environ, "PATH": path})
+
+
+def nats_seed(secrets_directory: Path, service: str) -> str:
+    """The nkey seed make-secrets.sh generated for a service's identity on the bus."""
+    return (secrets_directory / f"nats-{BUS_IDENTITIES[service]}.nk").read_text().strip()
+
+
+def expected_nats_authorization(secrets_directory: Path, stream: str = "ENVSTORE") -> str:
+    """The servers' authorization for the generated seeds: each identity's public key, with the
+    permissions envstore derives for it."""
+    seeds = {identity: (secrets_directory / f"nats-{identity}.nk").read_text().strip() for identity in IDENTITIES}
+    return authorization_config({identity: public_key_of(seed) for identity, seed in seeds.items()}, stream)

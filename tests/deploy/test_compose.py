@@ -21,7 +21,14 @@ from compose_spec import PyCompose
 from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.cli import _parser
 from envstore.launcher.stack import SERVICES
-from tests.deploy.credentials import CREDENTIALS, generated_values, held_credentials
+from tests.deploy.credentials import (
+    CREDENTIALS,
+    expected_nats_authorization,
+    generated_values,
+    held_credentials,
+    nats_seed,
+    run_make_secrets,
+)
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
@@ -49,7 +56,7 @@ def secrets_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = tmp_path_factory.mktemp("compose") / "deploy"
     copy.mkdir()
     shutil.copy(DEPLOY / "make-secrets.sh", copy / "make-secrets.sh")
-    subprocess.run(["bash", str(copy / "make-secrets.sh")], check=True, capture_output=True)
+    run_make_secrets(copy / "make-secrets.sh")
     return copy / "secrets"
 
 
@@ -101,7 +108,7 @@ def test_nats_is_three_nodes_started_from_the_kubernetes_configuration(
         name, target = data.split(":")[:2]
         assert store_directory.startswith(target), node
         data_volumes.add(name)
-        # NATS has no authentication yet: nothing outside compose's network may reach it.
+        # Nothing outside compose's network reaches NATS (which admits envstore's keys only).
         assert "ports" not in definition, node
         # The pid file's directory (lame duck mode signals through it) exists in the container.
         pid_directory = str(Path(re.search(r"^pid_file:\s*(\S+)", configuration, re.MULTILINE).group(1)).parent)
@@ -168,6 +175,8 @@ def test_every_service_reads_the_shared_secrets_from_files_and_only_those_it_nee
             value = getattr(settings, setting)
             value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
             assert value == expected[setting], (service, setting)
+        # Its own identity on the bus, and no other's.
+        assert settings.nats_credentials.get_secret_value() == nats_seed(secrets_directory, service), service
 
     for setting, role in (("database_url", "envstore"), ("reader_database_url", "envstore_reader")):
         url = urlparse(expected[setting])
@@ -197,13 +206,23 @@ def test_every_service_reads_the_shared_secrets_from_files_and_only_those_it_nee
     assert f"AWS_SECRET_ACCESS_KEY={expected['s3_secret_key']}\n" in weed_environment
 
 
+def test_nats_nodes_admit_exactly_the_services_generated_keys(compose: dict, secrets_directory: Path) -> None:
+    configuration_file = DEPLOY / "k8s" / "nats" / "nats.conf"
+    (included,) = re.findall(r"^include\s+(\S+)", configuration_file.read_text(), re.MULTILINE)
+    included_at = str(Path("/etc/nats") / included)
+    for node in NATS_NODES:
+        source = bind_mounts(compose["services"][node])[str(Path(included_at))]
+        assert (DEPLOY / source).resolve() == (DEPLOY / "secrets" / "nats-authorization.conf").resolve(), node
+    assert (secrets_directory / "nats-authorization.conf").read_text() == expected_nats_authorization(secrets_directory)
+
+
 def test_make_secrets_generates_strong_distinct_secrets_once(secrets_directory: Path) -> None:
     generated = {path.name: path.read_text().strip() for path in secrets_directory.iterdir()}
     own = {name: value for name, value in generated.items() if not name.endswith("database-url")}
     assert all(len(value) >= 20 for value in own.values()), own.keys()
     assert len(set(own.values())) == len(own)
     assert secrets_directory.stat().st_mode & 0o777 == 0o700
-    subprocess.run(["bash", str(secrets_directory.parent / "make-secrets.sh")], check=True, capture_output=True)
+    run_make_secrets(secrets_directory.parent / "make-secrets.sh")
     assert {path.name: path.read_text().strip() for path in secrets_directory.iterdir()} == generated
 
 

@@ -24,7 +24,14 @@ from envstore.common.telemetry import TelemetrySettings
 from envstore.launcher.cli import _parser
 from envstore.launcher.nats_process import find_nats_server_executable
 from envstore.launcher.stack import SERVICES
-from tests.deploy.credentials import CREDENTIALS, generated_values, held_credentials
+from tests.deploy.credentials import (
+    CREDENTIALS,
+    expected_nats_authorization,
+    generated_values,
+    held_credentials,
+    nats_seed,
+    run_make_secrets,
+)
 from tests.deploy.kubelet import container_environment, ingress_admitted, objects_by_name, selects
 from tests.deploy.kustomize import pod_containers, pod_template, render
 
@@ -34,7 +41,6 @@ KUBERNETES = DEPLOY / "k8s"
 # The oldest Kubernetes release still commonly run, and the newest the schemas cover.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-# [NOT YET] NATS credentials: a place is left for them (an optional Secret per service).
 NATS_CREDENTIALS_VARIABLE = "ENVSTORE_NATS_CREDENTIALS_FILE"
 
 
@@ -43,7 +49,7 @@ def kubernetes_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of deploy/k8s with its secrets generated as the README says."""
     directory = tmp_path_factory.mktemp("deploy") / "k8s"
     shutil.copytree(KUBERNETES, directory, ignore=shutil.ignore_patterns("secrets"))
-    subprocess.run(["bash", str(DEPLOY / "make-secrets.sh"), str(directory / "secrets")], check=True, capture_output=True)
+    run_make_secrets(DEPLOY / "make-secrets.sh", str(directory / "secrets"))
     return directory
 
 
@@ -309,24 +315,31 @@ def test_every_service_reads_the_shared_secrets_and_only_those_it_needs(
     assert weed_environment["AWS_SECRET_ACCESS_KEY"].strip() == expected["s3_secret_key"]
 
 
-def test_a_place_is_left_for_each_services_nats_credentials(
-    objects: list[dict], envstore_deployments: dict[str, dict]
+def test_each_service_reaches_nats_with_its_own_key_and_the_nodes_admit_only_those(
+    objects: list[dict],
+    envstore_deployments: dict[str, dict],
+    kubernetes_directory: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """[NOT YET] NATS credentials: each service would read its own file from an optional Secret
-    envstore-nats-<service>; nothing creates those Secrets yet, so the pods start without them."""
-    rendered_secrets = objects_by_name(objects, "Secret")
+    secrets_directory = kubernetes_directory / "secrets"
+    seeds = set()
     for service, deployment in envstore_deployments.items():
-        (container,) = pod_template(deployment)["containers"]
-        path = next(variable["value"] for variable in container["env"] if variable["name"] == NATS_CREDENTIALS_VARIABLE)
-        mount = next(mount for mount in container["volumeMounts"] if path.startswith(mount["mountPath"] + "/"))
-        volume = next(volume for volume in pod_template(deployment)["volumes"] if volume["name"] == mount["name"])
-        (source,) = [
-            source["secret"]
-            for source in volume["projected"]["sources"]
-            if "secret" in source and any(item["path"] == path.rpartition("/")[2] for item in source["secret"]["items"])
-        ]
-        assert source["name"] == f"envstore-nats-{deployment['metadata']['name']}" and source["optional"] is True
-        assert source["name"] not in rendered_secrets
+        environment, settings, _ = service_settings(objects, deployment, tmp_path / service, monkeypatch)
+        assert NATS_CREDENTIALS_VARIABLE in environment, service
+        assert settings.nats_credentials.get_secret_value() == nats_seed(secrets_directory, service), service
+        seeds.add(settings.nats_credentials.get_secret_value())
+    assert len(seeds) == len(envstore_deployments), "two services share a NATS identity"
+    # Every node reads the authorization for exactly those keys (and the operators' two).
+    nats = objects_by_name(objects, "StatefulSet")["nats"]
+    (container,) = pod_template(nats)["containers"]
+    container_environment(objects, nats, container, tmp_path / "nats")
+    configuration_path = container["args"][container["args"].index("--config") + 1]
+    configuration = (tmp_path / "nats" / configuration_path.lstrip("/")).read_text()
+    (included,) = re.findall(r"^include\s+(\S+)", configuration, re.MULTILINE)
+    authorization = tmp_path / "nats" / configuration_path.lstrip("/")
+    authorization = (authorization.parent / included).read_text()
+    assert authorization == expected_nats_authorization(secrets_directory)
 
 
 def test_builders_share_the_store_and_packagers_have_scratch_of_their_own(

@@ -19,6 +19,7 @@ import pytest
 
 from envstore.launcher.child_process import pick_free_port
 from envstore.launcher.postgres_process import find_postgresql_bin_directory
+from tests.deploy.credentials import run_make_secrets
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 INIT_SCRIPT = DEPLOY / "k8s" / "postgres" / "init-roles.sh"
@@ -32,7 +33,7 @@ def as_server_user() -> dict:
 @pytest.fixture
 def secrets_directory(tmp_path: Path) -> Path:
     directory = tmp_path / "secrets"
-    subprocess.run(["bash", str(DEPLOY / "make-secrets.sh"), str(directory)], check=True, capture_output=True)
+    run_make_secrets(DEPLOY / "make-secrets.sh", str(directory))
     return directory
 
 

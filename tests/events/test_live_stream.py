@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-import nats
 
+from envstore.common.bus_permissions import PROJECTION_REBUILD
 from envstore.common.events import build_id_of
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
@@ -26,7 +26,7 @@ async def build_history(stack: EmbeddedStack, build_id: int, through: int) -> li
     """(sequence, type) of the build's events in the stream, up to sequence ``through``."""
     return [
         (sequence, event.__struct_config__.tag)
-        for sequence, event in await stream_events(stack.nats.url)
+        for sequence, event in await stream_events(stack)
         if build_id_of(event) == build_id and sequence <= through
     ]
 
@@ -165,7 +165,7 @@ async def test_a_client_that_hangs_up_leaves_no_subscription_behind(
 ) -> None:
     build_id = await admin.submit(environment_yaml("left", ["hello"]), namespace="hangups")
     assert (await admin.wait_for_build(build_id))["status"] == "COMPLETED"
-    connection = await nats.connect(subscription_stack.nats.url)
+    connection = await subscription_stack.connect_nats(PROJECTION_REBUILD)
     jetstream = connection.jetstream()
     try:
         # A live client first, so the API's shared tail of the stream exists before counting.

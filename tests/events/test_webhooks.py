@@ -27,12 +27,12 @@ async def register(admin: ApiClient, **fields: Any) -> dict[str, Any]:
 async def namespace_events(stack: EmbeddedStack, namespace: str, webhook_id: int) -> dict[int, str]:
     """The stream's events after the webhook's registration that concern ``namespace``: id → type."""
     after = next(
-        sequence for sequence, event in await stream_events(stack.nats.url)
+        sequence for sequence, event in await stream_events(stack)
         if isinstance(event, WebhookRegistered) and event.webhook_id == webhook_id
     )
     build_namespaces: dict[int, str] = {}
     selected: dict[int, str] = {}
-    for sequence, event in await stream_events(stack.nats.url):
+    for sequence, event in await stream_events(stack):
         if isinstance(event, BuildSubmitted):
             build_namespaces[event.build_id] = event.namespace
         if sequence > after and _namespace_of(event, sequence, build_namespaces) == namespace:

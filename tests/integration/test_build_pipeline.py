@@ -179,7 +179,7 @@ async def test_missing_build_is_404_and_namespaces_are_listed(api: ApiClient) ->
 async def submissions_to(stack, namespace: str) -> list[BuildSubmitted]:  # type: ignore[no-untyped-def]
     """Every build ever submitted to ``namespace``, read from the event stream itself."""
     return [
-        event for _, event in await stream_events(stack.nats.url)
+        event for _, event in await stream_events(stack)
         if isinstance(event, BuildSubmitted) and event.namespace == namespace
     ]
 
@@ -227,7 +227,7 @@ async def test_a_specification_too_large_for_an_event_is_stored_and_still_built(
     build = await api.wait_for_build(build_id)
     assert build["status"] == "COMPLETED", build["status_info"]
     assert build["specification"]["spec"]["description"] == description.strip()
-    submitted = await submission_of(stack.nats.url, build_id)
+    submitted = await submission_of(stack, build_id)
     assert isinstance(submitted, BuildSubmitted)
     assert submitted.specification_blob is not None and submitted.specification_blob.size > 200_000
     assert "dependencies" not in submitted.specification

@@ -14,7 +14,9 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from envstore.common.bus_permissions import PROJECTION_REBUILD
 from envstore.common.events import BuildBuilt, BuildCompleted, BuildFailed, BuildProgress, BuildSolved
 from envstore.launcher.stack import REPLICATED_SERVICES, EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
@@ -51,7 +53,7 @@ async def test_three_nats_nodes_and_two_replicas_of_every_service_build(cluster_
         assert [process.replica for process in stack.replicas(name)] == list(range(REPLICAS)), name
     assert len(stack.replicas("nats")) == NODES and len(stack.nats.urls) == NODES
 
-    connection = await nats.connect(stack.nats.urls)
+    connection = await stack.connect_nats("api")
     try:
         jetstream = connection.jetstream()
         for stream in ("ENVSTORE", "ENVSTORE_IDS"):
@@ -70,13 +72,14 @@ async def test_three_nats_nodes_and_two_replicas_of_every_service_build(cluster_
             build = await api.wait_for_build(build_id, timeout_seconds=120)
             assert build["status"] == "COMPLETED", build["status_info"]
     # The durable consumers are on every node too (they inherit the stream's replicas).
-    connection = await nats.connect(stack.nats.urls)
-    try:
-        for durable in ("solver", "builder", "packager"):
+    for durable in ("solver", "builder", "packager"):
+        # Each worker's own credentials read its consumer.
+        connection = await stack.connect_nats(durable)
+        try:
             info = await connection.jetstream().consumer_info("ENVSTORE", durable)
             assert len(info.cluster.replicas) == NODES - 1, durable
-    finally:
-        await connection.close()
+        finally:
+            await connection.close()
 
     # One port each for the API and the registry, shared by their replicas (SO_REUSEPORT): fresh
     # connections reach both.
@@ -92,7 +95,8 @@ async def test_three_nats_nodes_and_two_replicas_of_every_service_build(cluster_
 
 async def test_a_nats_node_killed_mid_build_loses_nothing_and_comes_back(cluster_stack: EmbeddedStack) -> None:
     stack = cluster_stack
-    connection = await nats.connect(stack.nats.urls)
+    # Followed as any reader of the log does (an ordered consumer, with a reader's credentials).
+    connection = await stack.connect_nats(PROJECTION_REBUILD)
     install_started: asyncio.Queue[int] = asyncio.Queue()
 
     async def on_progress(message) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +104,13 @@ async def test_a_nats_node_killed_mid_build_loses_nothing_and_comes_back(cluster
         if progress["phase"] == "install" and progress["state"] == "started":
             await install_started.put(progress["build_id"])
 
-    subscription = await connection.subscribe(BuildProgress.subject_pattern(), cb=on_progress)
+    subscription = await connection.jetstream().subscribe(
+        BuildProgress.subject_pattern(),
+        stream=stack.nats_stream,
+        cb=on_progress,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+    )
     try:
         leader = (await connection.jetstream().stream_info("ENVSTORE")).cluster.leader
         node = next(index for index, server in enumerate(stack.nats.nodes) if server.server_name == leader)
@@ -115,13 +125,13 @@ async def test_a_nats_node_killed_mid_build_loses_nothing_and_comes_back(cluster
         await subscription.unsubscribe()
         await connection.close()
 
-    kinds = collections.Counter(type(event).__name__ for event in await events_of_build(stack.nats.url, build_id))
+    kinds = collections.Counter(type(event).__name__ for event in await events_of_build(stack, build_id))
     assert (kinds[BuildSolved.__name__], kinds[BuildBuilt.__name__], kinds[BuildCompleted.__name__]) == (1, 1, 1), kinds
     assert kinds[BuildFailed.__name__] == 0
 
     await stack.start_nats_node(node)  # healthy: back in the cluster, its copy of the stream current
     assert stack.process("nats", node).state == "running"
-    lone = await nats.connect(stack.nats.nodes[node].url)  # only the returned node
+    lone = await nats.connect(stack.nats.nodes[node].url, **stack.nats_connect_options(PROJECTION_REBUILD))  # only the returned node
     try:
         info = await lone.jetstream().stream_info("ENVSTORE")
         assert {replica.name for replica in info.cluster.replicas} | {info.cluster.leader} == {

@@ -9,7 +9,6 @@ import collections
 import time
 from pathlib import Path
 
-import nats
 import pytest
 
 from envstore.launcher.stack import EmbeddedStack
@@ -40,13 +39,15 @@ async def forgetful_stack(session_directory: Path, channel_url: str):  # type: i
         yield running
 
 
-async def wait_until_workers_are_idle(nats_url: str, timeout_seconds: float = 60) -> None:
-    connection = await nats.connect(nats_url)
+async def wait_until_workers_are_idle(stack: EmbeddedStack, timeout_seconds: float = 60) -> None:
+    # The api's credentials list every consumer (its lag metrics do).
+    connection = await stack.connect_nats("api")
     try:
         jetstream = connection.jetstream()
         deadline = time.monotonic() + timeout_seconds
         while True:
-            infos = [await jetstream.consumer_info("ENVSTORE", worker) for worker in WORKERS]
+            listed = {info.name: info for info in await jetstream.consumers_info("ENVSTORE")}
+            infos = [listed[worker] for worker in WORKERS]
             if all(info.num_pending == 0 and info.num_ack_pending == 0 for info in infos):
                 return
             assert time.monotonic() < deadline, [(info.name, info.num_pending, info.num_ack_pending) for info in infos]
@@ -76,8 +77,8 @@ async def test_pipeline_events_redelivered_after_the_window_change_nothing(forge
 async def redelivered_after_the_window(api: ApiClient, stack: EmbeddedStack) -> None:
     build = await api.wait_for_build(await api.submit(environment_yaml("once", ["hello", "tinyjson"]), "exactly-once"))
     assert build["status"] == "COMPLETED", build["status_info"]
-    await wait_until_workers_are_idle(stack.nats.url)
-    events = await stream_events(stack.nats.url)
+    await wait_until_workers_are_idle(stack)
+    events = await stream_events(stack)
     before = outcomes_of(events, build["id"])
     assert before["build.solved"] == before["build.built"] == before["build.completed"] == 1
 
@@ -85,23 +86,25 @@ async def redelivered_after_the_window(api: ApiClient, stack: EmbeddedStack) -> 
     await asyncio.sleep(DUPLICATE_WINDOW_SECONDS * 1.5)
     # The build's solve and install, published again as new messages (its submission is not: a
     # second submission of one build id is a bad event, which the read model stalls on — tested elsewhere).
-    connection = await nats.connect(stack.nats.url)
-    try:
-        jetstream = connection.jetstream()
-        codec_events = [
-            (sequence, event) for sequence, event in events
-            if getattr(event, "build_id", None) == build["id"] and isinstance(event, (BuildSolved, BuildBuilt))
-        ]
-        for sequence, event in codec_events:
+    # Each is published again with its publisher's credentials (the solver's, the builder's).
+    codec_events = [
+        (sequence, event) for sequence, event in events
+        if getattr(event, "build_id", None) == build["id"] and isinstance(event, (BuildSolved, BuildBuilt))
+    ]
+    for sequence, event in codec_events:
+        (publisher,) = type(event).PUBLISHED_BY
+        connection = await stack.connect_nats(publisher)
+        try:
+            jetstream = connection.jetstream()
             stored = await jetstream.get_msg("ENVSTORE", seq=sequence)
             await jetstream.publish(
                 stored.subject, stored.data, stream="ENVSTORE", headers={"Nats-Msg-Id": f"an-hour-later:{sequence}"}
             )
-    finally:
-        await connection.close()
-    await wait_until_workers_are_idle(stack.nats.url)
+        finally:
+            await connection.close()
+    await wait_until_workers_are_idle(stack)
 
-    after = outcomes_of(await stream_events(stack.nats.url), build["id"])
+    after = outcomes_of(await stream_events(stack), build["id"])
     # The republished inputs are there twice; their effects once.
     assert after["build.submitted"] == 1 and after["build.solved"] == 2 and after["build.built"] == 2
     assert after["build.completed"] == 1

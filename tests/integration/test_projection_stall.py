@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 
 from envstore.common.events import NamespaceCreated
-from envstore.common.transport import EventBus
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
 
@@ -37,8 +36,8 @@ async def test_a_bad_event_stalls_the_projection_visibly_until_an_admin_skips_it
         before = await admin.wait_for_build(await admin.submit(environment_yaml("before", ["tinyjson"]), namespace="stall"))
         assert before["status"] == "COMPLETED"
         # PostgreSQL cannot store a NUL character: the API refuses such a name at its edge, but a
-        # publisher on the bus can still send it.
-        bus = await EventBus.connect(stack.nats.url)
+        # publisher on the bus can still send it: here, one holding the api's credentials.
+        bus = await stack.connect_bus("api")
         try:
             poison = await bus.publish(NamespaceCreated(namespace="poison\x00name"), message_id="test-poison-event")
         finally:

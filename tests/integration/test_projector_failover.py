@@ -31,7 +31,7 @@ async def two_api_stack(session_directory: Path, channel_url: str):  # type: ign
         second = LoggedChildProcess.spawn(
             [sys.executable, "-m", "envstore.api"],
             stack.data_directory / "logs" / "api-2.log",
-            env=stack.service_environment() | {"ENVSTORE_API_PORT": str(port)},
+            env=stack.service_environment("api") | {"ENVSTORE_API_PORT": str(port)},
         )
         try:
             yield stack, f"http://{stack.host}:{port}"
@@ -77,7 +77,7 @@ async def test_killing_the_active_projector_hands_over_to_the_standby(two_api_st
             rows = await connection.fetchval("SELECT count(*) FROM build_progress")
         finally:
             await connection.close()
-        events = await stream_events(stack.nats.url)
+        events = await stream_events(stack)
         assert rows == sum(isinstance(event, BuildProgress) for _, event in events)
 
         answers = [await second.get(f"/api/v1/build/{build['id']}/") for build in (before, after)]

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
+import nats
+import nats.errors
 import pytest
 
+from envstore.common.bus_permissions import IDENTITIES
 from envstore.launcher.child_process import child_pids, pick_free_port, process_is_alive
 
 
@@ -44,9 +48,14 @@ async def test_envstore_up_says_ready_serves_and_stops_cleanly(
         password_file, token_file = data / "auth-password", data / "admin-token"
         assert f"admin token in {token_file}".encode() in ready_line
         assert f"login password in {password_file}".encode() in ready_line
-        for secret_file in (password_file, token_file):
+        nats_seeds = [data / "nats-credentials" / f"{identity}.nk" for identity in IDENTITIES]
+        for secret_file in (password_file, token_file, *nats_seeds):
             assert secret_file.stat().st_mode & 0o777 == 0o600
             assert secret_file.read_text().encode() not in ready_line
+        # The bus admits envstore's identities only.
+        nats_port = re.search(r"Listening for client connections on 127\.0\.0\.1:(\d+)", (data / "nats" / "nats-server.log").read_text())[1]
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(f"nats://127.0.0.1:{nats_port}", allow_reconnect=False)
         async with aiohttp.ClientSession() as http:
             for url in (f"{api_url}/api/v1/", f"{api_url}/readyz", f"http://127.0.0.1:{api_port}/readyz"):
                 async with http.get(url) as response:

@@ -22,7 +22,7 @@ DYNAMIC = "conda-store-dynamic"
 async def submissions_for(stack: EmbeddedStack, environment: str) -> list[BuildSubmitted]:
     return [
         event
-        for _, event in await stream_events(stack.nats.url)
+        for _, event in await stream_events(stack)
         if isinstance(event, BuildSubmitted) and (event.namespace, event.environment) == (DYNAMIC, environment)
     ]
 
@@ -84,7 +84,7 @@ async def test_unsatisfiable_name_answers_the_solvers_reason(
 
 async def test_invalid_names_never_reach_the_solver(registry_stack: EmbeddedStack, http: aiohttp.ClientSession) -> None:
     token = registry_stack.admin_token
-    before = len(await stream_events(registry_stack.nats.url))
+    before = len(await stream_events(registry_stack))
     for name in (
         f"{DYNAMIC}/conda-forge::python",  # a channel: ':' is not a name character
         f"{DYNAMIC}/hello.gt.",  # "hello>" is no match spec
@@ -94,7 +94,7 @@ async def test_invalid_names_never_reach_the_solver(registry_stack: EmbeddedStac
             assert response.status == 400, name
             assert (await response.json())["errors"][0]["code"] == "NAME_INVALID"
     submitted = [
-        event for sequence, event in await stream_events(registry_stack.nats.url)
+        event for sequence, event in await stream_events(registry_stack)
         if sequence > before and isinstance(event, BuildSubmitted) and event.namespace == DYNAMIC
     ]
     assert submitted == []

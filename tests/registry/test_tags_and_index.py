@@ -10,7 +10,6 @@ import time
 import aiohttp
 import pytest
 
-from envstore.common.transport import EventBus
 from envstore.common.events import BuildDeleted, EnvironmentCurrentBuildSet
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient
@@ -31,7 +30,8 @@ def key_of(build: dict) -> str:
 
 
 async def publish(stack: EmbeddedStack, event, message_id: str) -> None:  # type: ignore[no-untyped-def]
-    bus = await EventBus.connect(stack.nats.url)
+    """As the service that publishes this type does (with its credentials)."""
+    bus = await stack.connect_bus(type(event).PUBLISHED_BY[0])
     try:
         await bus.publish(event, message_id=message_id)
     finally:

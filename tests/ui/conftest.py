@@ -71,7 +71,7 @@ async def start_api_replica(stack: EmbeddedStack, name: str, settings: dict[str,
     """Another API process on the same NATS stream and PostgreSQL (replicas share the read
     model), with its own settings: how a deployment serves a differently configured UI."""
     port = pick_free_port(stack.host)
-    environment = {**stack.service_environment(), "ENVSTORE_API_PORT": str(port), **settings}
+    environment = {**stack.service_environment("api"), "ENVSTORE_API_PORT": str(port), **settings}
     process = LoggedChildProcess.spawn(
         [sys.executable, "-m", "envstore.api"], stack.data_directory / "logs" / f"{name}.log", env=environment
     )

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
+from envstore.common.bus_permissions import SUPERUSER
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
 
@@ -39,13 +39,15 @@ async def upgraded_stack(session_directory: Path, channel_url: str):  # type: ig
         "ENVSTORE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
     }
     async with EmbeddedStack(session_directory / "upgraded-stack", settings=settings) as running:
-        await load_recording(running.nats.url)
+        await load_recording(running)
         yield running
 
 
-async def load_recording(nats_url: str) -> None:
-    """Publish the recorded messages into the empty stream: they land at their recorded sequences."""
-    connection = await nats.connect(nats_url)
+async def load_recording(stack: EmbeddedStack) -> None:
+    """Publish the recorded messages into the empty stream: they land at their recorded sequences.
+    Importing a log is an operator's maintenance, with the superuser's credentials: no service may
+    publish on release 0.1.0's subjects."""
+    connection = await stack.connect_nats(SUPERUSER)
     try:
         jetstream = connection.jetstream()
         assert (await jetstream.stream_info("ENVSTORE")).state.last_seq == 0

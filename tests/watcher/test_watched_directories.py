@@ -207,7 +207,7 @@ async def test_two_watchers_make_one_build_of_a_new_file(
     replica = LoggedChildProcess.spawn(
         [sys.executable, "-m", "envstore.watcher"],
         replica_log,
-        env=watching_stack.service_environment()
+        env=watching_stack.service_environment("watcher")
         | {"ENVSTORE_METRICS_HOST": "127.0.0.1", "ENVSTORE_METRICS_PORT": str(metrics_port)},
     )
     try:

@@ -1,6 +1,6 @@
 """The JSON document one event is sent as, on the live stream (``data:``) and as a webhook's body:
 its stream sequence (the event id: a resumption point, and how duplicates are recognized), type,
-subject, what it concerns, and the event itself as stored."""
+subject, what it concerns, who caused it, and the event itself as stored."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ class EventEnvelope(msgspec.Struct, frozen=True):
     environment: str | None
     build_id: int | None
     occurred_at: float
+    # Who caused it: ``user:<name>``, ``service-account:<namespace>``, ``anonymous`` for a command
+    # (as the API authenticated the caller), ``service:<name>`` for a worker's event.
+    principal: str
     event: msgspec.Raw  # the event's JSON exactly as published
 
 
 def envelope_json(
-    sequence: int, event_type: str, subject: str, occurred_at: float, scope: EventScope, payload: bytes
+    sequence: int, event_type: str, subject: str, occurred_at: float, principal: str, scope: EventScope, payload: bytes
 ) -> bytes:
     """One line of compact JSON (no newlines, so it fits one SSE ``data:`` field)."""
     if b"\n" in payload or b"\r" in payload:
@@ -36,6 +39,7 @@ def envelope_json(
             environment=scope.environment,
             build_id=scope.build_id,
             occurred_at=occurred_at,
+            principal=principal,
             event=msgspec.Raw(payload),
         )
     )

@@ -57,5 +57,5 @@ class StreamItems:
         # Release 0.1.0's events are sent as they read today (upcast: their ids filled in).
         if subject != event.subject:
             payload = self.bus.codec.encode(event)
-        envelope = envelope_json(sequence, event_type, subject, event.occurred_at, scope, payload)
+        envelope = envelope_json(sequence, event_type, subject, event.occurred_at, event.principal, scope, payload)
         return StreamItem(sequence, subject, event, event_type, scope, envelope)
