@@ -55,8 +55,9 @@ async def test_builder_killed_during_install_completes_the_build_once(api: ApiCl
     assert outcomes[BuildBuilt.__name__] == 1
     assert outcomes[BuildCompleted.__name__] == 1
     assert outcomes[BuildFailed.__name__] == 0
+    # One per kind and platform (a multi-platform lock has a tarball and an installer per platform).
     ready = [
-        event.kind for event in await events_of_build(stack, build_id) if isinstance(event, ArtifactReady)
+        (event.kind, event.platform) for event in await events_of_build(stack, build_id) if isinstance(event, ArtifactReady)
     ]
     assert sorted(ready) == sorted(set(ready)), f"an artifact was announced twice: {ready}"
 
