@@ -115,6 +115,14 @@ def use_running_stack_settings(data_directory: Path) -> None:
     os.environ.update(state.operator_settings)
 
 
+def superuser_credentials_file(data_directory: Path) -> Path:
+    from envstore.common.bus_permissions import SUPERUSER
+    from envstore.launcher.nats_auth import NatsCredentials
+    from envstore.launcher.stack import NATS_CREDENTIALS_DIRECTORY
+
+    return NatsCredentials(data_directory.resolve() / NATS_CREDENTIALS_DIRECTORY).seed_file(SUPERUSER)
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = _parser().parse_args(argv)
     code = 0
@@ -177,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if arguments.data_dir is not None:
             use_running_stack_settings(arguments.data_dir)
+            if arguments.command == "import":
+                # Republishing history takes the superuser's key, kept beside the other identities'.
+                os.environ["ENVSTORE_NATS_CREDENTIALS_FILE"] = str(superuser_credentials_file(arguments.data_dir))
         try:
             if arguments.command == "export":
                 manifest = asyncio.run(export_stack(EnvstoreSettings(), arguments.namespace, arguments.file))

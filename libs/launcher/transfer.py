@@ -36,7 +36,9 @@ from envstore.common.events import (
     build_id_of,
     namespace_tree,
 )
+from envstore.common.bus_permissions import PROJECTION_REBUILD, SUPERUSER
 from envstore.common.ids import IdAllocator
+from envstore.common.service_runtime import connect_bus
 from envstore.common.oci_media_types import DOCKER_MANIFEST, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
@@ -91,7 +93,8 @@ class _Selection:
 
 
 async def export_stack(settings: EnvstoreSettings, namespace: str | None, path: Path) -> ExportManifest:
-    bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name="export")
+    # Reading the log is the operator's read-only identity's work.
+    bus = await connect_bus(settings, PROJECTION_REBUILD)
     try:
         async with open_storage(settings) as storage:
             return await _export(bus, storage, namespace, path)
@@ -227,7 +230,9 @@ async def import_export(settings: EnvstoreSettings, path: Path) -> ImportReport:
     reader = ExportReader(path)
     try:
         await asyncio.to_thread(reader.check)
-        bus = await EventBus.connect(settings.nats_url, settings.nats_stream, name="import")
+        # Republishing every publisher's events (with their recorded principals) is maintenance of
+        # the log: only the superuser's key may (ENVSTORE_NATS_CREDENTIALS_FILE).
+        bus = await connect_bus(settings, SUPERUSER)
         try:
             await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
             async with open_storage(settings) as storage:
@@ -273,6 +278,8 @@ async def _import(bus: EventBus, storage: Storage, reader: ExportReader) -> Impo
             f"import:{export_id}:{item.sequence}",
             expect=Expectation(once, 0) if once is not None else None,
             headers={IMPORTED_HEADER: str(item.sequence)},
+            # Who caused it where it was recorded (the importer vouches for the file it checked).
+            principal=imported.principal or None,
         )
         mapping.sequences[item.sequence] = acknowledgement.seq
         await _name_artifacts(storage, imported)
