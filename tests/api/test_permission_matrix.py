@@ -272,6 +272,7 @@ ROWS = [
     Row("GET", "/api/v1/build/{build_id}/sbom/", READ, 200, fixed(f"/api/v1/build/{BUILD}/sbom/")),
     Row("GET", "/api/v1/build/{build_id}/usage/", READ, 200, fixed(f"/api/v1/build/{BUILD}/usage/")),
     Row("GET", "/api/v1/environment/{namespace}/{name}/usage/", READ, 200, fixed(f"/api/v1/environment/{ENV}/usage/")),
+    Row("GET", "/lifecycle/{namespace}/{name}/", READ, 200, fixed(f"/lifecycle/{ENV}/")),
     # Archiving frees artifacts as a deletion does (build::delete).
     Row("POST", "/api/v1/build/{build_id}/archive/", perms("build::delete"), 200, build_to_archive),
     # Not archived: the answer is its state (reading an artifact may rehydrate it, so reading is enough).
