@@ -523,9 +523,11 @@ class RehydrationEvent(BuildEvent, frozen=True, kw_only=True):
     SLOT_PREFIX: ClassVar[str] = ""
     build_id: int
     generation: int
+    # A failed rehydration is asked again as the next attempt (a slot of its own).
+    attempt: int = 0
 
     def slot(self) -> str | None:
-        return f"{self.SLOT_PREFIX}-{self.generation}"
+        return f"{self.SLOT_PREFIX}-{self.generation}" + (f"-{self.attempt}" if self.attempt else "")
 
     @classmethod
     def slot_pattern(cls) -> str | None:

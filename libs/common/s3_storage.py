@@ -354,7 +354,11 @@ class S3Storage:
             raise
         return response["LastModified"].timestamp()
 
-    async def delete_blob_unless_touched(self, digest: str, touched_before: float) -> int | None:
+    async def delete_blobs_unless_touched(self, digests: list[str], touched_before: float) -> dict[str, int]:
+        freed = await asyncio.gather(*(self._delete_unless_touched(digest, touched_before) for digest in digests))
+        return {digest: size for digest, size in zip(digests, freed) if size is not None}
+
+    async def _delete_unless_touched(self, digest: str, touched_before: float) -> int | None:
         key = blob_key(digest)
         try:
             head = await self._client.head_object(Bucket=self.bucket, Key=key)

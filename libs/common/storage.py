@@ -58,9 +58,9 @@ class Storage(Protocol):
         """Every stored blob, with its size and when it was last written or touched."""
         ...
 
-    async def delete_blob_unless_touched(self, digest: str, touched_before: float) -> int | None:
-        """Delete the blob if it was last written or touched before ``touched_before``; the bytes
-        freed, or None if it is gone already or was touched since."""
+    async def delete_blobs_unless_touched(self, digests: list[str], touched_before: float) -> dict[str, int]:
+        """Delete each blob that was last written or touched before ``touched_before``; the bytes
+        freed by digest (a blob gone already, or touched since, is not in it)."""
         ...
 
     def local_path(self, blob: BlobRef | str) -> Path | None:
@@ -266,8 +266,12 @@ class LocalStorage:
                 found.append(StoredBlob("sha256:" + entry.name, status.st_size, status.st_mtime))
         return found
 
-    async def delete_blob_unless_touched(self, digest: str, touched_before: float) -> int | None:
-        return await asyncio.to_thread(self._delete_unless_touched, digest, touched_before)
+    async def delete_blobs_unless_touched(self, digests: list[str], touched_before: float) -> dict[str, int]:
+        def delete_all() -> dict[str, int]:
+            freed = {digest: self._delete_unless_touched(digest, touched_before) for digest in digests}
+            return {digest: size for digest, size in freed.items() if size is not None}
+
+        return await asyncio.to_thread(delete_all)
 
     def _delete_unless_touched(self, digest: str, touched_before: float) -> int | None:
         # Moved aside first: a writer that finds it gone writes it again (same bytes), one that

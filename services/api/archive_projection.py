@@ -21,7 +21,7 @@ async def build_archive_requested(connection: asyncpg.Connection, event: BuildAr
     )
     await connection.execute(
         """UPDATE build SET archived_on = $2, archive_generation = $3, archived_kinds = $4, archive_freed_on = NULL,
-                            rehydration_state = NULL, rehydration_info = NULL
+                            rehydration_state = NULL, rehydration_info = NULL, rehydration_attempt = 0
            WHERE id = $1""",
         event.build_id,
         utc(event.occurred_at),
@@ -43,18 +43,19 @@ async def build_rehydration_requested(
     connection: asyncpg.Connection, event: BuildRehydrationRequested, sequence: int
 ) -> None:
     await connection.execute(
-        """UPDATE build SET rehydration_state = 'REHYDRATING', rehydration_info = NULL
+        """UPDATE build SET rehydration_state = 'REHYDRATING', rehydration_info = NULL, rehydration_attempt = $3
            WHERE id = $1 AND archive_generation = $2 AND archived_on IS NOT NULL""",
         event.build_id,
         event.generation,
+        event.attempt,
     )
 
 
 async def build_rehydrated(connection: asyncpg.Connection, event: BuildRehydrated, sequence: int) -> None:
-    current = await connection.fetchval(
-        "SELECT archive_generation FROM build WHERE id = $1 AND archived_on IS NOT NULL", event.build_id
+    current = await connection.fetchrow(
+        "SELECT archive_generation, rehydration_attempt FROM build WHERE id = $1 AND archived_on IS NOT NULL", event.build_id
     )
-    if current != event.generation:
+    if current is None or (current["archive_generation"], current["rehydration_attempt"]) != (event.generation, event.attempt):
         return
     if event.failed:
         await connection.execute(

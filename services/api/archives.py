@@ -93,15 +93,21 @@ async def archive_build(context: ApiContext, build_id: int, principal: str, reas
     return freed
 
 
-async def request_rehydration(context: ApiContext, row: asyncpg.Record, principal: str) -> None:
-    """Ask for an archived build's rehydration (once per archive: later asks add nothing). Not
-    before the builder freed its files, or it could free the rehydrated ones."""
-    if archive_state(row) != "ARCHIVED":
+async def request_rehydration(context: ApiContext, row: asyncpg.Record, principal: str, retry_failed: bool = False) -> None:
+    """Ask for an archived build's rehydration (once per archive: later asks add nothing; a failed
+    one is asked again, as its next attempt, only when ``retry_failed``). Not before the builder
+    freed its files, or it could free the rehydrated ones."""
+    state = archive_state(row)
+    if state == "FAILED" and retry_failed:
+        attempt = row["rehydration_attempt"] + 1
+    elif state == "ARCHIVED":
+        attempt = row["rehydration_attempt"]
+    else:
         return
     await context.bus.publish_once(
         BuildRehydrationRequested(
-            build_id=row["id"], generation=row["archive_generation"], kinds=_json(row["archived_kinds"]) or []
+            build_id=row["id"], generation=row["archive_generation"], attempt=attempt, kinds=_json(row["archived_kinds"]) or []
         ),
-        message_id=f"rehydrate:{row['id']}:{row['archive_generation']}",
+        message_id=f"rehydrate:{row['id']}:{row['archive_generation']}:{attempt}",
     )
     await context.projector.wait_for(await context.bus.last_sequence(), context.settings.projection_wait_seconds)

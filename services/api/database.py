@@ -11,7 +11,7 @@ from envstore.common.readiness import ReadinessCheck
 
 # Raise when the read model's tables or the meaning of an event in them change: a read model of
 # another version is dropped and replayed from the stream at start (the log is the truth).
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 READ_MODEL_TABLES = (
     "build_usage",

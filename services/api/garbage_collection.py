@@ -33,6 +33,8 @@ from envstore.common.storage import Storage, open_storage
 
 MANIFEST_TYPES = (OCI_IMAGE_MANIFEST, OCI_IMAGE_INDEX, DOCKER_MANIFEST)
 ARCHIVE_SUFFIXES = (".conda", ".tar.bz2")
+# Blobs deleted per storage call (one thread hop locally, concurrent deletes on S3).
+DELETE_BATCH = 256
 
 
 @dataclass
@@ -150,20 +152,22 @@ async def collect_garbage(
     report = CollectionReport(dry_run, grace_seconds)
     marked = await marked_blobs(pool, storage)
     report.marked_blobs = len(marked)
+    old = []
     async for blob in storage.blob_inventory():
         if blob.digest in marked:
             continue
         if blob.modified_at >= touched_before:
             report.kept_young += 1
             continue
-        if dry_run:
-            report.blobs.append(Collected(blob.digest, blob.size))
-            continue
-        freed = await storage.delete_blob_unless_touched(blob.digest, touched_before)
-        if freed is not None:
-            report.blobs.append(Collected(blob.digest, freed))
-        else:
-            report.kept_young += 1
+        old.append(blob)
+    if dry_run:
+        report.blobs = [Collected(blob.digest, blob.size) for blob in old]
+    else:
+        for start in range(0, len(old), DELETE_BATCH):
+            batch = [blob.digest for blob in old[start : start + DELETE_BATCH]]
+            freed = await storage.delete_blobs_unless_touched(batch, touched_before)
+            report.blobs += [Collected(digest, size) for digest, size in freed.items()]
+            report.kept_young += len(batch) - len(freed)  # touched since the listing
     live = await live_package_entries(pool, storage)
     report.package_cache_entries = await asyncio.to_thread(
         _sweep_package_cache, package_cache, live, touched_before, dry_run

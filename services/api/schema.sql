@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS build (
     archived_on timestamp,
     archived_kinds jsonb,
     archive_freed_on timestamp,
+    rehydration_attempt integer NOT NULL DEFAULT 0,  -- of this archive's rehydration (a failed one is asked again)
     rehydration_state text,  -- null, REHYDRATING or FAILED
     rehydration_info text,
     rehydration_seconds double precision

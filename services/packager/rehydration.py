@@ -28,22 +28,23 @@ log = logging.getLogger(__name__)
 
 async def rehydrate(service, event: BuildRehydrationRequested, producers, scratch: Path) -> None:  # type: ignore[no-untyped-def]
     bus, storage, settings = service.bus, service.storage, service.settings
-    outcome = BuildRehydrated(build_id=event.build_id, generation=event.generation)
+    outcome = BuildRehydrated(build_id=event.build_id, generation=event.generation, attempt=event.attempt)
     if await bus.has_event_on(outcome.subject):
         return  # done by an earlier delivery
     started = time.perf_counter()
     try:
         artifacts = await _remake(bus, storage, settings, event, producers, scratch)
         outcome = BuildRehydrated(
-            build_id=event.build_id, generation=event.generation, artifacts=artifacts, seconds=time.perf_counter() - started
+            build_id=event.build_id, generation=event.generation, attempt=event.attempt, artifacts=artifacts,
+            seconds=time.perf_counter() - started,
         )
     except Exception as error:
         log.exception("rehydration %s of build %s failed", event.generation, event.build_id)
         outcome = BuildRehydrated(
-            build_id=event.build_id, generation=event.generation, failed=str(error) or type(error).__name__,
+            build_id=event.build_id, generation=event.generation, attempt=event.attempt, failed=str(error) or type(error).__name__,
             seconds=time.perf_counter() - started,
         )
-    await bus.publish_once(outcome, message_id=f"rehydrated:{event.build_id}:{event.generation}")
+    await bus.publish_once(outcome, message_id=f"rehydrated:{event.build_id}:{event.generation}:{event.attempt}")
 
 
 async def _remake(bus, storage, settings, event: BuildRehydrationRequested, producers, scratch: Path) -> list[RehydratedArtifact]:  # type: ignore[no-untyped-def]

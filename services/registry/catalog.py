@@ -22,7 +22,7 @@ TERMINAL = ("COMPLETED", "FAILED", "CANCELED")
 
 _BUILD_COLUMNS = f"""b.id, b.build_key, b.status, b.status_info, b.artifacts_wanted,
        (b.deleted_on IS NOT NULL AND NOT COALESCE(b.kept_artifacts ? '{IMAGE}', false)) AS deleted,
-       b.lock_digest, b.archive_generation, b.archive_freed_on IS NOT NULL AS archive_freed,
+       b.lock_digest, b.archive_generation, b.rehydration_attempt, b.archive_freed_on IS NOT NULL AS archive_freed,
        (b.archived_on IS NOT NULL AND COALESCE(b.archived_kinds ? '{IMAGE}', false)) AS archived,
        b.rehydration_state, b.rehydration_info, b.archived_kinds, a.digest, a.size, a.content_type, e.name AS environment, n.name AS namespace"""
 _BUILD_FROM = f"""FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id
@@ -47,6 +47,7 @@ class BuildImage:
     # Archived (its image freed): a pull asks for its rehydration and waits for it.
     archived: bool = False
     archive_generation: int = 0
+    rehydration_attempt: int = 0
     archive_freed: bool = False
     archived_kinds: tuple[str, ...] = ()
     rehydration_failure: str | None = None
@@ -95,6 +96,7 @@ def _build_image(row: asyncpg.Record) -> BuildImage:
         lock_digest=row["lock_digest"],
         archived=row["archived"],
         archive_generation=row["archive_generation"],
+        rehydration_attempt=row["rehydration_attempt"],
         archive_freed=row["archive_freed"],
         archived_kinds=tuple(json.loads(row["archived_kinds"]) if isinstance(row["archived_kinds"], str) else row["archived_kinds"] or ()),
         rehydration_failure=row["rehydration_info"] if row["rehydration_state"] == "FAILED" else None,

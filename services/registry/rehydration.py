@@ -14,9 +14,10 @@ def rehydration_requester(bus: EventBus) -> Rehydrate:
         if not build.archive_freed:
             return
         event = BuildRehydrationRequested(
-            build_id=build.build_id, generation=build.archive_generation, kinds=list(build.archived_kinds)
+            build_id=build.build_id, generation=build.archive_generation, attempt=build.rehydration_attempt,
+            kinds=list(build.archived_kinds),
         )
         if not await bus.has_event_on(event.subject):
-            await bus.publish_once(event, message_id=f"rehydrate:{build.build_id}:{build.archive_generation}")
+            await bus.publish_once(event, message_id=f"rehydrate:{build.build_id}:{build.archive_generation}:{build.rehydration_attempt}")
 
     return request

@@ -317,11 +317,11 @@ async def test_a_blob_reused_after_the_cutoff_survives_collection_and_an_old_one
     cutoff = math.ceil(time.time() + 0.01)
     await asyncio.sleep(cutoff - time.time() + 0.05)
     assert await storage.put_bytes(reused) == reused_blob  # a writer finding it stored touches it
-    assert await storage.delete_blob_unless_touched(reused_blob.digest, cutoff) is None
+    freed = await storage.delete_blobs_unless_touched([reused_blob.digest, old_blob.digest], cutoff)
+    assert freed == {old_blob.digest: len(old)}, "the reused blob stays, the old one goes"
     assert await storage.get_bytes(reused_blob) == reused
-    assert await storage.delete_blob_unless_touched(old_blob.digest, cutoff) == len(old)
     assert not await storage.has_blob(old_blob.digest)
-    assert await storage.delete_blob_unless_touched(old_blob.digest, cutoff) is None
+    assert await storage.delete_blobs_unless_touched([old_blob.digest], cutoff) == {}
     assert not await storage.touch_blob(old_blob.digest), "a missing blob cannot be touched: its user writes it"
     after = {blob.digest: blob for blob in [entry async for entry in storage.blob_inventory()]}
     assert old_blob.digest not in after and after[reused_blob.digest].modified_at >= cutoff

@@ -6,6 +6,8 @@ current build)."""
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 
 from envstore.common.storage import LocalStorage
@@ -120,3 +122,36 @@ async def test_retention_archives_what_the_settings_let_go(admin: ApiClient) -> 
 
     status, body = await admin.request("POST", "/api/v1/retention/", json={"dry_run": "yes"})
     assert status == 400 and "dry_run" in body["message"], body
+
+
+async def test_a_failed_rehydration_says_why_and_is_asked_again(lifecycle_stack: EmbeddedStack, admin: ApiClient) -> None:
+    """The lock is lost from storage meanwhile: the rehydration fails and says why (409 naming how to
+    ask again); once the lock is back, asking again rehydrates."""
+    namespace = fresh("rehydration-failure")
+    first = await completed_build(admin, namespace, "tools", ["textutils"])
+    await completed_build(admin, namespace, "tools", ["tinyjson"])
+    storage = LocalStorage(lifecycle_stack.data_directory / "storage")
+    manifest = json.loads(await storage.get_bytes((await storage.resolve(f"docker/manifest/{build_key_of(first)}")).digest))
+    config = json.loads(await storage.get_bytes(manifest["config"]["digest"]))
+    lock_file = storage.local_path(config["config"]["Labels"]["org.envstore.lock-digest"])
+    assert lock_file is not None
+    status, body = await admin.request("POST", f"/api/v1/build/{first['id']}/archive/")
+    assert status == 200, body
+
+    async def archived() -> bool:
+        return await state_of(admin, first["id"]) == "ARCHIVED"
+
+    await wait_until(archived, "the archive freeing the build", timeout_seconds=30)
+    aside = lock_file.with_name(lock_file.name + ".aside")
+    lock_file.rename(aside)
+    try:
+        status, body = await admin.get(f"/api/v1/build/{first['id']}/archive/", params={"wait": "120"})
+        assert status == 409, body
+        assert "could not be rehydrated" in body["message"] and f"POST /api/v1/build/{first['id']}/rehydrate/" in body["message"]
+        assert await state_of(admin, first["id"]) == "FAILED"
+    finally:
+        aside.rename(lock_file)
+    status, body = await admin.request("POST", f"/api/v1/build/{first['id']}/rehydrate/", params={"wait": "120"})
+    assert (status, body["data"]["state"]) == (200, "AVAILABLE"), body
+    async with admin.raw("GET", f"/api/v1/build/{first['id']}/archive/", allow_redirects=False) as response:
+        assert response.status == 307

@@ -33,7 +33,7 @@ async def rehydrate(request: web.Request) -> web.Response:
     row = await build_row_for(request, "environment::read")
     if not is_archived(row):
         return ok(archive_document(row))
-    answer = await rehydrated_row(request, row)
+    answer = await rehydrated_row(request, row, retry_failed=True)
     return answer if isinstance(answer, web.Response) else ok(archive_document(answer))
 
 

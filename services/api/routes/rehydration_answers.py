@@ -31,7 +31,9 @@ def rehydrating_response(request: web.Request, row: asyncpg.Record) -> web.Respo
     return response
 
 
-async def rehydrated_row(request: web.Request, row: asyncpg.Record, kind: str | None = None) -> asyncpg.Record | web.Response:
+async def rehydrated_row(
+    request: web.Request, row: asyncpg.Record, kind: str | None = None, retry_failed: bool = False
+) -> asyncpg.Record | web.Response:
     """For an archived build: ask for its rehydration, then wait for it up to ``?wait=`` seconds
     (bounded by ``rehydration_wait_seconds``). The fresh row once rehydrated, else the 202 answer."""
     context = context_of(request)
@@ -39,12 +41,17 @@ async def rehydrated_row(request: web.Request, row: asyncpg.Record, kind: str | 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     while True:
-        await request_rehydration(context, row, actor_of(request))
+        await request_rehydration(context, row, actor_of(request), retry_failed)
+        retry_failed = False  # once per request
         row = await context.read_model.build_row(row["id"])
         if not is_archived(row, kind):
             return row
         if archive_state(row) == "FAILED":
-            raise ApiError(409, f"build {row['id']} could not be rehydrated: {row['rehydration_info']}")
+            raise ApiError(
+                409,
+                f"build {row['id']} could not be rehydrated: {row['rehydration_info']}; "
+                f"ask again with POST /api/v1/build/{row['id']}/rehydrate/",
+            )
         remaining = deadline - loop.time()
         if remaining <= 0:
             return rehydrating_response(request, row)
