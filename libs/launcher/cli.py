@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     importing = commands.add_parser("import", help="recreate what an export FILE holds in this stack (new ids)")
     importing.add_argument("file", type=Path)
     importing.add_argument("--data-dir", type=Path, help="act on the stack `envstore up` runs there (else: ENVSTORE_*)")
+    importing.add_argument(
+        "--nats-credentials", type=Path,
+        help="the bus superuser's nkey seed file (an import publishes every kind of event); default with "
+        "--data-dir: its nats-credentials/superuser.nk; compose and Kubernetes: nats-superuser.nk",
+    )
     gc = commands.add_parser(
         "gc", help="collect storage blobs and package-cache entries no live build references (settings from ENVSTORE_*)"
     )
@@ -185,9 +190,11 @@ def main(argv: list[str] | None = None) -> None:
 
         if arguments.data_dir is not None:
             use_running_stack_settings(arguments.data_dir)
-            if arguments.command == "import":
+            if arguments.command == "import" and arguments.nats_credentials is None:
                 # Republishing history takes the superuser's key, kept beside the other identities'.
                 os.environ["ENVSTORE_NATS_CREDENTIALS_FILE"] = str(superuser_credentials_file(arguments.data_dir))
+        if arguments.command == "import" and arguments.nats_credentials is not None:
+            os.environ["ENVSTORE_NATS_CREDENTIALS_FILE"] = str(arguments.nats_credentials)
         try:
             if arguments.command == "export":
                 manifest = asyncio.run(export_stack(EnvstoreSettings(), arguments.namespace, arguments.file))

@@ -38,8 +38,8 @@ from envstore.common.events import (
 )
 from envstore.common.bus_permissions import PROJECTION_REBUILD, SUPERUSER
 from envstore.common.ids import IdAllocator
-from envstore.common.service_runtime import connect_bus
 from envstore.common.oci_media_types import DOCKER_MANIFEST, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST
+from envstore.common.service_runtime import connect_bus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
 from envstore.common.transport import IMPORTED_HEADER, EventBus, Expectation
@@ -234,7 +234,7 @@ async def import_export(settings: EnvstoreSettings, path: Path) -> ImportReport:
         # the log: only the superuser's key may (ENVSTORE_NATS_CREDENTIALS_FILE).
         bus = await connect_bus(settings, SUPERUSER)
         try:
-            await bus.ensure_stream(settings.nats_stream_replicas, settings.nats_duplicate_window_seconds)
+            await bus.wait_for_stream()
             async with open_storage(settings) as storage:
                 return await _import(bus, storage, reader)
         finally:

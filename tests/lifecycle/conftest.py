@@ -25,6 +25,8 @@ async def lifecycle_stack(session_directory: Path, channel_url: str) -> AsyncIte
     }
     async with EmbeddedStack(session_directory / "lifecycle-stack", settings=settings) as stack:
         yield stack
+        # Every new event type's publisher holds the grant for it (bus_permissions).
+        assert stack.permission_violations() == []
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ async def target_stack(session_directory: Path, channel_url: str) -> AsyncIterat
     }
     async with EmbeddedStack(session_directory / "import-target-stack", settings=settings) as stack:
         yield stack
+        assert stack.permission_violations() == []
 
 
 async def envstore(*arguments: str) -> tuple[int, str, str]:
