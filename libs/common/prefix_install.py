@@ -22,8 +22,10 @@ def check_build_path(prefix: Path) -> None:
 
 
 async def install_prefix(
-    packages: list[LockedPackage], prefix: Path, package_cache: Path, platform: str
+    packages: list[LockedPackage], prefix: Path, package_cache: Path, platform: str, runtime_prefix: Path | None = None
 ) -> None:
+    """Install into ``prefix``; with ``runtime_prefix``, the files are written for that path (where
+    the directory will be moved once complete) instead of their own."""
     records = [record_from_locked_package(package) for package in packages]
     prefix.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -34,6 +36,7 @@ async def install_prefix(
             platform=rattler.Platform(platform),
             show_progress=False,
             execute_link_scripts=False,
+            alternative_target_prefix=runtime_prefix,
         )
     except Exception as error:
         if type(error).__name__ in {"InstallerError", "LinkError", "TransactionError", "ExtractError"}:
@@ -41,13 +44,18 @@ async def install_prefix(
         raise
 
 
-async def install_environment(lock: Lock, platform: str, prefix: Path, package_cache: Path) -> list[InstalledWheel]:
-    """The lock's environment for ``platform`` at ``prefix``: conda packages, then pip packages."""
-    await install_prefix(lock.packages_for(platform), prefix, package_cache, platform)
+async def install_environment(
+    lock: Lock, platform: str, prefix: Path, package_cache: Path, runtime_prefix: Path | None = None
+) -> list[InstalledWheel]:
+    """The lock's environment for ``platform`` at ``prefix`` (written for ``runtime_prefix`` when
+    given): conda packages, then pip packages."""
+    await install_prefix(lock.packages_for(platform), prefix, package_cache, platform, runtime_prefix)
     pip_packages = lock.pip_packages_for(platform)
     if not pip_packages:
         return []
     python_version = lock.python_version_for(platform)
     if python_version is None:
         raise BuildFailure("install", f"the lock has pip packages for {platform} but no python to install them for")
-    return await install_pip_packages(pip_packages, prefix, python_version, str(prefix), platform, package_cache)
+    return await install_pip_packages(
+        pip_packages, prefix, python_version, str(runtime_prefix or prefix), platform, package_cache
+    )

@@ -37,7 +37,7 @@ from envstore.common.storage import Storage, open_storage
 from envstore.common.telemetry import Telemetry
 from envstore.builder.housekeeping import free_archived_build, remove_build, remove_environment_link
 from envstore.builder.current_link import point_environment_at
-from envstore.builder.install import measure
+from envstore.builder.install import measure, move_into_place, staging_directory
 from envstore.common.prefix_install import check_build_path, install_environment
 from envstore.common.prefix_permissions import PrefixPermissionError, apply_prefix_permissions, prefix_permissions_of
 
@@ -158,16 +158,25 @@ class BuilderService:
         started = time.perf_counter()
         pip_count = len(lock.pip_packages_for(self.platform))
         pip_note = f" and {pip_count} pip packages" if pip_count else ""
-        async with reporter.phase("install", f"{len(packages)} packages{pip_note} into {prefix}"):
-            await install_environment(lock, self.platform, prefix, self.settings.package_cache)
-        install_seconds = time.perf_counter() - started
-        wanted = prefix_permissions_of(build_settings, self.settings)
-        if wanted.changes_anything:
-            async with reporter.phase("permissions", f"{wanted.describe()} for {prefix}"):
-                try:
-                    await asyncio.to_thread(apply_prefix_permissions, prefix, wanted)
-                except PrefixPermissionError as error:
-                    raise BuildFailure("permissions", str(error)) from None
+        # Installed into a private staging directory (its files written for the final path), then
+        # moved into place whole: a second delivery of this build (a redelivery while the first
+        # still installs) never touches a prefix someone packs, and the first complete one wins.
+        staging = staging_directory(namespace_directory, build.build_key)
+        try:
+            async with reporter.phase("install", f"{len(packages)} packages{pip_note} into {prefix}"):
+                await install_environment(lock, self.platform, staging, self.settings.package_cache, prefix)
+            install_seconds = time.perf_counter() - started
+            wanted = prefix_permissions_of(build_settings, self.settings)
+            if wanted.changes_anything:
+                async with reporter.phase("permissions", f"{wanted.describe()} for {prefix}"):
+                    try:
+                        await asyncio.to_thread(apply_prefix_permissions, staging, wanted)
+                    except PrefixPermissionError as error:
+                        raise BuildFailure("permissions", str(error)) from None
+            if not await asyncio.to_thread(move_into_place, staging, prefix):
+                await reporter.note("install", "another delivery of this build installed it first; theirs is kept")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
         size = await measure(prefix)
         await reporter.note("install", f"prefix size {size} bytes")
         log_blob = await reporter.store(self.storage)

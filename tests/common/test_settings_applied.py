@@ -46,7 +46,7 @@ async def submitted_event(admin: ApiClient, build_id: int) -> dict:
 
 def prefix_of(stack: EmbeddedStack, namespace: str) -> Path:
     """The one build prefix of a namespace used by a single build."""
-    (prefix,) = [path for path in (stack.data_directory / "envs" / namespace).iterdir() if path.name != "envs"]
+    (prefix,) = [path for path in (stack.data_directory / "envs" / namespace).iterdir() if path.name != "envs" and not path.name.startswith(".")]
     return prefix
 
 
