@@ -22,6 +22,8 @@ async def lifecycle_stack(session_directory: Path, channel_url: str) -> AsyncIte
         "ENVSTORE_BUILD_ARTIFACTS": "LOCKFILE,YAML,CONDA_PACK,DOCKER_MANIFEST",
         "ENVSTORE_USAGE_FLUSH_SECONDS": str(USAGE_FLUSH_SECONDS),
         "ENVSTORE_AUTH_PASSWORD": LOGIN_PASSWORD,
+        # Webhooks of these tests point at loopback (never at a real host).
+        "ENVSTORE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
     }
     async with EmbeddedStack(session_directory / "lifecycle-stack", settings=settings) as stack:
         yield stack

@@ -38,6 +38,18 @@ async def target_stack(session_directory: Path, channel_url: str) -> AsyncIterat
         assert stack.permission_violations() == []
 
 
+@pytest.fixture(scope="module")
+async def backup_stack(session_directory: Path, channel_url: str) -> AsyncIterator[EmbeddedStack]:
+    settings = {
+        "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
+        "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
+        "ENVSTORE_AUTH_PASSWORD": LOGIN_PASSWORD,
+    }
+    async with EmbeddedStack(session_directory / "backup-target-stack", settings=settings) as stack:
+        yield stack
+        assert stack.permission_violations() == []
+
+
 async def envstore(*arguments: str) -> tuple[int, str, str]:
     command = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "envstore.launcher.cli", *arguments,
@@ -166,3 +178,44 @@ async def test_a_namespace_moves_with_its_history_to_another_stack(
     damaged.write_bytes(bytes(data))
     code, stdout, stderr = await envstore("import", str(damaged), "--data-dir", str(target_stack.data_directory))
     assert code == 1 and "damaged" in stderr, (stdout, stderr)
+
+
+async def test_a_whole_stack_backup_restores_every_namespace_and_webhook(
+    lifecycle_stack: EmbeddedStack, admin: ApiClient, backup_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    """Without --namespace, the export is the whole stack: every namespace, environment and build,
+    and webhooks too (their ids mapped like builds')."""
+    namespace = fresh("backed-up")
+    build = await completed_build(admin, namespace, "tools", ["tinyjson"])
+    status, body = await admin.request(
+        "POST", "/api/v1/webhook/", json={"url": "http://127.0.0.1:9/hook", "namespace": namespace, "build_id": build["id"]}
+    )
+    assert status == 200, body
+    webhook_id = body["data"]["id"]
+    backup = tmp_path / "stack.envstore"
+    code, stdout, stderr = await envstore("export", str(backup), "--data-dir", str(lifecycle_stack.data_directory))
+    assert code == 0 and "(the whole stack)" in stdout, (stdout, stderr)
+    code, stdout, stderr = await envstore("import", str(backup), "--data-dir", str(backup_stack.data_directory))
+    assert code == 0, stderr
+    builds = {int(source): int(target) for source, target in re.findall(r"^build (\d+) -> (\d+)$", stdout, re.M)}
+    webhooks = {int(source): int(target) for source, target in re.findall(r"^webhook (\d+) -> (\d+)$", stdout, re.M)}
+
+    async with ApiClient(backup_stack.api_url, token=backup_stack.admin_token) as restored:
+        await wait_until(lambda: restored.get(f"/api/v1/webhook/{webhooks[webhook_id]}/"), "the webhook restored")
+        names = lambda body: sorted(entry["name"] for entry in body["data"])  # noqa: E731
+        source_namespaces = (await admin.get("/api/v1/namespace/", params={"size": "1000"}))[1]
+        restored_namespaces = (await restored.get("/api/v1/namespace/", params={"size": "1000"}))[1]
+        assert namespace in names(restored_namespaces) and names(restored_namespaces) == names(source_namespaces)
+        source_builds = (await admin.get("/api/v1/build/", params={"size": "1000"}))[1]["data"]
+        assert sorted(builds) == sorted(b["id"] for b in source_builds)
+        for source in source_builds:
+            target = await restored.build(builds[source["id"]])
+            assert (target["status"], target["ended_on"]) == (source["status"], source["ended_on"]), source["id"]
+        assert (await download(restored, f"/api/v1/build/{builds[build['id']]}/lockfile/")) == (
+            await download(admin, f"/api/v1/build/{build['id']}/lockfile/")
+        )
+        status, body = await restored.get(f"/api/v1/webhook/{webhooks[webhook_id]}/")
+        assert status == 200, body
+        assert (body["data"]["url"], body["data"]["namespace"], body["data"]["build_id"]) == (
+            "http://127.0.0.1:9/hook", namespace, builds[build["id"]]
+        )
