@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import random
 import time
 import uuid
 from pathlib import Path
@@ -17,8 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from envstore.launcher.stack import REPLICATED_SERVICES, EmbeddedStack
+from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import TERMINAL, ApiClient, environment_yaml
+from tests.chaos.faults import chaos
 from tests.chaos.invariants import answers_checksum, duplicated_effects, images_not_served, unfinished_builds
 from tests.replay import rebuild_read_model
 from tests.stream_reader import stream_events
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.faults
 BUILDS = 50
 NAMESPACES = ("chaos-a", "chaos-b")
 PACKAGES = (["tinyjson"], ["configlib"], ["textutils"], ["hello"], ["units"], ["tinyjson", "configlib"])
-KILL_EVERY_SECONDS = 2.0
 ARTIFACTS = ("LOCKFILE", "YAML", "DOCKER_MANIFEST")
 
 
@@ -64,37 +63,6 @@ async def submit_until_accepted(api_url: str, token: str, namespace: str, specif
             pass
         assert time.monotonic() < deadline, "the submission was never accepted"
         await asyncio.sleep(0.2)
-
-
-async def chaos(stack: EmbeddedStack, stop: asyncio.Event, log: list[str]) -> None:
-    rng = random.Random(2026)
-    once = ["nats", "postgres", "s3"]
-    rng.shuffle(once)
-    started = time.monotonic()
-    while not stop.is_set():
-        name = rng.choice([*REPLICATED_SERVICES, "api.webhooks"])
-        replica = rng.randrange(len(stack.replicas(name)))
-        await stack.kill_service(name, replica)  # the supervisor restarts it
-        log.append(f"{time.monotonic() - started:6.1f} s  SIGKILL {name}/{replica}")
-        if once and time.monotonic() - started > 3 * (4 - len(once)):
-            fault = once.pop()
-            if fault == "nats":
-                node = rng.randrange(3)
-                await stack.kill_nats_node(node)
-                log.append(f"{time.monotonic() - started:6.1f} s  SIGKILL nats/{node}")
-                await asyncio.sleep(3)
-                await stack.start_nats_node(node)
-                log.append(f"{time.monotonic() - started:6.1f} s  nats/{node} back")
-            elif fault == "postgres":
-                await stack.restart_postgres()
-                log.append(f"{time.monotonic() - started:6.1f} s  PostgreSQL restarted")
-            else:
-                await stack.restart_s3()
-                log.append(f"{time.monotonic() - started:6.1f} s  S3 restarted")
-        try:
-            await asyncio.wait_for(stop.wait(), KILL_EVERY_SECONDS)
-        except TimeoutError:
-            pass
 
 
 async def test_fifty_builds_under_chaos_end_once_and_the_read_model_equals_a_replay(chaos_stack: EmbeddedStack) -> None:
