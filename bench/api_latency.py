@@ -1,24 +1,32 @@
-"""API latency and throughput over a large read model, and the projector's replay rate.
+"""API reads over a large read model against a bare aiohttp handler, and the projector's replay rate.
 
 Writes a history straight onto the event bus: 10,000 environments in 100 namespaces, 5 builds
 each (50,000 builds), every build recorded with the events the real pipeline emits for it
-(build.submitted; solve progress and build.solved; install progress and build.built with its
-installed packages; lockfile and yaml progress; artifact.ready for LOCKFILE, YAML and LOGS;
-build.completed). Then:
+("lean": build.submitted, artifact.ready for LOCKFILE, YAML and LOGS, build.completed;
+"pipeline": also the progress events, build.solved and build.built with installed packages). Then:
 
 1. replays that history into an empty read model with ``envstore projection rebuild``'s own
-   function (the Projector class) and prints events/s;
-2. starts the API on it and loads it from 50 concurrent clients on loopback, for a bounded time
-   per route: ``wrk`` when installed (Debian: ``apt-get install -y wrk``), otherwise an asyncio
-   load generator. Routes: ``GET /api/v1/environment/`` as conda-store's CLI asks it (no page:
-   every environment in one answer), the same route one page at a time (``?page=N&size=100``),
-   and ``GET /api/v1/build/{id}/`` for random builds.
+   function and prints events/s;
+2. starts the API on it (no worker: nothing builds) and prints, for one request of each read
+   route, the plan of every statement it runs (PostgreSQL's auto_explain, EXPLAIN ANALYZE);
+3. times the CLI's full environment list (one request for all 10,000 rows, as conda-store's CLI
+   asks) and ``conda-store list environment`` itself;
+4. records every route's answers and serves them from a bare aiohttp handler in a process of its
+   own (``http_load.py``): the ceiling. Each read route (build, environment, environment pages v1
+   and v2 cursor, build pages, namespace pages, the CLI's full list) is loaded with ``wrk`` (50
+   connections, closed loop), first on envstore and then on the bare handler: the ratio is
+   envstore's share of the ceiling, measured in the same run;
+5. offers a fixed load (300 req/s, open loop, every route in turn) to envstore and to the bare
+   handler and prints the latency quantiles, counted from each request's scheduled send time;
+6. with ``--profile WORD``, records the API with py-spy under wrk and prints where time went.
 
-Runs NATS and PostgreSQL of an embedded stack, and no worker (nothing builds). Prints the
+Needs ``wrk`` (Debian: ``apt-get install -y wrk``) and, for ``--profile``, ``py-spy`` (PyPI).
+Other work on the machine shares its cores: the load average is printed at each step. Prints the
 figures; asserts nothing.
 
-    python bench/api_latency.py [--environments 10000] [--builds-per-environment 5]
-                                [--clients 50] [--seconds 15] [--load-generator wrk|asyncio]
+    python bench/api_latency.py [--environments 10000] [--builds-per-environment 5] [--clients 50]
+        [--seconds 10] [--rate 300] [--open-seconds 30] [--history lean|pipeline] [--routes WORD…]
+        [--profile WORD…] [--replay-only] [--api-setting ENVSTORE_KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -26,11 +34,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import random
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -60,7 +70,9 @@ from envstore.common.events import (
 )
 from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
+from envstore.launcher.child_process import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
+from http_load import BareServer, LoadResult, RecordedAnswer, open_loop, wrk_load
 
 NAMESPACES = 100
 PLATFORM = "linux-64"
@@ -71,7 +83,8 @@ PACKAGE_POOL = [f"package{index:03d}" for index in range(300)]
 PUBLISH_WINDOW = 2000  # events awaiting their JetStream ack at once
 READY_TIMEOUT_SECONDS = 60
 REPLAY_STALL_SECONDS = 300  # the replay fails only if it stops moving this long
-SAMPLED_BUILD_IDS = 2000
+SAMPLED_IDS = 2000
+CLI_LIST_PATH = "/api/v1/environment/"  # conda-store's CLI asks for no page: every row at once
 
 
 # --- the history ---------------------------------------------------------------------------------
@@ -211,11 +224,13 @@ async def write_history(
     total = 0
     for start in range(0, len(plans), 1000):
         batch = plans[start : start + 1000]
+        ids = list(range(start + 1, start + len(batch) + 1))  # as the API allocates them, in order
         submissions = [
             (
                 BuildSubmitted(
                     namespace=plan.namespace,
                     environment=plan.environment,
+                    build_id=build_id,
                     description=plan.specification["description"],
                     specification=plan.specification,
                     spec_sha256=plan.spec_sha256,
@@ -225,9 +240,9 @@ async def write_history(
                 ),
                 f"bench-submit:{start + offset}",
             )
-            for offset, plan in enumerate(batch)
+            for offset, (plan, build_id) in enumerate(zip(batch, ids, strict=True))
         ]
-        ids = await publish_all(bus, submissions)
+        await publish_all(bus, submissions)
         pipeline = [
             (event, f"bench:{build_id}:{number}")
             for plan, build_id in zip(batch, ids, strict=True)
@@ -239,80 +254,168 @@ async def write_history(
     return total, build_ids
 
 
-# --- load ----------------------------------------------------------------------------------------
+# --- the routes ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class LoadResult:
-    requests: int
-    errors: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def per_second(self) -> float:
-        return self.requests / self.seconds
+class Route:
+    label: str
+    paths: list[str]
 
 
-WRK_SCRIPT = """
-local paths = {%s}
-local index = 0
-request = function()
-    index = index + 1
-    return wrk.format("GET", paths[(index %% #paths) + 1], {["Authorization"] = "Bearer %s"})
-end
-done = function(summary, latency, requests)
-    io.write(string.format("ENVSTORE p50_us=%%d p99_us=%%d requests=%%d errors=%%d seconds=%%f\\n",
-        latency:percentile(50), latency:percentile(99), summary.requests,
-        summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
-            + summary.errors.timeout,
-        summary.duration / 1e6))
-end
-"""
+async def cursor_pages(http: aiohttp.ClientSession, first: str) -> list[str]:
+    """Every page of a v2 cursor walk, as the URLs a client sends."""
+    paths = [first]
+    while True:
+        async with http.get(paths[-1]) as response:
+            document = await response.json()
+        if not document["data"]:
+            return paths[:-1] or paths
+        paths.append(f"{first}&cursor={document['cursor']}")
 
 
-def wrk_load(base_url: str, token: str, paths: list[str], clients: int, seconds: int, directory: Path) -> LoadResult:
-    script = directory / "paths.lua"
-    script.write_text(WRK_SCRIPT % (", ".join(f'"{path}"' for path in paths), token))
-    command = [
-        "wrk", f"--threads={min(2, clients)}", f"--connections={clients}", f"--duration={seconds}s",
-        "--timeout=30s", f"--script={script}", base_url + paths[0],
+async def read_routes(http: aiohttp.ClientSession, environments: int, build_ids: list[int]) -> list[Route]:
+    randomness = random.Random(11)
+    sampled_builds = randomness.sample(build_ids, min(SAMPLED_IDS, len(build_ids)))
+    sampled_environments = randomness.sample(range(environments), min(SAMPLED_IDS, environments))
+    environment_pages = -(-environments // 100)
+    build_pages = -(-len(build_ids) // 100)
+    return [
+        Route("GET /api/v1/build/{id}/", [f"/api/v1/build/{build_id}/" for build_id in sampled_builds]),
+        Route(
+            "GET /api/v1/environment/{ns}/{name}/",
+            [f"/api/v1/environment/team{index % NAMESPACES:03d}/env{index:05d}/" for index in sampled_environments],
+        ),
+        Route(
+            "GET /api/v1/environment/?page=N&size=100",
+            [f"/api/v1/environment/?page={page}&size=100" for page in range(1, environment_pages + 1)],
+        ),
+        Route("GET /api/v2/environment/?limit=100&cursor=…", await cursor_pages(http, "/api/v2/environment/?limit=100")),
+        Route("GET /api/v1/build/?page=N&size=100", [f"/api/v1/build/?page={page}&size=100" for page in range(1, build_pages + 1)]),
+        Route("GET /api/v1/namespace/?page=N&size=N", [f"/api/v1/namespace/?page=1&size={size}" for size in (10, 25, 50, 100)]),
+        Route("GET /api/v1/environment/ (CLI: all rows)", [CLI_LIST_PATH]),
     ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-    found = re.search(r"ENVSTORE p50_us=(\d+) p99_us=(\d+) requests=(\d+) errors=(\d+) seconds=([\d.]+)", output)
-    if found is None:
-        raise RuntimeError(f"wrk printed no summary:\n{output}")
-    p50, p99, requests, errors, elapsed = found.groups()
-    return LoadResult(int(requests), int(errors), float(elapsed), int(p50) / 1000, int(p99) / 1000)
 
 
-async def asyncio_load(base_url: str, token: str, paths: list[str], clients: int, seconds: int) -> LoadResult:
-    """``clients`` connections, each sending its next request when the last one is answered."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=clients)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(base_url, connector=connector, headers=headers) as http:
+async def record_answers(http: aiohttp.ClientSession, routes: list[Route]) -> dict[str, RecordedAnswer]:
+    """Each path's answer as the API gives it (which the bare handler then replays)."""
+    answers: dict[str, RecordedAnswer] = {}
+    for route in routes:
+        for path in route.paths:
+            async with http.get(path) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{path} answered {response.status}: {body[:300]!r}")
+                answers[path] = RecordedAnswer(response.status, response.content_type, body)
+    return answers
 
-        async def client(number: int) -> None:
-            nonlocal errors
-            index = number
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                async with http.get(paths[index % len(paths)]) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors += 1
-                latencies.append(time.perf_counter() - started)
-                index += clients
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client(number) for number in range(clients)))
-        elapsed = time.perf_counter() - started
-    quantiles = statistics.quantiles(latencies, n=100)
-    return LoadResult(len(latencies), errors, elapsed, quantiles[49] * 1000, quantiles[98] * 1000)
+def mixed(routes: list[Route], count: int) -> list[str]:
+    """Every route in turn, each cycling through its paths."""
+    return [routes[index % len(routes)].paths[(index // len(routes)) % len(routes[index % len(routes)].paths)]
+            for index in range(count)]
+
+
+# --- EXPLAIN: the plans of the queries each route runs ------------------------------------------
+
+
+async def set_auto_explain(superuser_dsn: str, on: bool) -> None:
+    """PostgreSQL's auto_explain logs the plan of every statement the API's connections run while
+    on; new connections load it (``session_preload_libraries``), a reload switches it."""
+    connection = await asyncpg.connect(superuser_dsn)
+    try:
+        await connection.execute("LOAD 'auto_explain'")
+        await connection.execute("ALTER SYSTEM SET session_preload_libraries = 'auto_explain'")
+        await connection.execute(f"ALTER SYSTEM SET auto_explain.log_min_duration = {0 if on else -1}")
+        await connection.execute("ALTER SYSTEM SET auto_explain.log_analyze = on")
+        await connection.execute("ALTER SYSTEM SET auto_explain.log_buffers = on")
+        await connection.execute("SELECT pg_reload_conf()")
+    finally:
+        await connection.close()
+
+
+PLAN_ENTRY = re.compile(r"LOG:  duration: ([\d.]+) ms  plan:\n(.*?)(?=\n\S[^\n]*(?:LOG|ERROR|WARNING|FATAL):|\Z)", re.S)
+
+
+def explained_plans(log_text: str) -> list[tuple[float, str, list[str]]]:
+    plans = []
+    for found in PLAN_ENTRY.finditer(log_text):
+        lines = [line.strip() for line in found.group(2).splitlines() if line.strip()]
+        query = " ".join(line.removeprefix("Query Text:").strip() for line in lines if line.startswith("Query Text:"))
+        nodes = [line for line in lines if not line.startswith("Query Text:")]
+        if query.startswith("SELECT pg_advisory_unlock_all()"):
+            continue  # asyncpg's pool resetting a connection it took back (shown as a count)
+        plans.append((float(found.group(1)), query, nodes))
+    return plans
+
+
+async def explain_routes(stack: EmbeddedStack, http: aiohttp.ClientSession, routes: list[Route]) -> None:
+    log_path = stack.postgres.log_path
+    await set_auto_explain(stack.postgres.superuser_dsn, True)
+    await asyncio.sleep(0.5)
+    try:
+        for route in routes:
+            # A URL not asked for before (answers may be cached by URL): what a first request costs.
+            path = route.paths[-1]
+            offset = log_path.stat().st_size
+            started = time.perf_counter()
+            async with http.get(path + ("&" if "?" in path else "?") + "explain=1") as response:
+                await response.read()
+            elapsed = (time.perf_counter() - started) * 1000
+            await asyncio.sleep(0.3)  # the log is written by another process
+            with log_path.open("rb") as log_file:
+                log_file.seek(offset)
+                log_text = log_file.read().decode(errors="replace")
+            plans = explained_plans(log_text)
+            resets = log_text.count("SELECT pg_advisory_unlock_all()")
+            print(f"  {route.label}: {len(plans)} statements and {resets} connection resets, {elapsed:.1f} ms for "
+                  "the request (with EXPLAIN ANALYZE)")
+            for duration, query, nodes in plans:
+                print(f"    {duration:7.2f} ms  {' '.join(query.split())[:150]}")
+                for node in nodes[:14]:
+                    print(f"               {node[:150]}")
+    finally:
+        await set_auto_explain(stack.postgres.superuser_dsn, False)
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+def profile_summary(raw_profile: Path, top: int = 25) -> list[str]:
+    """py-spy's collapsed stacks → the functions holding the most samples, inclusive and own."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw_profile.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r" \(.*?/(site-packages|services|libs)/", " (", frame) for frame in stack_text.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    lines = [f"{total} samples; own time:"]
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f} %  {frame}")
+    lines.append("inclusive:")
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f} %  {frame}")
+    return lines
+
+
+def profiled_wrk(pid: int, url: str, token: str, paths: list[str], connections: int, seconds: int, output: Path) -> LoadResult:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    recorder = subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250", "--format", "raw",
+         "--output", str(output), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        return wrk_load(url, token, paths, connections, seconds)
+    finally:
+        recorder.wait(timeout=seconds + 60)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -344,10 +447,35 @@ async def row_counts(dsn: str) -> dict[str, int]:
         await connection.close()
 
 
+async def timed_requests(http: aiohttp.ClientSession, path: str, times: int) -> list[float]:
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        async with http.get(path) as response:
+            await response.read()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def timed_cli(api_url: str, token: str, *arguments: str) -> float:
+    environment = {**os.environ, "CONDA_STORE_URL": api_url, "CONDA_STORE_AUTH": "token", "CONDA_STORE_TOKEN": token}
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "conda-store"), *arguments], env=environment,
+                   stdout=subprocess.DEVNULL, check=True, timeout=300)
+    return time.perf_counter() - started
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 async def main(arguments: argparse.Namespace) -> None:
-    generator = arguments.load_generator or ("wrk" if shutil.which("wrk") else "asyncio")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (Debian: apt-get install -y wrk)")
+    print(f"load average at start: {load_average()} ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory(prefix="envstore-bench-") as directory:
-        stack = EmbeddedStack(Path(directory) / "stack")
+        stack = EmbeddedStack(Path(directory) / "stack", settings=arguments.api_setting and dict(
+            setting.split("=", 1) for setting in arguments.api_setting))
         try:
             # The event log and the read model's database; no worker, so nothing builds.
             await stack.start_infrastructure()
@@ -372,6 +500,7 @@ async def main(arguments: argparse.Namespace) -> None:
                   "environments, "
                   f"published in {published:.1f} s ({events / published:,.0f} events/s)")
 
+            print(f"load average before the replay: {load_average()}")
             started = time.perf_counter()
             last = await rebuild_projection(settings, stall_seconds=REPLAY_STALL_SECONDS)
             replayed = time.perf_counter() - started
@@ -379,31 +508,77 @@ async def main(arguments: argparse.Namespace) -> None:
                   f"{last / replayed:,.0f} events/s")
             counts = await row_counts(settings.database_url)
             print("read model: " + ", ".join(f"{count} {table} rows" for table, count in counts.items()))
+            if arguments.replay_only:
+                return
 
-            await stack.start_service("api")
+            await set_auto_explain(stack.postgres.superuser_dsn, False)
+            api = await stack.start_service("api")
             await wait_for_api(stack.api_url)
-            randomness = random.Random(11)
-            sampled = randomness.sample(build_ids, min(SAMPLED_BUILD_IDS, len(build_ids)))
-            pages = -(-arguments.environments // 100)
-            routes = {
-                "GET /api/v1/environment/ (CLI: all rows)": ["/api/v1/environment/"],
-                "GET /api/v1/environment/?page=N&size=100": [
-                    f"/api/v1/environment/?page={page}&size=100" for page in range(1, pages + 1)
-                ],
-                "GET /api/v1/build/{id}/": [f"/api/v1/build/{build_id}/" for build_id in sampled],
-            }
-            print(f"load: {arguments.clients} concurrent clients, {arguments.seconds} s per route, {generator}, "
-                  f"loopback, admin token")
-            for label, paths in routes.items():
-                if generator == "wrk":
-                    result = await asyncio.to_thread(
-                        wrk_load, stack.api_url, stack.admin_token, paths, arguments.clients, arguments.seconds,
-                        Path(directory),
+            headers = {"Authorization": f"Bearer {stack.admin_token}"}
+            timeout = aiohttp.ClientTimeout(total=120)
+            async with aiohttp.ClientSession(stack.api_url, headers=headers, timeout=timeout) as http:
+                routes = await read_routes(http, arguments.environments, build_ids)
+                if arguments.routes:
+                    routes = [route for route in routes if any(word in route.label for word in arguments.routes)]
+                print("\nEXPLAIN ANALYZE of every statement one request of each route runs (auto_explain):")
+                await explain_routes(stack, http, routes)
+
+                # The CLI's full listing, one request at a time, the first one included.
+                cli_seconds = await timed_requests(http, CLI_LIST_PATH, 5)
+                answers = await record_answers(http, routes)
+            print(f"\nthe CLI's full environment list ({len(answers[CLI_LIST_PATH].body) / 1e6:.1f} MB), one request at "
+                  f"a time: first {cli_seconds[0] * 1000:.0f} ms, then median "
+                  f"{statistics.median(cli_seconds[1:]) * 1000:.0f} ms, max {max(cli_seconds[1:]) * 1000:.0f} ms")
+            cli = await asyncio.to_thread(
+                timed_cli, stack.api_url, stack.admin_token, "list", "environment", "--output", "json"
+            )
+            cli_floor = await asyncio.to_thread(timed_cli, stack.api_url, stack.admin_token, "--version")
+            print(f"  `conda-store list environment --output json`: {cli:.2f} s (the CLI's own start, "
+                  f"`conda-store --version`: {cli_floor:.2f} s)")
+
+            async with BareServer(answers, Path(directory), pick_free_port("127.0.0.1")) as bare:
+                print(f"\nclosed loop: wrk, {arguments.clients} connections, {arguments.seconds} s per route and server, "
+                      f"loopback, admin token; bare = an aiohttp handler returning the same bytes "
+                      f"(load average {load_average()})")
+                print(f"  {'route':<46} {'envstore req/s':>14} {'bare req/s':>11} {'ratio':>6}   "
+                      f"{'p50 ms':>7} {'p99 ms':>7}   (bare p50, p99)")
+                for route in routes:
+                    ours = await asyncio.to_thread(
+                        wrk_load, stack.api_url, stack.admin_token, route.paths, arguments.clients, arguments.seconds
                     )
-                else:
-                    result = await asyncio_load(stack.api_url, stack.admin_token, paths, arguments.clients, arguments.seconds)
-                print(f"  {label:<44} p50 {result.p50_ms:8.1f} ms   p99 {result.p99_ms:8.1f} ms   "
-                      f"{result.per_second:8.1f} req/s   ({result.requests} requests, {result.errors} errors)")
+                    ceiling = await asyncio.to_thread(
+                        wrk_load, bare.url, stack.admin_token, route.paths, arguments.clients, arguments.seconds
+                    )
+                    print(f"  {route.label:<46} {ours.per_second:14,.0f} {ceiling.per_second:11,.0f} "
+                          f"{ours.per_second / ceiling.per_second:6.0%}   {ours.p50_ms:7.1f} {ours.p99_ms:7.1f}   "
+                          f"({ceiling.p50_ms:.1f}, {ceiling.p99_ms:.1f})"
+                          + (f"  {ours.errors} ERRORS" if ours.errors else ""))
+
+                paths = mixed(routes, 3000)
+                print(f"\nopen loop: {arguments.rate} req/s offered for {arguments.open_seconds} s, every route in turn "
+                      f"(load average {load_average()})")
+                for name, url in (("envstore", stack.api_url), ("bare", bare.url)):
+                    result = await asyncio.to_thread(
+                        open_loop, url, stack.admin_token, paths, arguments.rate, arguments.open_seconds
+                    )
+                    print(f"  {name:<9} p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
+                          f"p99.9 {result.p999_ms:6.1f} ms  max {result.max_ms:6.1f} ms  "
+                          f"({result.requests} requests, {result.errors} errors, {result.late_sends} sent late)")
+
+            if arguments.profile:
+                print(f"\npy-spy profile of the API under wrk ({arguments.seconds} s per route):")
+                for route in routes:
+                    if not any(word in route.label for word in arguments.profile):
+                        continue
+                    output = Path(directory) / "profile.txt"
+                    result = await asyncio.to_thread(
+                        profiled_wrk, api.pid, stack.api_url, stack.admin_token, route.paths, arguments.clients,
+                        arguments.seconds, output,
+                    )
+                    print(f"  {route.label}: {result.per_second:,.0f} req/s while profiled")
+                    for line in profile_summary(output):
+                        print("    " + line)
+            print(f"\nload average at the end: {load_average()}")
         finally:
             await stack.stop()
 
@@ -413,7 +588,12 @@ if __name__ == "__main__":
     parser.add_argument("--environments", type=int, default=10_000)
     parser.add_argument("--builds-per-environment", type=int, default=5)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--load-generator", choices=["wrk", "asyncio"])
+    parser.add_argument("--seconds", type=int, default=10, help="of wrk per route and server")
+    parser.add_argument("--rate", type=float, default=300, help="the open loop's offered requests per second")
+    parser.add_argument("--open-seconds", type=float, default=30)
     parser.add_argument("--history", choices=["lean", "pipeline"], default="lean")
+    parser.add_argument("--routes", nargs="*", help="only routes whose label has one of these words")
+    parser.add_argument("--profile", nargs="*", help="py-spy the API under wrk on routes whose label has one of these words")
+    parser.add_argument("--replay-only", action="store_true")
+    parser.add_argument("--api-setting", action="append", help="KEY=VALUE given to the API (e.g. ENVSTORE_…)")
     asyncio.run(main(parser.parse_args()))
