@@ -227,6 +227,8 @@ class EnvstoreSettings(BaseSettings):
     worker_max_attempts: int = 3
     worker_phase_timeout_seconds: float = 3600.0
     projection_wait_seconds: float = 5.0
+    # The API keeps encoded answers of read routes until the read model changes them; 0: none.
+    api_answer_cache_bytes: int = 64 * 1024 * 1024
     solve_cache_entries: int = 512
 
     # Retention (stored per namespace or environment through the settings API): archive completed

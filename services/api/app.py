@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from envstore.api import database, security_headers
+from envstore.api.answer_cache import AnswerCache
 from envstore.api.authentication import authenticate
 from envstore.api.context import CONTEXT, SETTINGS, ApiContext
 from envstore.api.artifact_links import ArtifactLinks
@@ -62,7 +63,10 @@ log = logging.getLogger(__name__)
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await database.create_pool(settings.database_url)
+    # The projector's connections (its leader lock, LISTEN, batches) are its own: requests never
+    # wait behind a batch for a connection, nor a batch behind requests.
+    pool = await database.create_pool(settings.database_url, max_size=4)
+    read_pool = await database.create_pool(settings.database_url, for_reads=True)
     if await database.ensure_schema(pool):
         log.warning("the read model was of another schema version: dropped; replaying the stream into it")
     bus = await connect_bus(settings, "api", app[http_telemetry.TELEMETRY])
@@ -73,15 +77,17 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     artifact_storage = await storage_lifetime.enter_async_context(open_storage(settings))
     usage = await storage_lifetime.enter_async_context(recording_usage(bus, "api", settings.usage_flush_seconds))
     projector = Projector(pool, bus, artifact_storage)
+    answers = AnswerCache(settings.api_answer_cache_bytes)
+    projector.watchers.append(answers.read_model_changed)
     projecting = asyncio.create_task(projector.run(), name="projector")
     readiness = app[http_telemetry.TELEMETRY].readiness
-    readiness.add("database", database.database_check(pool))
+    readiness.add("database", database.database_check(read_pool))
     readiness.add("event bus", bus_connection_check(bus))
     readiness.add("projection", projector.stall_check)
     app[CONTEXT] = ApiContext(
         settings,
         bus,
-        ReadModel(pool),
+        ReadModel(read_pool),
         artifact_storage,
         projector,
         TokenAuthority.from_settings(settings),
@@ -94,6 +100,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         ArtifactLinks.from_settings(settings),
         ChannelGuard.from_settings(settings),
         readiness,
+        answers,
         usage,
         SpecificationCheck.from_settings(settings),
     )
@@ -105,6 +112,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             await projecting
         await storage_lifetime.aclose()
         await bus.close()
+        await read_pool.close()
         await pool.close()
 
 

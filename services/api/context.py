@@ -13,6 +13,7 @@ import nats.errors
 from aiohttp import web
 from nats.js.api import PubAck
 
+from envstore.api.answer_cache import AnswerCache
 from envstore.api.artifact_links import ArtifactLinks
 from envstore.api.envelopes import ApiError
 from envstore.api.login_throttle import LoginThrottle
@@ -24,7 +25,7 @@ from envstore.common.events import BuildSubmitted, Event, WebhookRegistered
 from envstore.common.ids import IdAllocator
 from envstore.common.transport import Conflict, EventBus, Expectation
 from envstore.common.permissions import Principal
-from envstore.common.read_model_rules import effective_settings, with_role_mappings
+from envstore.common.read_model_rules import effective_settings, role_mapping_bindings
 from envstore.common.readiness import Readiness
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage
@@ -55,6 +56,8 @@ class ApiContext:
     # What /readyz checks (the database, the bus, the projection): add a check here for anything
     # else the API needs before it may take traffic.
     readiness: Readiness
+    # Answers of read routes and callers' principals, kept until the read model changes them.
+    answers: AnswerCache
     # Counts artifact downloads and activations, published as build.used events in batches.
     usage: UsageRecorder
     # The deployment's validate_specification hook, None when it has none.
@@ -111,9 +114,19 @@ class ApiContext:
         return await effective_settings(self.read_model.pool, self.settings, namespace, environment)
 
     async def principal_for(self, token: str | None) -> Principal:
-        return await with_role_mappings(
-            self.read_model.pool, self.tokens.principal_for(token), self.settings.role_mappings_version
-        )
+        """Who presents ``token``, with what role mappings grant their namespace (read from the
+        read model once per namespace until access changes, not on every request)."""
+        principal = self.tokens.principal_for(token)
+        if not principal.authenticated:
+            return principal
+        bindings = self.answers.bindings(principal.primary_namespace)
+        if bindings is None:
+            generation = self.answers.generation
+            bindings = await role_mapping_bindings(
+                self.read_model.pool, principal.primary_namespace, self.settings.role_mappings_version
+            )
+            self.answers.keep_bindings(principal.primary_namespace, bindings, generation)
+        return principal.with_database_bindings(bindings) if bindings else principal
 
 
 CONTEXT = web.AppKey("context", ApiContext)

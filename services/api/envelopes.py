@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import json
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"cannot serialize {type(value).__name__}")
+JSON = "application/json"
+# msgspec writes datetimes as ISO 8601 (naive ones without a zone, as conda-store answers) and
+# sums (numeric) as numbers; it encodes a big page several times faster than json.dumps.
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
-def dumps(document: Any) -> str:
-    return json.dumps(document, default=_default)
+def json_bytes(document: Any) -> bytes:
+    return _ENCODER.encode(document)
+
+
+def json_answer(document: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_ENCODER.encode(document), status=status, content_type=JSON, charset="utf-8")
 
 
 def ok(data: Any = None, message: str | None = None, **extra: Any) -> web.Response:
-    return web.json_response({"status": "ok", "data": data, "message": message, **extra}, dumps=dumps)
+    return json_answer({"status": "ok", "data": data, "message": message, **extra})
 
 
 def ack(message: str | None = None) -> web.Response:
-    return web.json_response({"status": "ok", "message": message}, dumps=dumps)
+    return json_answer({"status": "ok", "message": message})
 
 
 class ApiError(Exception):
@@ -40,7 +39,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"status": "error", "message": message}, status=status, dumps=dumps)
+    return json_answer({"status": "error", "message": message}, status=status)
 
 
 @web.middleware

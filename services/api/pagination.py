@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from envstore.api.envelopes import ApiError, dumps
+from envstore.api.envelopes import ApiError, json_answer
 from envstore.api.read_model import Page
 
 MAX_PAGE_SIZE = 100
@@ -48,11 +48,12 @@ def sort_keys(request: web.Request) -> list[str]:
     return request.query.getall("sort_by", [])
 
 
-def page_response(data: list[Any], page: Page, count: int, **extra: Any) -> web.Response:
-    return web.json_response(
-        {"status": "ok", "data": data, "message": None, "page": page.page, "size": page.size, "count": count, **extra},
-        dumps=dumps,
-    )
+def page_document(data: list[Any], page: Page, count: int) -> dict[str, Any]:
+    return {"status": "ok", "data": data, "message": None, "page": page.page, "size": page.size, "count": count}
+
+
+def page_response(data: list[Any], page: Page, count: int) -> web.Response:
+    return json_answer(page_document(data, page, count))
 
 
 def encode_cursor(last_id: int | None, last_value: dict[str, Any] | None) -> str:

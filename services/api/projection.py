@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from envstore.common.build_keys import build_key_of_submission
 from envstore.common.events import (
     ArtifactFailed,
     ArtifactReady,
+    BuildCancelRequested,
     BuildCanceled,
     BuildDeleted,
     BuildDeleteRequested,
@@ -38,6 +40,9 @@ from envstore.common.events import (
     Event,
     NamespaceCreated,
     NamespaceUpdated,
+    ProjectionEventSkipped,
+    WebhookEvent,
+    build_id_of,
 )
 
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
@@ -580,3 +585,46 @@ async def apply_event(connection: asyncpg.Connection, event: Event, sequence: in
     if applier is not None:
         await applier(connection, event, sequence)
     await audit_trail.record(connection, event, sequence)
+
+
+# --- what an event changes, for the caches of answers (answer_cache.py) ----------------------------
+
+
+@dataclass(frozen=True)
+class ReadModelChange:
+    """What applying some events may have changed, beyond listings: the builds whose rows or
+    artifacts it touched, whether access (namespaces, role mappings) changed, or anything at all."""
+
+    builds: frozenset[int] = frozenset()
+    access: bool = False
+    everything: bool = False
+
+    def __or__(self, other: ReadModelChange) -> ReadModelChange:
+        return ReadModelChange(self.builds | other.builds, self.access or other.access, self.everything or other.everything)
+
+
+EVERYTHING = ReadModelChange(everything=True)
+
+# Events whose appliers change exactly the build they name (and listings).
+CHANGE_ONE_BUILD = (
+    BuildProgress, BuildCancelRequested, BuildSolved, BuildBuilt, ArtifactReady, ArtifactFailed, BuildCompleted,
+    BuildFailed, BuildCanceled, BuildDeleteRequested, BuildDeleted,
+)
+# Events whose appliers change no build's row (only listings, environments, settings, webhooks).
+CHANGE_NO_BUILD = (EnvironmentCurrentBuildSet, EnvironmentUpdated, SettingsChanged, WebhookEvent, ProjectionEventSkipped)
+CHANGE_ACCESS = (NamespaceCreated, NamespaceUpdated, NamespaceRoleMappingChanged)
+
+
+def change_of(event: Event) -> ReadModelChange:
+    """What ``event``'s applier may change. An event type not named here may change anything (so
+    a new applier is safe before it is listed)."""
+    if isinstance(event, CHANGE_ONE_BUILD):
+        return ReadModelChange(builds=frozenset({build_id_of(event) or 0}))
+    if isinstance(event, BuildSubmitted):
+        # Its namespace may be made again after a delete, with no role mappings.
+        return ReadModelChange(builds=frozenset({event.build_id}), access=True)
+    if isinstance(event, CHANGE_ACCESS):
+        return ReadModelChange(access=True)
+    if isinstance(event, CHANGE_NO_BUILD):
+        return ReadModelChange()
+    return EVERYTHING

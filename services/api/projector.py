@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from envstore.api.projection import apply_event
+from envstore.api.projection import EVERYTHING, ReadModelChange, apply_event, change_of
 from envstore.common.events import (
     BuildSubmitted,
     Event,
@@ -97,6 +98,9 @@ class Projector:
         self.applied_sequence = 0
         self.stall: Stall | None = None
         self.leading = False
+        # Told what each move of the read model may have changed, before anyone waiting for it
+        # is woken (the API's caches of answers).
+        self.watchers: list[Callable[[ReadModelChange], None]] = []
         self._advanced = asyncio.Condition()
         self._retry_now = asyncio.Event()
 
@@ -189,9 +193,14 @@ class Projector:
 
     async def _followed(self, sequence: int) -> None:
         async with self._advanced:
-            # May move back: a rebuild replays from zero.
+            # May move back: a rebuild replays from zero. What the leader applied is not known here.
+            self._tell_watchers(EVERYTHING)
             self.applied_sequence = sequence
             self._advanced.notify_all()
+
+    def _tell_watchers(self, change: ReadModelChange) -> None:
+        for watcher in self.watchers:
+            watcher(change)
 
     async def _project(self) -> None:
         """Project for ever; recover from database or bus outages by resuming at the checkpoint;
@@ -265,13 +274,14 @@ class Projector:
                     await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rejection.sequence))
         log.warning("event %s skipped by %s's decision: %s", rejection.sequence, decision.principal, decision.reason)
         self.stall = None
-        await self._advance_to(rejection.sequence)
+        await self._advance_to(rejection.sequence, EVERYTHING)
         return True
 
     async def _project_from_checkpoint(self) -> None:
         start = await self.checkpoint()
         async with self._advanced:
             # May move back: after ``projection rebuild`` the read model starts again from zero.
+            self._tell_watchers(EVERYTHING)
             self.applied_sequence = start
             self._advanced.notify_all()
         subscription = await self.bus.replay(start + 1)
@@ -355,10 +365,12 @@ class Projector:
                     first,
                     last,
                 )
+                change = ReadModelChange()
                 if claimed is not None:
                     positions: dict[str, int] = {}
                     for message, sequence, event in events:
                         await self._apply_one(connection, message, sequence, event)
+                        change |= change_of(event)
                         # Release 0.1.0's subjects belong to no aggregate's subject tree.
                         if message.subject == event.subject:
                             for subjects in aggregate_filters(event):
@@ -374,7 +386,8 @@ class Projector:
             current = await self.checkpoint()
             if current < last:
                 raise CheckpointMoved(f"checkpoint is {current}, expected {first - 1}")
-        await self._advance_to(last)
+            change = EVERYTHING  # another projector applied them
+        await self._advance_to(last, change)
 
     async def _apply_one(self, connection: asyncpg.Connection, message: Msg, sequence: int, event: Event) -> None:
         with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
@@ -383,9 +396,10 @@ class Projector:
             except CONTENT_ERRORS as error:
                 raise EventRejected(sequence, message.subject, f"{type(error).__name__}: {error}") from error
 
-    async def _advance_to(self, sequence: int) -> None:
+    async def _advance_to(self, sequence: int, change: ReadModelChange) -> None:
         async with self._advanced:
             if sequence > self.applied_sequence:
+                self._tell_watchers(change)
                 self.applied_sequence = sequence
                 self._advanced.notify_all()
 

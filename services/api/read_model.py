@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from envstore.api.visibility import SqlFilter, restrict_environments, restrict_namespaces
 from envstore.common.permissions import Principal
@@ -51,7 +52,9 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def environment_document(row: asyncpg.Record, role_mappings: list[dict], with_current_build: bool = True) -> dict[str, Any]:
+def environment_document(
+    row: asyncpg.Record, role_mappings: list[dict] | msgspec.Raw, with_current_build: bool = True
+) -> dict[str, Any]:
     document = {
         "id": row["id"],
         "namespace": {
@@ -70,7 +73,17 @@ def environment_document(row: asyncpg.Record, role_mappings: list[dict], with_cu
     return document
 
 
-def build_document(row: asyncpg.Record, specification: dict | None, artifacts: list[dict] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BuildAnswer:
+    namespace: str
+    environment: str
+    status: str
+    document: dict[str, Any]
+
+
+def build_document(
+    row: asyncpg.Record, specification: dict | None, artifacts: list[dict] | msgspec.Raw | None
+) -> dict[str, Any]:
     return {
         "id": row["id"],
         "environment_id": row["environment_id"],
@@ -88,6 +101,12 @@ def build_document(row: asyncpg.Record, specification: dict | None, artifacts: l
 
 ENVIRONMENT_SELECT = """SELECT e.id, e.name, e.description, e.current_build_id, e.deleted_on,
        n.id AS ns_id, n.name AS ns_name, n.metadata AS ns_metadata
+FROM environment e JOIN namespace n ON n.id = e.namespace_id"""
+
+ENVIRONMENT_SELECT_WITH_ROLE_MAPPINGS = """SELECT e.id, e.name, e.description, e.current_build_id, e.deleted_on,
+       n.id AS ns_id, n.name AS ns_name, n.metadata AS ns_metadata,
+       (SELECT COALESCE(json_agg(json_build_object('id', m.id, 'entity', m.entity, 'role', m.role) ORDER BY m.id), '[]')::text
+        FROM namespace_role_mapping m WHERE m.namespace_id = n.id) AS role_mappings
 FROM environment e JOIN namespace n ON n.id = e.namespace_id"""
 
 LEFT_TO_REMOVE = "(b.deleted_on IS NULL OR COALESCE(jsonb_array_length(b.kept_artifacts), 0) > 0)"
@@ -195,10 +214,17 @@ class ReadModel:
         )
 
     async def environment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        row = await self.environment_row(namespace, name)
+        """The environment as conda-store answers it, in one query (role mappings included, as
+        JSON made by PostgreSQL and passed through)."""
+        row = await self.pool.fetchrow(
+            f"""{ENVIRONMENT_SELECT_WITH_ROLE_MAPPINGS} WHERE n.name = $1 AND e.name = $2
+                AND n.deleted_on IS NULL AND e.deleted_on IS NULL""",
+            namespace,
+            name,
+        )
         if row is None:
             return None
-        return environment_document(row, await self.role_mappings(row["ns_id"]))
+        return environment_document(row, msgspec.Raw(row["role_mappings"].encode()))
 
     def _environment_filter(self, principal: Principal, filters: EnvironmentFilters) -> SqlFilter:
         sql = SqlFilter()
@@ -282,25 +308,36 @@ class ReadModel:
     async def build_row(self, build_id: int) -> asyncpg.Record | None:
         return await self.pool.fetchrow(f"{BUILD_SELECT} WHERE b.id = $1", build_id)
 
-    async def build(self, build_id: int) -> dict[str, Any] | None:
-        row = await self.build_row(build_id)
+    async def build(self, build_id: int) -> BuildAnswer | None:
+        """The build as conda-store answers it, in one query (its specification and artifacts
+        as JSON made by PostgreSQL and passed through, not decoded and encoded again)."""
+        row = await self.pool.fetchrow(
+            """SELECT b.id, b.environment_id, b.status, b.status_info, b.size, b.scheduled_on, b.started_on,
+                      b.ended_on, e.name AS environment_name, n.name AS namespace_name,
+                      s.id AS specification_id, s.name AS specification_name, s.spec::text AS spec,
+                      s.sha256, s.created_on AS specification_created_on,
+                      (SELECT COALESCE(json_agg(json_build_object('id', a.id, 'artifact_type', a.artifact_type,
+                                                                  'key', a.key) ORDER BY a.id), '[]')::text
+                       FROM build_artifact a WHERE a.build_id = b.id) AS artifacts
+               FROM build b JOIN environment e ON e.id = b.environment_id JOIN namespace n ON n.id = e.namespace_id
+               JOIN specification s ON s.id = b.specification_id
+               WHERE b.id = $1""",
+            build_id,
+        )
         if row is None:
             return None
-        specification = await self.pool.fetchrow("SELECT * FROM specification WHERE id = $1", row["specification_id"])
-        artifacts = await self.pool.fetch(
-            "SELECT id, artifact_type, key FROM build_artifact WHERE build_id = $1 ORDER BY id", build_id
-        )
-        return build_document(
+        document = build_document(
             row,
             {
-                "id": specification["id"],
-                "name": specification["name"],
-                "spec": _json(specification["spec"]),
-                "sha256": specification["sha256"],
-                "created_on": specification["created_on"],
+                "id": row["specification_id"],
+                "name": row["specification_name"],
+                "spec": msgspec.Raw(row["spec"].encode()),
+                "sha256": row["sha256"],
+                "created_on": row["specification_created_on"],
             },
-            [dict(artifact) for artifact in artifacts],
+            msgspec.Raw(row["artifacts"].encode()),
         )
+        return BuildAnswer(row["namespace_name"], row["environment_name"], row["status"], document)
 
     async def builds_page(
         self, principal: Principal, filters: BuildFilters, page: Page, sort_by: list[str]

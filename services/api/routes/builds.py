@@ -12,8 +12,10 @@ import asyncpg
 from aiohttp import web
 
 from envstore.api.context import actor_of, context_of, principal_of, require
-from envstore.api.envelopes import ApiError, ack, error_response, ok
-from envstore.api.pagination import is_whole_number, page_of, page_response, whole_number
+from envstore.api.answer_cache import CachedAnswer
+from envstore.api.cached_reads import answer_of, cached_listing
+from envstore.api.envelopes import ApiError, ack, error_response, json_bytes, ok
+from envstore.api.pagination import is_whole_number, page_document, page_of, page_response, whole_number
 from envstore.api.read_model import BuildFilters
 from envstore.api.archives import is_archived
 from envstore.api.routes.paths import Routes
@@ -95,15 +97,37 @@ async def list_builds(request: web.Request) -> web.Response:
         packages=tuple(request.query.getall("packages", [])),
     )
     page = page_of(request)
-    rows, count = await context_of(request).read_model.builds_page(
-        principal_of(request), filters, page, request.query.getall("sort_by", [])
-    )
-    return page_response(rows, page, count)
+
+    async def listing() -> dict:
+        rows, count = await context_of(request).read_model.builds_page(
+            principal_of(request), filters, page, request.query.getall("sort_by", [])
+        )
+        return page_document(rows, page, count)
+
+    return await cached_listing(request, listing)
 
 
 async def get_build(request: web.Request) -> web.Response:
-    row = await build_row_for(request, "environment::read")
-    return ok(await context_of(request).read_model.build(row["id"]))
+    """A finished build never changes until an event names it again (a deletion): its answer is
+    kept until then. conda-store's order: 404 first, then permission."""
+    build_id = build_id_from(request)
+    answers = context_of(request).answers
+    cached = answers.build(build_id) or answers.answer(("build", build_id))
+    if cached is None:
+        generation = answers.generation
+        build = await context_of(request).read_model.build(build_id)
+        if build is None:
+            raise ApiError(404, BUILD_MISSING)
+        cached = CachedAnswer(
+            json_bytes({"status": "ok", "data": build.document, "message": None}),
+            arn=f"{build.namespace}/{build.environment}",
+        )
+        if build.status in TERMINAL_STATES:
+            answers.keep_build(build_id, cached, generation)
+        else:
+            answers.keep(("build", build_id), cached, generation)
+    require(request, cached.arn, "environment::read", message="Unauthorized to access environment")
+    return answer_of(cached.body)
 
 
 async def rebuild(request: web.Request) -> web.Response:

@@ -8,8 +8,10 @@ import uuid
 from aiohttp import web
 
 from envstore.api.context import actor_of, context_of, principal_of, require
-from envstore.api.envelopes import ApiError, ack, dumps, ok
-from envstore.api.pagination import END_CURSOR, decode_cursor, encode_cursor, page_of, page_response, whole_number
+from envstore.api.answer_cache import CachedAnswer
+from envstore.api.cached_reads import answer_of, cached_listing
+from envstore.api.envelopes import ApiError, ack, json_bytes
+from envstore.api.pagination import END_CURSOR, decode_cursor, encode_cursor, page_document, page_of, whole_number
 from envstore.api.read_model import EnvironmentFilters, Page
 from envstore.api.routes.builds import redirect_to_artifact
 from envstore.common.usage import Use
@@ -59,12 +61,14 @@ async def list_environments_v1(request: web.Request) -> web.Response:
     if "page" not in request.query and "size" not in request.query:
         # conda-store's CLI re-requests this same URL until it has `count` rows: answer all.
         page = Page(page=1, size=ALL_ROWS_LIMIT, descending=page.descending)
-    rows, count = await context_of(request).read_model.environments_page(
-        principal_of(request), filters, page, request.query.getall("sort_by", [])
-    )
-    response = page_response(rows, page, count)
-    response.headers.update(V1_DEPRECATION)
-    return response
+
+    async def listing() -> dict:
+        rows, count = await context_of(request).read_model.environments_page(
+            principal_of(request), filters, page, request.query.getall("sort_by", [])
+        )
+        return page_document(rows, page, count)
+
+    return await cached_listing(request, listing, V1_DEPRECATION)
 
 
 def _v2_sort_keys(request: web.Request) -> list[str]:
@@ -86,13 +90,15 @@ async def list_environments_v2(request: web.Request) -> web.Response:
     after = None
     if last_id is not None:
         after = ([(last_value or {}).get(key) for key in sort_by], last_id)
-    rows, count, last = await context_of(request).read_model.environments_after(
-        principal_of(request), filters, sort_by, order == "desc", limit, after
-    )
-    cursor = encode_cursor(last[1], last[0]) if last is not None else END_CURSOR
-    return web.json_response(
-        {"data": rows, "status": "ok", "message": None, "cursor": cursor, "count": count}, dumps=dumps
-    )
+
+    async def listing() -> dict:
+        rows, count, last = await context_of(request).read_model.environments_after(
+            principal_of(request), filters, sort_by, order == "desc", limit, after
+        )
+        cursor = encode_cursor(last[1], last[0]) if last is not None else END_CURSOR
+        return {"data": rows, "status": "ok", "message": None, "cursor": cursor, "count": count}
+
+    return await cached_listing(request, listing)
 
 
 async def readable_environment(request: web.Request, *permissions: str) -> dict:
@@ -106,7 +112,20 @@ async def readable_environment(request: web.Request, *permissions: str) -> dict:
 
 
 async def get_environment(request: web.Request) -> web.Response:
-    return ok(await readable_environment(request))
+    namespace = request.match_info["namespace"]
+    name = request.match_info["name"]
+    require(request, f"{namespace}/{name}", "environment::read", message="Unauthorized to access environment")
+    answers = context_of(request).answers
+    key = ("environment", namespace, name)
+    cached = answers.answer(key)
+    if cached is None:
+        generation = answers.generation
+        environment = await context_of(request).read_model.environment(namespace, name)
+        if environment is None:
+            raise ApiError(404, ENVIRONMENT_MISSING)
+        cached = CachedAnswer(json_bytes({"status": "ok", "data": environment, "message": None}))
+        answers.keep(key, cached, generation)
+    return answer_of(cached.body)
 
 
 async def update_environment(request: web.Request) -> web.Response:

@@ -8,7 +8,8 @@ import uuid
 from aiohttp import web
 
 from envstore.api.context import actor_of, context_of, principal_of, require
-from envstore.api.envelopes import ApiError, ack, dumps, ok
+from envstore.api.cached_reads import cached_listing
+from envstore.api.envelopes import ApiError, ack, ok
 from envstore.api.pagination import page_of
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.specifications import read_json_object
@@ -33,12 +34,14 @@ def _message_id(kind: str) -> str:
 
 async def list_namespaces(request: web.Request) -> web.Response:
     page = page_of(request)
-    rows, count = await context_of(request).read_model.namespaces(principal_of(request), page)
-    # conda-store drops default values from this one page, so unlike the others it has no "message".
-    data = [{"id": row["id"], "name": row["name"]} for row in rows]
-    return web.json_response(
-        {"status": "ok", "data": data, "page": page.page, "size": page.size, "count": count}, dumps=dumps
-    )
+
+    async def listing() -> dict:
+        rows, count = await context_of(request).read_model.namespaces(principal_of(request), page)
+        # conda-store drops default values from this one page, so unlike the others it has no "message".
+        data = [{"id": row["id"], "name": row["name"]} for row in rows]
+        return {"status": "ok", "data": data, "page": page.page, "size": page.size, "count": count}
+
+    return await cached_listing(request, listing)
 
 
 async def _existing_namespace(request: web.Request, *permissions: str):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from envstore.api.context import actor_of, context_of, principal_of
-from envstore.api.envelopes import ApiError, dumps, ok
+from envstore.api.envelopes import ApiError, json_answer, ok
 from envstore.api.nul_characters import contains_nul
 from envstore.api.routes.paths import Routes
 from envstore.common.admin_hooks import HookError
@@ -147,7 +147,7 @@ async def remote_solve(request: web.Request) -> web.Response:
         {**msgspec.structs.asdict(package), "channel_id": channel_ids.get(package.channel.rstrip("/")), "id": None, "package_id": None}
         for package in answer.packages
     ]
-    return web.json_response({"solve": solved}, dumps=dumps)
+    return json_answer({"solve": solved})
 
 
 def register(routes: Routes) -> None:
