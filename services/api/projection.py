@@ -1,5 +1,14 @@
-"""How each event changes the read model. One function per event type; all run inside the
-projector's transaction, so an event and the checkpoint that records it commit together."""
+"""How each event changes the read model: one function per event type.
+
+Most events are applied to rows held in memory for a whole batch (``read_model_rows.BatchRows``):
+the projector loads the rows a batch needs in one query per table, runs these functions in stream
+order, and writes the changed rows back with one statement per table (``BATCHED_APPLIERS``).
+Events that change many rows at once or are rare (deletions of namespaces, environments and
+builds, role mappings, settings, webhooks) run their own SQL on the transaction's connection
+(``SQL_APPLIERS``); the projector writes the batch so far before one and reads rows again after
+it. Everything runs inside the projector's transaction, so an event and the checkpoint that
+records it commit together.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,20 @@ import asyncpg
 
 from envstore.api.archive_projection import ARCHIVE_APPLIERS
 from envstore.api.audit import projection as audit_trail
+from envstore.api.read_model_rows import (
+    ArtifactRow,
+    BatchRows,
+    BuildRow,
+    ChannelRow,
+    EnvironmentRow,
+    NamespaceRow,
+    PackageBuildRow,
+    PlatformArtifactRow,
+    PackageRow,
+    ProgressRow,
+    SpecificationRow,
+    WantedRows,
+)
 from envstore.api.usage_projection import USAGE_APPLIERS
 from envstore.api.webhooks.projection import WEBHOOK_APPLIERS
 from envstore.common.artifact_kinds import ArtifactKind
@@ -59,29 +82,8 @@ async def _next_id(connection: asyncpg.Connection, table: str) -> int:
     return await connection.fetchval(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}")
 
 
-async def _ensure_namespace(connection: asyncpg.Connection, name: str, at: float) -> int:
-    existing = await connection.fetchrow("SELECT id, deleted_on FROM namespace WHERE name = $1", name)
-    if existing is not None:
-        if existing["deleted_on"] is not None:
-            # Created again after a delete: a fresh namespace under the old id (the deleted
-            # builds stay deleted; workers purge exactly the builds the delete listed).
-            await connection.execute(
-                "UPDATE namespace SET deleted_on = NULL, metadata = NULL, created_on = $2 WHERE id = $1",
-                existing["id"],
-                utc(at),
-            )
-            await connection.execute("DELETE FROM namespace_role_mapping WHERE namespace_id = $1", existing["id"])
-        return existing["id"]
-    return await connection.fetchval(
-        "INSERT INTO namespace (id, name, created_on) VALUES ($1, $2, $3) RETURNING id",
-        await _next_id(connection, "namespace"),
-        name,
-        utc(at),
-    )
 
-
-async def namespace_created(connection: asyncpg.Connection, event: NamespaceCreated, sequence: int) -> None:
-    await _ensure_namespace(connection, event.namespace, event.occurred_at)
+# --- events applied by their own SQL (rare, or changing many rows at once) -------------------------
 
 
 async def namespace_updated(connection: asyncpg.Connection, event: NamespaceUpdated, sequence: int) -> None:
@@ -169,323 +171,6 @@ async def namespace_deleted(connection: asyncpg.Connection, event: NamespaceDele
     )
 
 
-async def build_submitted(connection: asyncpg.Connection, event: BuildSubmitted, sequence: int) -> None:
-    namespace_id = await _ensure_namespace(connection, event.namespace, event.occurred_at)
-    environment_id = await connection.fetchval(
-        # Made again after a delete, the environment starts afresh: no description or current
-        # build left over from the deleted one (the right-hand sides read the old row).
-        """UPDATE environment SET
-               description = CASE WHEN deleted_on IS NULL THEN COALESCE($3, description) ELSE $3 END,
-               current_build_id = CASE WHEN deleted_on IS NULL THEN current_build_id END,
-               deleted_on = NULL
-           WHERE namespace_id = $1 AND name = $2 RETURNING id""",
-        namespace_id,
-        event.environment,
-        event.description,
-    )
-    if environment_id is None:
-        environment_id = await connection.fetchval(
-            """INSERT INTO environment (id, namespace_id, name, description) VALUES ($1, $2, $3, $4)
-               RETURNING id""",
-            await _next_id(connection, "environment"),
-            namespace_id,
-            event.environment,
-            event.description,
-        )
-    specification_id = await connection.fetchval(
-        "SELECT id FROM specification WHERE sha256 = $1", event.spec_sha256
-    )
-    if specification_id is None:
-        specification_id = await connection.fetchval(
-            """INSERT INTO specification (id, name, spec, sha256, created_on)
-               VALUES ($1, $2, $3, $4, $5) RETURNING id""",
-            await _next_id(connection, "specification"),
-            event.specification.get("name", event.environment),
-            json.dumps(event.specification),
-            event.spec_sha256,
-            utc(event.occurred_at),
-        )
-    key = build_key_of_submission(event)
-    inserted = await connection.fetchval(
-        """INSERT INTO build (id, submission_sequence, environment_id, specification_id, status, build_key,
-                              build_key_version, platforms, artifacts_wanted, scheduled_on)
-           VALUES ($1, $9, $2, $3, 'QUEUED', $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING id""",
-        event.build_id,
-        environment_id,
-        specification_id,
-        key,
-        event.build_key_version,
-        json.dumps(event.platforms),
-        json.dumps(event.artifacts),
-        utc(event.scheduled_on),
-        sequence,
-    )
-    if inserted is None:
-        raise ValueError(f"build id {event.build_id} is taken by an earlier submission")
-    if event.specification_blob is not None:
-        await connection.execute(
-            "UPDATE build SET specification_blob_digest = $2 WHERE id = $1", event.build_id, event.specification_blob.digest
-        )
-    # The first build of a new environment is its current build at once (as in conda-store: there
-    # is no earlier current build to keep); later builds become current only once COMPLETED.
-    await connection.execute(
-        "UPDATE environment SET current_build_id = $2 WHERE id = $1 AND current_build_id IS NULL",
-        environment_id,
-        event.build_id,
-    )
-
-
-async def _mark_building(connection: asyncpg.Connection, build_id: int, at: float) -> None:
-    await connection.execute(
-        "UPDATE build SET status = 'BUILDING', started_on = COALESCE(started_on, $2) "
-        "WHERE id = $1 AND status = 'QUEUED'",
-        build_id,
-        utc(at),
-    )
-
-
-async def build_progress(connection: asyncpg.Connection, event: BuildProgress, sequence: int) -> None:
-    await _mark_building(connection, event.build_id, event.occurred_at)
-    await connection.execute(
-        """INSERT INTO build_progress (sequence, build_id, phase, state, message, duration_seconds,
-                                       service, occurred_on)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
-        sequence,
-        event.build_id,
-        event.phase,
-        event.state,
-        event.message,
-        event.duration_seconds,
-        event.service,
-        utc(event.occurred_at),
-    )
-
-
-async def build_solved(connection: asyncpg.Connection, event: BuildSolved, sequence: int) -> None:
-    await _mark_building(connection, event.build.build_id, event.occurred_at)
-    await connection.execute(
-        "UPDATE build SET package_count = $2, lock_digest = $3 WHERE id = $1",
-        event.build.build_id,
-        event.package_count,
-        event.lock.digest,
-    )
-
-
-async def build_built(connection: asyncpg.Connection, event: BuildBuilt, sequence: int) -> None:
-    await connection.execute(
-        "UPDATE build SET size = $2, package_count = $3 WHERE id = $1",
-        event.build.build_id,
-        event.size_bytes,
-        event.package_count,
-    )
-    for package in event.packages:
-        package_build_id = await _ensure_package_build(connection, package, event.occurred_at)
-        await connection.execute(
-            "INSERT INTO build_package (build_id, package_build_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            event.build.build_id,
-            package_build_id,
-        )
-
-
-async def ensure_channel(connection: asyncpg.Connection, url: str, at: float | None = None) -> int:
-    existing = await connection.fetchval("SELECT id FROM conda_channel WHERE name = $1", url)
-    if existing is not None:
-        if at is not None:
-            await connection.execute(
-                "UPDATE conda_channel SET last_update = GREATEST(last_update, $2) WHERE id = $1", existing, utc(at)
-            )
-        return existing
-    return await connection.fetchval(
-        "INSERT INTO conda_channel (id, name, last_update) VALUES ($1, $2, $3) RETURNING id",
-        await _next_id(connection, "conda_channel"),
-        url,
-        utc(at) if at is not None else None,
-    )
-
-
-async def _ensure_package_build(connection: asyncpg.Connection, package: InstalledPackage, at: float) -> int:
-    channel_id = await ensure_channel(connection, package.channel.rstrip("/"), at)
-    package_id = await connection.fetchval(
-        "SELECT id FROM conda_package WHERE channel_id = $1 AND name = $2 AND version = $3",
-        channel_id,
-        package.name,
-        package.version,
-    )
-    if package_id is None:
-        package_id = await connection.fetchval(
-            """INSERT INTO conda_package (id, channel_id, name, version, license, summary)
-               VALUES ($1, $2, $3, $4, $5, NULL) RETURNING id""",
-            await _next_id(connection, "conda_package"),
-            channel_id,
-            package.name,
-            package.version,
-            package.license,
-        )
-    package_build_id = await connection.fetchval(
-        "SELECT id FROM conda_package_build WHERE package_id = $1 AND subdir = $2 AND build = $3",
-        package_id,
-        package.subdir,
-        package.build,
-    )
-    if package_build_id is None:
-        package_build_id = await connection.fetchval(
-            """INSERT INTO conda_package_build (id, package_id, channel_id, build, build_number, depends,
-                                                constrains, md5, sha256, size, subdir, timestamp)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
-            await _next_id(connection, "conda_package_build"),
-            package_id,
-            channel_id,
-            package.build,
-            package.build_number,
-            json.dumps(package.depends),
-            json.dumps(package.constrains),
-            package.md5,
-            package.sha256,
-            package.size,
-            package.subdir,
-            package.timestamp,
-        )
-    return package_build_id
-
-
-async def _record_artifact(
-    connection: asyncpg.Connection,
-    build_id: int,
-    kind: str,
-    key: str,
-    digest: str,
-    size: int,
-    content_type: str,
-    platform: str = "",
-) -> None:
-    updated = await connection.fetchval(
-        """UPDATE build_artifact SET key = $3, digest = $4, size = $5, content_type = $6, platform = $7
-           WHERE build_id = $1 AND artifact_type = $2 RETURNING id""",
-        build_id,
-        kind,
-        key,
-        digest,
-        size,
-        content_type,
-        platform,
-    )
-    if updated is not None:
-        return
-    await connection.execute(
-        """INSERT INTO build_artifact (id, build_id, artifact_type, key, digest, size, content_type, platform)
-           VALUES ($7, $1, $2, $3, $4, $5, $6, $8)""",
-        build_id,
-        kind,
-        key,
-        digest,
-        size,
-        content_type,
-        await _next_id(connection, "build_artifact"),
-        platform,
-    )
-
-
-async def artifact_ready(connection: asyncpg.Connection, event: ArtifactReady, sequence: int) -> None:
-    if event.additional:
-        await connection.execute(
-            """INSERT INTO build_platform_artifact (build_id, artifact_type, platform, key, digest, size, content_type)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
-               ON CONFLICT (build_id, artifact_type, platform) DO UPDATE
-               SET key = EXCLUDED.key, digest = EXCLUDED.digest, size = EXCLUDED.size, content_type = EXCLUDED.content_type""",
-            event.build_id,
-            event.kind,
-            event.platform,
-            event.key,
-            event.blob.digest,
-            event.blob.size,
-            event.content_type,
-        )
-        return
-    await _record_artifact(
-        connection, event.build_id, event.kind, event.key, event.blob.digest, event.blob.size, event.content_type, event.platform
-    )
-
-
-async def artifact_failed(connection: asyncpg.Connection, event: ArtifactFailed, sequence: int) -> None:
-    """An optional artifact failed: the build's status stays, its log says why."""
-    await connection.execute(
-        """INSERT INTO build_progress (sequence, build_id, phase, state, message, duration_seconds,
-                                       service, occurred_on)
-           VALUES ($1, $2, $3, 'failed', $4, NULL, 'packager', $5) ON CONFLICT DO NOTHING""",
-        sequence,
-        event.build_id,
-        event.kind.lower() if not event.additional else f"{event.kind.lower()} {event.platform}",
-        event.reason,
-        utc(event.occurred_at),
-    )
-
-
-async def build_completed(connection: asyncpg.Connection, event: BuildCompleted, sequence: int) -> None:
-    updated = await connection.fetchval(
-        """UPDATE build SET status = 'COMPLETED', ended_on = $2, size = GREATEST(size, $3),
-                            status_info = NULL
-           WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELED') RETURNING environment_id""",
-        event.build_id,
-        utc(event.occurred_at),
-        event.size_bytes,
-    )
-    if updated is not None:
-        # Every build that completes becomes its environment's current build.
-        await connection.execute(
-            "UPDATE environment SET current_build_id = $2 WHERE id = $1", updated, event.build_id
-        )
-
-
-async def build_failed(connection: asyncpg.Connection, event: BuildFailed, sequence: int) -> None:
-    key = await connection.fetchval(
-        """UPDATE build SET status = 'FAILED', status_info = $2, ended_on = $3
-           WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELED') RETURNING build_key""",
-        event.build_id,
-        event.reason,
-        utc(event.occurred_at),
-    )
-    if key is not None and event.log is not None:
-        await _record_artifact(
-            connection,
-            event.build_id,
-            ArtifactKind.LOGS,
-            f"logs/{key}.log",
-            event.log.digest,
-            event.log.size,
-            "text/plain; charset=utf-8",
-        )
-
-
-async def build_canceled(connection: asyncpg.Connection, event: BuildCanceled, sequence: int) -> None:
-    await connection.execute(
-        """INSERT INTO build_progress (sequence, build_id, phase, state, message, duration_seconds,
-                                       service, occurred_on)
-           VALUES ($1, $2, 'cancel', 'note', $3, NULL, 'api', $4) ON CONFLICT DO NOTHING""",
-        sequence,
-        event.build_id,
-        event.reason,
-        utc(event.occurred_at),
-    )
-    await connection.execute(
-        """UPDATE build SET status = 'CANCELED', status_info = $2, ended_on = $3
-           WHERE id = $1 AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELED')""",
-        event.build_id,
-        event.reason or None,
-        utc(event.occurred_at),
-    )
-
-
-async def build_delete_requested(
-    connection: asyncpg.Connection, event: BuildDeleteRequested, sequence: int
-) -> None:
-    await connection.execute(
-        "UPDATE build SET deleted_on = COALESCE(deleted_on, $2), kept_artifacts = $3 WHERE id = $1",
-        event.build_id,
-        utc(event.occurred_at),
-        json.dumps(list(event.keep)),
-    )
-
-
 async def build_deleted(connection: asyncpg.Connection, event: BuildDeleted, sequence: int) -> None:
     for table in ("build_artifact", "build_platform_artifact"):
         await connection.execute(
@@ -530,40 +215,339 @@ async def settings_changed(connection: asyncpg.Connection, event: SettingsChange
     )
 
 
-async def environment_current_build_set(
-    connection: asyncpg.Connection, event: EnvironmentCurrentBuildSet, sequence: int
+
+# --- events applied to a batch's rows in memory -------------------------------------------------
+
+
+def _namespace(rows: BatchRows, name: str, at: float) -> NamespaceRow:
+    namespace = rows.namespaces.get(name)
+    if namespace is not None:
+        if namespace.deleted_on is not None:
+            # Created again after a delete: a fresh namespace under the old id (the deleted
+            # builds stay deleted; workers purge exactly the builds the delete listed).
+            namespace.deleted_on = None
+            namespace.metadata = None
+            namespace.created_on = utc(at)
+            namespace.changed = True
+            namespace.role_mappings_cleared = True
+        return namespace
+    namespace = NamespaceRow(rows.next_id("namespace"), name, None, utc(at), None, new=True)
+    rows.namespaces[name] = namespace
+    return namespace
+
+
+def namespace_created(rows: BatchRows, event: NamespaceCreated, sequence: int) -> None:
+    _namespace(rows, event.namespace, event.occurred_at)
+
+
+def build_submitted(rows: BatchRows, event: BuildSubmitted, sequence: int) -> None:
+    namespace = _namespace(rows, event.namespace, event.occurred_at)
+    environment = rows.environment(namespace.id, event.environment)
+    if environment is None:
+        environment = rows.add_environment(
+            EnvironmentRow(rows.next_id("environment"), namespace.id, event.environment, event.description, None, None, new=True)
+        )
+    else:
+        if environment.deleted_on is None:
+            if event.description is not None:
+                environment.description = event.description
+        else:
+            # Made again after a delete, the environment starts afresh: no description or
+            # current build left over from the deleted one.
+            environment.description = event.description
+            environment.current_build_id = None
+        environment.deleted_on = None
+        environment.changed = True
+    specification_id = rows.specifications.get(event.spec_sha256)
+    if specification_id is None:
+        specification_id = rows.next_id("specification")
+        rows.specifications[event.spec_sha256] = specification_id
+        rows.new_specifications.append(
+            SpecificationRow(
+                specification_id,
+                event.specification.get("name", event.environment),
+                json.dumps(event.specification),
+                event.spec_sha256,
+                utc(event.occurred_at),
+            )
+        )
+    if event.build_id in rows.builds:
+        raise ValueError(f"build id {event.build_id} is taken by an earlier submission")
+    rows.builds[event.build_id] = BuildRow(
+        id=event.build_id,
+        submission_sequence=sequence,
+        environment_id=environment.id,
+        specification_id=specification_id,
+        status="QUEUED",
+        status_info=None,
+        size=0,
+        package_count=None,
+        build_key=build_key_of_submission(event),
+        build_key_version=event.build_key_version,
+        platforms=json.dumps(event.platforms),
+        artifacts_wanted=json.dumps(event.artifacts),
+        scheduled_on=utc(event.scheduled_on),
+        started_on=None,
+        ended_on=None,
+        deleted_on=None,
+        kept_artifacts=None,
+        lock_digest=None,
+        specification_blob_digest=event.specification_blob.digest if event.specification_blob is not None else None,
+        new=True,
+    )
+    rows.build_scopes[event.build_id] = (event.namespace, event.environment)
+    # The first build of a new environment is its current build at once (as in conda-store: there
+    # is no earlier current build to keep); later builds become current only once COMPLETED.
+    if environment.current_build_id is None:
+        environment.current_build_id = event.build_id
+        environment.changed = True
+
+
+def _changed_build(rows: BatchRows, build_id: int) -> BuildRow | None:
+    build = rows.builds.get(build_id)
+    if build is not None:
+        build.changed = True
+    return build
+
+
+def _mark_building(rows: BatchRows, build_id: int, at: float) -> None:
+    build = rows.builds.get(build_id)
+    if build is not None and build.status == "QUEUED":
+        build.status = "BUILDING"
+        if build.started_on is None:
+            build.started_on = utc(at)
+        build.changed = True
+
+
+def _progress(rows: BatchRows, sequence: int, build_id: int, phase: str, state: str, message: str,
+              duration_seconds: float | None, service: str, at: float) -> None:
+    rows.progress.append(ProgressRow(sequence, build_id, phase, state, message, duration_seconds, service, utc(at)))
+
+
+def build_progress(rows: BatchRows, event: BuildProgress, sequence: int) -> None:
+    _mark_building(rows, event.build_id, event.occurred_at)
+    _progress(rows, sequence, event.build_id, event.phase, event.state, event.message, event.duration_seconds,
+              event.service, event.occurred_at)
+
+
+def build_solved(rows: BatchRows, event: BuildSolved, sequence: int) -> None:
+    _mark_building(rows, event.build.build_id, event.occurred_at)
+    build = _changed_build(rows, event.build.build_id)
+    if build is not None:
+        build.package_count = event.package_count
+        build.lock_digest = event.lock.digest
+
+
+def build_built(rows: BatchRows, event: BuildBuilt, sequence: int) -> None:
+    build = _changed_build(rows, event.build.build_id)
+    if build is not None:
+        build.size = event.size_bytes
+        build.package_count = event.package_count
+    elif event.packages:
+        raise ValueError(f"build {event.build.build_id} is not in the read model: its packages cannot be listed")
+    for package in event.packages:
+        rows.build_packages[(event.build.build_id, _package_build(rows, package, event.occurred_at))] = None
+
+
+def _channel(rows: BatchRows, url: str, at: float) -> ChannelRow:
+    channel = rows.channels.get(url)
+    if channel is None:
+        channel = ChannelRow(rows.next_id("conda_channel"), url, utc(at), new=True)
+        rows.channels[url] = channel
+    elif channel.last_update is None or channel.last_update < utc(at):
+        channel.last_update = utc(at)
+        channel.changed = True
+    return channel
+
+
+def _package_build(rows: BatchRows, package: InstalledPackage, at: float) -> int:
+    channel = _channel(rows, package.channel.rstrip("/"), at)
+    package_key = (channel.id, package.name, package.version)
+    package_id = rows.packages.get(package_key)
+    if package_id is None:
+        package_id = rows.next_id("conda_package")
+        rows.packages[package_key] = package_id
+        rows.new_packages.append(PackageRow(package_id, channel.id, package.name, package.version, package.license))
+    build_key = (package_id, package.subdir, package.build)
+    package_build_id = rows.package_builds.get(build_key)
+    if package_build_id is None:
+        package_build_id = rows.next_id("conda_package_build")
+        rows.package_builds[build_key] = package_build_id
+        rows.new_package_builds.append(
+            PackageBuildRow(
+                package_build_id,
+                package_id,
+                channel.id,
+                package.build,
+                package.build_number,
+                json.dumps(package.depends),
+                json.dumps(package.constrains),
+                package.md5,
+                package.sha256,
+                package.size,
+                package.subdir,
+                package.timestamp,
+            )
+        )
+    return package_build_id
+
+
+def _record_artifact(
+    rows: BatchRows,
+    build_id: int,
+    kind: str,
+    key: str,
+    digest: str,
+    size: int,
+    content_type: str,
+    platform: str = "",
 ) -> None:
-    await connection.execute(
-        """UPDATE environment e SET current_build_id = $3
-           FROM namespace n WHERE e.namespace_id = n.id AND n.name = $1 AND e.name = $2""",
-        event.namespace,
-        event.environment,
-        event.build_id,
+    if build_id not in rows.builds:
+        raise ValueError(f"build {build_id} is not in the read model: its {kind} artifact cannot be recorded")
+    artifact = rows.artifacts.get((build_id, kind))
+    if artifact is not None:
+        artifact.key, artifact.digest, artifact.size = key, digest, size
+        artifact.content_type, artifact.platform = content_type, platform
+        artifact.changed = True
+        return
+    rows.artifacts[(build_id, kind)] = ArtifactRow(
+        rows.next_id("build_artifact"), build_id, kind, key, digest, size, content_type, platform, new=True
     )
 
 
-async def environment_updated(connection: asyncpg.Connection, event: EnvironmentUpdated, sequence: int) -> None:
-    await connection.execute(
-        """UPDATE environment e SET description = $3
-           FROM namespace n WHERE e.namespace_id = n.id AND n.name = $1 AND e.name = $2""",
-        event.namespace,
-        event.environment,
-        event.description,
+def artifact_ready(rows: BatchRows, event: ArtifactReady, sequence: int) -> None:
+    if event.additional:
+        # A further platform's artifact (multi-platform builds): one row per platform.
+        if event.build_id not in rows.builds:
+            raise ValueError(f"build {event.build_id} is not in the read model: its {event.kind} artifact cannot be recorded")
+        rows.platform_artifacts[(event.build_id, event.kind, event.platform)] = PlatformArtifactRow(
+            event.build_id, event.kind, event.platform, event.key, event.blob.digest, event.blob.size, event.content_type
+        )
+        return
+    _record_artifact(
+        rows, event.build_id, event.kind, event.key, event.blob.digest, event.blob.size, event.content_type, event.platform
     )
 
 
-Apply = Callable[[asyncpg.Connection, Any, int], Awaitable[None]]
+def artifact_failed(rows: BatchRows, event: ArtifactFailed, sequence: int) -> None:
+    """An optional artifact failed: the build's status stays, its log says why."""
+    phase = event.kind.lower() if not event.additional else f"{event.kind.lower()} {event.platform}"
+    _progress(rows, sequence, event.build_id, phase, "failed", event.reason, None, "packager", event.occurred_at)
 
-APPLIERS: dict[type[Event], Apply] = {
+
+def _ended_build(rows: BatchRows, build_id: int) -> BuildRow | None:
+    """The build, if it has no outcome yet (the first outcome is its end)."""
+    build = rows.builds.get(build_id)
+    if build is None or build.status in TERMINAL_STATES:
+        return None
+    build.changed = True
+    return build
+
+
+def build_completed(rows: BatchRows, event: BuildCompleted, sequence: int) -> None:
+    build = _ended_build(rows, event.build_id)
+    if build is None:
+        return
+    build.status = "COMPLETED"
+    build.ended_on = utc(event.occurred_at)
+    build.size = max(build.size, event.size_bytes)
+    build.status_info = None
+    # Every build that completes becomes its environment's current build.
+    environment = rows.environments_by_id.get(build.environment_id)
+    if environment is not None:
+        environment.current_build_id = event.build_id
+        environment.changed = True
+
+
+def build_failed(rows: BatchRows, event: BuildFailed, sequence: int) -> None:
+    build = _ended_build(rows, event.build_id)
+    if build is None:
+        return
+    build.status = "FAILED"
+    build.status_info = event.reason
+    build.ended_on = utc(event.occurred_at)
+    if event.log is not None:
+        _record_artifact(
+            rows,
+            event.build_id,
+            ArtifactKind.LOGS,
+            f"logs/{build.build_key}.log",
+            event.log.digest,
+            event.log.size,
+            "text/plain; charset=utf-8",
+        )
+
+
+def build_canceled(rows: BatchRows, event: BuildCanceled, sequence: int) -> None:
+    _progress(rows, sequence, event.build_id, "cancel", "note", event.reason, None, "api", event.occurred_at)
+    build = _ended_build(rows, event.build_id)
+    if build is None:
+        return
+    build.status = "CANCELED"
+    build.status_info = event.reason or None
+    build.ended_on = utc(event.occurred_at)
+
+
+def build_delete_requested(rows: BatchRows, event: BuildDeleteRequested, sequence: int) -> None:
+    build = _changed_build(rows, event.build_id)
+    if build is not None:
+        if build.deleted_on is None:
+            build.deleted_on = utc(event.occurred_at)
+        build.kept_artifacts = json.dumps(list(event.keep))
+
+
+def _named_environment(rows: BatchRows, namespace: str, name: str) -> EnvironmentRow | None:
+    """The environment of that name, deleted or not."""
+    namespace_row = rows.namespaces.get(namespace)
+    if namespace_row is None:
+        return None
+    environment = rows.environment(namespace_row.id, name)
+    if environment is not None:
+        environment.changed = True
+    return environment
+
+
+def environment_current_build_set(rows: BatchRows, event: EnvironmentCurrentBuildSet, sequence: int) -> None:
+    environment = _named_environment(rows, event.namespace, event.environment)
+    if environment is not None:
+        environment.current_build_id = event.build_id
+
+
+def environment_updated(rows: BatchRows, event: EnvironmentUpdated, sequence: int) -> None:
+    environment = _named_environment(rows, event.namespace, event.environment)
+    if environment is not None:
+        environment.description = event.description
+
+
+def rows_wanted(event: Event, wanted: WantedRows) -> None:
+    """Add the keys of the rows ``event``'s batched applier looks at."""
+    if isinstance(event, NamespaceCreated):
+        wanted.namespaces.add(event.namespace)
+    elif isinstance(event, BuildSubmitted):
+        wanted.namespaces.add(event.namespace)
+        wanted.environments.add((event.namespace, event.environment))
+        wanted.specifications.add(event.spec_sha256)
+        wanted.builds.add(event.build_id)
+    elif isinstance(event, (EnvironmentCurrentBuildSet, EnvironmentUpdated)):
+        wanted.environments.add((event.namespace, event.environment))
+    else:
+        build_id = build_id_of(event)
+        if build_id is not None:
+            wanted.builds.add(build_id)
+            if type(event) in audit_trail.AUDITED_TYPES:
+                wanted.build_scopes.add(build_id)
+        if isinstance(event, BuildBuilt):
+            for package in event.packages:
+                wanted.packages.add((package.channel.rstrip("/"), package.name, package.version))
+
+
+# --- the appliers of every event type -------------------------------------------------------------
+
+BatchedApply = Callable[[BatchRows, Any, int], None]
+SqlApply = Callable[[asyncpg.Connection, Any, int], Awaitable[None]]
+
+BATCHED_APPLIERS: dict[type[Event], BatchedApply] = {
     NamespaceCreated: namespace_created,
-    NamespaceUpdated: namespace_updated,
-    NamespaceRoleMappingChanged: namespace_role_mapping_changed,
-    NamespaceDeleted: namespace_deleted,
-    BuildCanceled: build_canceled,
-    BuildDeleteRequested: build_delete_requested,
-    BuildDeleted: build_deleted,
-    EnvironmentDeleted: environment_deleted,
-    SettingsChanged: settings_changed,
     BuildSubmitted: build_submitted,
     BuildProgress: build_progress,
     BuildSolved: build_solved,
@@ -572,19 +556,40 @@ APPLIERS: dict[type[Event], Apply] = {
     ArtifactFailed: artifact_failed,
     BuildCompleted: build_completed,
     BuildFailed: build_failed,
+    BuildCanceled: build_canceled,
+    BuildDeleteRequested: build_delete_requested,
     EnvironmentCurrentBuildSet: environment_current_build_set,
     EnvironmentUpdated: environment_updated,
+}
+
+SQL_APPLIERS: dict[type[Event], SqlApply] = {
+    NamespaceUpdated: namespace_updated,
+    NamespaceRoleMappingChanged: namespace_role_mapping_changed,
+    NamespaceDeleted: namespace_deleted,
+    # Deleting artifact rows: ids after it are assigned as max + 1 again (as they always were).
+    BuildDeleted: build_deleted,
+    EnvironmentDeleted: environment_deleted,
+    SettingsChanged: settings_changed,
     **WEBHOOK_APPLIERS,
     **USAGE_APPLIERS,
     **ARCHIVE_APPLIERS,
 }
 
 
-async def apply_event(connection: asyncpg.Connection, event: Event, sequence: int) -> None:
-    applier = APPLIERS.get(type(event))
-    if applier is not None:
-        await applier(connection, event, sequence)
+async def apply_with_sql(connection: asyncpg.Connection, event: Event, sequence: int) -> None:
+    """An event of ``SQL_APPLIERS``, and its row of the audit trail."""
+    await SQL_APPLIERS[type(event)](connection, event, sequence)
     await audit_trail.record(connection, event, sequence)
+
+
+def apply_to_rows(rows: BatchRows, event: Event, sequence: int) -> None:
+    """Any other event (one without an applier changes nothing), and its row of the audit trail."""
+    applier = BATCHED_APPLIERS.get(type(event))
+    if applier is not None:
+        applier(rows, event, sequence)
+    if type(event) in audit_trail.AUDITED_TYPES:
+        namespace, environment = audit_trail.scope_of(event, rows.build_scopes)
+        rows.audit.append(audit_trail.audit_row(event, sequence, namespace, environment))
 
 
 # --- what an event changes, for the caches of answers (answer_cache.py) ----------------------------

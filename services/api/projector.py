@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,16 @@ import asyncpg
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from envstore.api.projection import EVERYTHING, ReadModelChange, apply_event, change_of
+from envstore.api.projection import (
+    EVERYTHING,
+    SQL_APPLIERS,
+    apply_to_rows,
+    apply_with_sql,
+    ReadModelChange,
+    change_of,
+    rows_wanted,
+)
+from envstore.api.read_model_rows import BatchRows, IdCounters, WantedRows
 from envstore.common.events import (
     BuildSubmitted,
     Event,
@@ -48,7 +58,10 @@ CHECKPOINT = "read_model"
 NOTIFY_CHANNEL = "envstore_projection"
 LEADER_LOCK = 4242002  # pg_advisory_lock key of the projecting replica (4242001: schema changes)
 STANDBY_RETRY_SECONDS = 1.0
-BATCH_LIMIT = 500  # events applied in one transaction at most
+BATCH_LIMIT = 2000  # events applied in one transaction at most
+# The projector shares the API's event loop: it hands the loop back to requests after this much
+# work in a row, so a big batch never holds a request up for longer.
+WORK_SLICE_SECONDS = 0.002
 IDLE_WAIT_SECONDS = 2.0
 STALL_RETRY_SECONDS = 5.0
 
@@ -82,8 +95,29 @@ class EventRejected(Exception):
         self.error = str(error)
 
 
+class RowsRefused(Exception):
+    """PostgreSQL refused the rows of a batch of events (which event's, it does not say)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class CheckpointMoved(Exception):
     """The read model was reset (or is behind this replica): project again from its checkpoint."""
+
+
+class WorkSlices:
+    """Cooperative time slices: ``spent()`` yields to the event loop once a slice is used up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._started = time.perf_counter()
+
+    async def spent(self) -> None:
+        if time.perf_counter() - self._started >= self.seconds:
+            await asyncio.sleep(0)
+            self._started = time.perf_counter()
 
 
 def _utc_now() -> datetime.datetime:
@@ -103,6 +137,8 @@ class Projector:
         self.watchers: list[Callable[[ReadModelChange], None]] = []
         self._advanced = asyncio.Condition()
         self._retry_now = asyncio.Event()
+        self._counters = IdCounters()
+        self._budget = WorkSlices(WORK_SLICE_SECONDS)
 
     async def checkpoint(self) -> int:
         async with self.pool.acquire() as connection:
@@ -278,6 +314,7 @@ class Projector:
         return True
 
     async def _project_from_checkpoint(self) -> None:
+        self._counters.forget()  # another replica may have led meanwhile
         start = await self.checkpoint()
         async with self._advanced:
             # May move back: after ``projection rebuild`` the read model starts again from zero.
@@ -324,12 +361,13 @@ class Projector:
             except EventRejected as refused:
                 rejection = refused
                 break
+            await self._budget.spent()
         try:
             if events:
-                await self._commit(events)
+                await self._commit_finding_refused(events)
         except EventRejected as refused:
             # One event of the batch is refused: apply those before it on their own, then stop there.
-            before = [item for item in events if item[1] < refused.sequence]
+            before = [item for item in events if self.applied_sequence < item[1] < refused.sequence]
             if before:
                 await self._commit(before)
             raise refused from None
@@ -353,35 +391,54 @@ class Projector:
             event = await with_full_specification(event, self.storage)
         return event
 
+    async def _commit_finding_refused(self, events: list[tuple[Msg, int, Event]]) -> None:
+        """Commit ``events``; when PostgreSQL refuses a batch's rows without saying whose they are,
+        commit each half on its own, down to the one event whose rows it refuses."""
+        try:
+            await self._commit(events)
+        except RowsRefused as refusal:
+            if len(events) == 1:
+                raise EventRejected(events[0][1], events[0][0].subject, refusal.error) from None
+            middle = len(events) // 2
+            await self._commit_finding_refused(events[:middle])
+            await self._commit_finding_refused(events[middle:])
+
     async def _commit(self, events: list[tuple[Msg, int, Event]]) -> None:
         first, last = events[0][1], events[-1][1]
-        async with self.pool.acquire() as connection:
-            async with connection.transaction():
-                # Strictly the next sequences (the stream has no gaps: events are never deleted).
-                claimed = await connection.fetchval(
-                    """UPDATE projection_checkpoint SET last_sequence = $3
-                       WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
-                    CHECKPOINT,
-                    first,
-                    last,
-                )
-                change = ReadModelChange()
-                if claimed is not None:
-                    positions: dict[str, int] = {}
-                    for message, sequence, event in events:
-                        await self._apply_one(connection, message, sequence, event)
-                        change |= change_of(event)
-                        # Release 0.1.0's subjects belong to no aggregate's subject tree.
-                        if message.subject == event.subject:
-                            for subjects in aggregate_filters(event):
-                                positions[subjects] = sequence
-                    if positions:
-                        await connection.executemany(
-                            """INSERT INTO aggregate_position (subjects, last_sequence) VALUES ($1, $2)
-                               ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
-                            list(positions.items()),
-                        )
-                    await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last))
+        change = ReadModelChange()
+        try:
+            async with self.pool.acquire() as connection:
+                async with connection.transaction():
+                    # Strictly the next sequences (the stream has no gaps: events are never deleted).
+                    claimed = await connection.fetchval(
+                        """UPDATE projection_checkpoint SET last_sequence = $3
+                           WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
+                        CHECKPOINT,
+                        first,
+                        last,
+                    )
+                    if claimed is not None:
+                        await self._apply_all(connection, events)
+                        positions: dict[str, int] = {}
+                        for message, sequence, event in events:
+                            change |= change_of(event)
+                            # Release 0.1.0's subjects belong to no aggregate's subject tree.
+                            if message.subject == event.subject:
+                                for subjects in aggregate_filters(event):
+                                    positions[subjects] = sequence
+                        if positions:
+                            await connection.execute(
+                                """INSERT INTO aggregate_position (subjects, last_sequence)
+                                   SELECT * FROM unnest($1::text[], $2::bigint[])
+                                   ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
+                                list(positions),
+                                list(positions.values()),
+                            )
+                        await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last))
+        except BaseException:
+            # Ids taken in a transaction that did not commit are free again.
+            self._counters.forget()
+            raise
         if claimed is None:
             current = await self.checkpoint()
             if current < last:
@@ -389,12 +446,52 @@ class Projector:
             change = EVERYTHING  # another projector applied them
         await self._advance_to(last, change)
 
-    async def _apply_one(self, connection: asyncpg.Connection, message: Msg, sequence: int, event: Event) -> None:
+    async def _apply_all(self, connection: asyncpg.Connection, events: list[tuple[Msg, int, Event]]) -> None:
+        """Runs of events with batched appliers go through rows in memory (loaded once, written
+        once per run); an event with its own SQL runs it between runs."""
+        run: list[tuple[Msg, int, Event]] = []
+        for item in events:
+            if type(item[2]) in SQL_APPLIERS:
+                await self._apply_run(connection, run)
+                run = []
+                await self._apply_with_sql(connection, *item)
+            else:
+                run.append(item)
+        await self._apply_run(connection, run)
+
+    async def _apply_run(self, connection: asyncpg.Connection, run: list[tuple[Msg, int, Event]]) -> None:
+        if not run:
+            return
+        if not self._counters.known:
+            await self._counters.load(connection)
+        wanted = WantedRows()
+        for _, _, event in run:
+            rows_wanted(event, wanted)
+        rows = BatchRows(self._counters)
+        try:
+            await rows.load(connection, wanted)
+        except CONTENT_ERRORS as error:
+            raise RowsRefused(f"{type(error).__name__}: {error}") from error
+        for message, sequence, event in run:
+            with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
+                try:
+                    apply_to_rows(rows, event, sequence)
+                except CONTENT_ERRORS as error:
+                    raise EventRejected(sequence, message.subject, f"{type(error).__name__}: {error}") from error
+            await self._budget.spent()
+        try:
+            await rows.write(connection)
+        except CONTENT_ERRORS as error:
+            raise RowsRefused(f"{type(error).__name__}: {error}") from error
+
+    async def _apply_with_sql(self, connection: asyncpg.Connection, message: Msg, sequence: int, event: Event) -> None:
         with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
             try:
-                await apply_event(connection, event, sequence)
+                await apply_with_sql(connection, event, sequence)
             except CONTENT_ERRORS as error:
                 raise EventRejected(sequence, message.subject, f"{type(error).__name__}: {error}") from error
+        # It may have written counted tables (or deleted their highest rows).
+        self._counters.forget()
 
     async def _advance_to(self, sequence: int, change: ReadModelChange) -> None:
         async with self._advanced:

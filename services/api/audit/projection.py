@@ -77,13 +77,24 @@ async def _scope(connection: asyncpg.Connection, event: Event) -> tuple[str | No
     return None, None
 
 
-async def record(connection: asyncpg.Connection, event: Event, sequence: int) -> None:
-    if type(event) not in AUDITED_TYPES:
-        return
-    namespace, environment = await _scope(connection, event)
-    await connection.execute(
-        """INSERT INTO audit_event (sequence, occurred_at, principal, event_type, namespace, environment, build_id, details)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sequence) DO NOTHING""",
+def scope_of(event: Event, build_scopes: dict[int, tuple[str, str]]) -> tuple[str | None, str | None]:
+    """``_scope`` for the projector's batches, which know where their builds are (``build_scopes``:
+    build id → namespace and environment). Webhook events are not batched."""
+    if isinstance(event, (EnvironmentEvent, SettingsChanged)):
+        return event.namespace, event.environment
+    if isinstance(event, NamespaceEvent):
+        return event.namespace, None
+    if isinstance(event, BuildEvent):
+        return build_scopes.get(build_id_of(event) or 0, (None, None))
+    return None, None
+
+
+AUDIT_COLUMNS = ("sequence", "occurred_at", "principal", "event_type", "namespace", "environment", "build_id", "details")
+
+
+def audit_row(event: Event, sequence: int, namespace: str | None, environment: str | None) -> tuple[Any, ...]:
+    """The trail's row of ``event`` (``AUDIT_COLUMNS``)."""
+    return (
         sequence,
         _utc(event.occurred_at),
         _text(event.principal) or "unknown",
@@ -92,4 +103,15 @@ async def record(connection: asyncpg.Connection, event: Event, sequence: int) ->
         _text(environment),
         build_id_of(event),
         details_of(event),
+    )
+
+
+async def record(connection: asyncpg.Connection, event: Event, sequence: int) -> None:
+    if type(event) not in AUDITED_TYPES:
+        return
+    namespace, environment = await _scope(connection, event)
+    await connection.execute(
+        """INSERT INTO audit_event (sequence, occurred_at, principal, event_type, namespace, environment, build_id, details)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sequence) DO NOTHING""",
+        *audit_row(event, sequence, namespace, environment),
     )

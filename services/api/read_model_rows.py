@@ -1,0 +1,444 @@
+"""The rows a batch of events changes, held in memory while the batch is applied: read from
+PostgreSQL in one query per table for the whole batch (``load``), changed by the appliers in
+``projection.py`` in stream order, and written back with one statement per table (``write``).
+
+This is what makes a replay fast: a few round trips per few hundred events instead of several per
+event. New rows get their ids here, in stream order, from counters (``IdCounters``) that start
+above the highest id of each table and are read again whenever something else may have written
+the table (another projector, an event applied by SQL, a failed transaction)."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field, fields
+
+import asyncpg
+
+from envstore.api.audit.projection import AUDIT_COLUMNS
+
+# Tables whose ids the projection assigns (builds and webhooks carry theirs in their events).
+COUNTED_TABLES = (
+    "namespace",
+    "environment",
+    "specification",
+    "build_artifact",
+    "conda_channel",
+    "conda_package",
+    "conda_package_build",
+)
+
+
+class IdCounters:
+    """The next id of each counted table: the highest id there plus one, read once (not per row)."""
+
+    def __init__(self) -> None:
+        self._highest: dict[str, int] | None = None
+
+    @property
+    def known(self) -> bool:
+        return self._highest is not None
+
+    def forget(self) -> None:
+        """Read them again before the next id (the tables may have been written by other means)."""
+        self._highest = None
+
+    async def load(self, connection: asyncpg.Connection) -> None:
+        row = await connection.fetchrow(
+            "SELECT " + ", ".join(f"(SELECT COALESCE(max(id), 0) FROM {table}) AS {table}" for table in COUNTED_TABLES)
+        )
+        self._highest = dict(row)
+
+    def next(self, table: str) -> int:
+        assert self._highest is not None, "IdCounters.load first"
+        self._highest[table] += 1
+        return self._highest[table]
+
+
+# --- rows ------------------------------------------------------------------------------------------
+# ``new``: inserted by this batch; ``changed``: an existing row this batch updated.
+
+
+@dataclass(slots=True)
+class NamespaceRow:
+    id: int
+    name: str
+    metadata: str | None  # JSON text
+    created_on: datetime.datetime
+    deleted_on: datetime.datetime | None
+    new: bool = False
+    changed: bool = False
+    role_mappings_cleared: bool = False
+
+
+@dataclass(slots=True)
+class EnvironmentRow:
+    id: int
+    namespace_id: int
+    name: str
+    description: str | None
+    current_build_id: int | None
+    deleted_on: datetime.datetime | None
+    new: bool = False
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class BuildRow:
+    id: int
+    submission_sequence: int
+    environment_id: int
+    specification_id: int
+    status: str
+    status_info: str | None
+    size: int
+    package_count: int | None
+    build_key: str
+    build_key_version: int
+    platforms: str  # JSON text
+    artifacts_wanted: str  # JSON text
+    scheduled_on: datetime.datetime
+    started_on: datetime.datetime | None
+    ended_on: datetime.datetime | None
+    deleted_on: datetime.datetime | None
+    kept_artifacts: str | None  # JSON text
+    lock_digest: str | None
+    specification_blob_digest: str | None
+    new: bool = False
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class ArtifactRow:
+    id: int
+    build_id: int
+    artifact_type: str
+    key: str
+    digest: str
+    size: int
+    content_type: str
+    platform: str
+    new: bool = False
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class PlatformArtifactRow:
+    """A further platform's artifact of a multi-platform build (written as an upsert)."""
+
+    build_id: int
+    artifact_type: str
+    platform: str
+    key: str
+    digest: str
+    size: int
+    content_type: str
+
+
+@dataclass(slots=True)
+class ChannelRow:
+    id: int
+    name: str
+    last_update: datetime.datetime | None
+    new: bool = False
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class SpecificationRow:
+    id: int
+    name: str
+    spec: str  # JSON text
+    sha256: str
+    created_on: datetime.datetime
+
+
+@dataclass(slots=True)
+class PackageRow:
+    id: int
+    channel_id: int
+    name: str
+    version: str
+    license: str | None
+
+
+@dataclass(slots=True)
+class PackageBuildRow:
+    id: int
+    package_id: int
+    channel_id: int
+    build: str
+    build_number: int
+    depends: str  # JSON text
+    constrains: str  # JSON text
+    md5: str | None
+    sha256: str | None
+    size: int | None
+    subdir: str
+    timestamp: int | None
+
+
+@dataclass(slots=True)
+class ProgressRow:
+    sequence: int
+    build_id: int
+    phase: str
+    state: str
+    message: str
+    duration_seconds: float | None
+    service: str
+    occurred_on: datetime.datetime
+
+
+# --- what a batch needs --------------------------------------------------------------------------
+
+
+@dataclass
+class WantedRows:
+    """The keys of the rows a batch's appliers will look at (gathered before applying it)."""
+
+    namespaces: set[str] = field(default_factory=set)
+    environments: set[tuple[str, str]] = field(default_factory=set)  # (namespace name, environment name)
+    specifications: set[str] = field(default_factory=set)  # sha256
+    builds: set[int] = field(default_factory=set)  # their artifacts too
+    build_scopes: set[int] = field(default_factory=set)  # builds whose namespace and environment names are needed
+    channels: set[str] = field(default_factory=set)
+    packages: set[tuple[str, str, str]] = field(default_factory=set)  # (channel, name, version)
+
+
+class BatchRows:
+    """Every row a batch reads or writes, by the keys the appliers look them up with."""
+
+    def __init__(self, counters: IdCounters) -> None:
+        self.counters = counters
+        self.namespaces: dict[str, NamespaceRow] = {}
+        self.environments_by_id: dict[int, EnvironmentRow] = {}
+        self._environments_by_name: dict[tuple[int, str], EnvironmentRow] = {}  # (namespace id, name)
+        self.specifications: dict[str, int] = {}  # sha256 → id
+        self.new_specifications: list[SpecificationRow] = []
+        self.builds: dict[int, BuildRow] = {}
+        self.artifacts: dict[tuple[int, str], ArtifactRow] = {}
+        self.channels: dict[str, ChannelRow] = {}
+        self.packages: dict[tuple[int, str, str], int] = {}  # (channel id, name, version) → id
+        self.new_packages: list[PackageRow] = []
+        self.package_builds: dict[tuple[int, str, str], int] = {}  # (package id, subdir, build) → id
+        self.new_package_builds: list[PackageBuildRow] = []
+        self.build_packages: dict[tuple[int, int], None] = {}  # (build id, package build id), in order
+        self.progress: list[ProgressRow] = []
+        self.platform_artifacts: dict[tuple[int, str, str], PlatformArtifactRow] = {}
+        self.build_scopes: dict[int, tuple[str, str]] = {}  # build id → (namespace, environment)
+        self.audit: list[tuple] = []  # rows of the audit trail (audit.projection.AUDIT_COLUMNS)
+
+    def next_id(self, table: str) -> int:
+        return self.counters.next(table)
+
+    def environment(self, namespace_id: int, name: str) -> EnvironmentRow | None:
+        return self._environments_by_name.get((namespace_id, name))
+
+    def add_environment(self, environment: EnvironmentRow) -> EnvironmentRow:
+        self.environments_by_id[environment.id] = environment
+        self._environments_by_name[(environment.namespace_id, environment.name)] = environment
+        return environment
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def load(self, connection: asyncpg.Connection, wanted: WantedRows) -> None:
+        if wanted.namespaces or wanted.environments:
+            names = sorted(wanted.namespaces | {namespace for namespace, _ in wanted.environments})
+            for row in await connection.fetch(
+                "SELECT id, name, metadata::text AS metadata, created_on, deleted_on FROM namespace WHERE name = ANY($1::text[])",
+                names,
+            ):
+                self.namespaces[row["name"]] = NamespaceRow(**row)
+        if wanted.environments:
+            pairs = sorted(wanted.environments)
+            for row in await connection.fetch(
+                """SELECT e.id, e.namespace_id, e.name, e.description, e.current_build_id, e.deleted_on
+                   FROM environment e JOIN namespace n ON n.id = e.namespace_id
+                   JOIN unnest($1::text[], $2::text[]) AS wanted(namespace, name)
+                     ON wanted.namespace = n.name AND wanted.name = e.name""",
+                [namespace for namespace, _ in pairs],
+                [name for _, name in pairs],
+            ):
+                self.add_environment(EnvironmentRow(**row))
+        if wanted.specifications:
+            for row in await connection.fetch(
+                "SELECT sha256, id FROM specification WHERE sha256 = ANY($1::text[])", sorted(wanted.specifications)
+            ):
+                self.specifications[row["sha256"]] = row["id"]
+        if wanted.builds:
+            build_ids = sorted(wanted.builds)
+            build_columns = ", ".join(
+                f"{column.name}::text AS {column.name}" if column.name in ("platforms", "artifacts_wanted", "kept_artifacts")
+                else column.name
+                for column in fields(BuildRow)
+                if column.name not in ("new", "changed")
+            )
+            for row in await connection.fetch(
+                f"SELECT {build_columns} FROM build WHERE id = ANY($1::bigint[])", build_ids
+            ):
+                self.builds[row["id"]] = BuildRow(**row)
+            for row in await connection.fetch(
+                """SELECT id, build_id, artifact_type, key, digest, size, content_type, platform FROM build_artifact
+                   WHERE build_id = ANY($1::bigint[])""",
+                build_ids,
+            ):
+                self.artifacts[(row["build_id"], row["artifact_type"])] = ArtifactRow(**row)
+            # The builds' environments (a completed build becomes its environment's current one).
+            missing = sorted({build.environment_id for build in self.builds.values()} - set(self.environments_by_id))
+            if missing:
+                for row in await connection.fetch(
+                    """SELECT id, namespace_id, name, description, current_build_id, deleted_on FROM environment
+                       WHERE id = ANY($1::integer[])""",
+                    missing,
+                ):
+                    self.add_environment(EnvironmentRow(**row))
+        if wanted.build_scopes:
+            for row in await connection.fetch(
+                """SELECT b.id, n.name, e.name FROM build b JOIN environment e ON e.id = b.environment_id
+                   JOIN namespace n ON n.id = e.namespace_id WHERE b.id = ANY($1::bigint[])""",
+                sorted(wanted.build_scopes),
+            ):
+                self.build_scopes[row[0]] = (row[1], row[2])
+        if wanted.channels or wanted.packages:
+            for row in await connection.fetch(
+                "SELECT id, name, last_update FROM conda_channel WHERE name = ANY($1::text[])",
+                sorted(wanted.channels | {channel for channel, _, _ in wanted.packages}),
+            ):
+                self.channels[row["name"]] = ChannelRow(**row)
+        if wanted.packages:
+            triples = sorted(wanted.packages)
+            packages = await connection.fetch(
+                """SELECT p.id, p.channel_id, p.name, p.version FROM conda_package p
+                   JOIN conda_channel c ON c.id = p.channel_id
+                   JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted(channel, name, version)
+                     ON wanted.channel = c.name AND wanted.name = p.name AND wanted.version = p.version""",
+                [channel for channel, _, _ in triples],
+                [name for _, name, _ in triples],
+                [version for _, _, version in triples],
+            )
+            for row in packages:
+                self.packages[(row["channel_id"], row["name"], row["version"])] = row["id"]
+            if packages:
+                for row in await connection.fetch(
+                    "SELECT id, package_id, subdir, build FROM conda_package_build WHERE package_id = ANY($1::integer[])",
+                    [row["id"] for row in packages],
+                ):
+                    self.package_builds[(row["package_id"], row["subdir"], row["build"])] = row["id"]
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def write(self, connection: asyncpg.Connection) -> None:
+        """Every new and changed row, one statement per table and kind of change, in the order the
+        foreign keys need."""
+        namespaces = list(self.namespaces.values())
+        await _insert(connection, "namespace", ("id", "name", "created_on"), ("integer", "text", "timestamp"),
+                      [(row.id, row.name, row.created_on) for row in namespaces if row.new])
+        await _update(connection, "namespace", ("metadata", "created_on", "deleted_on"), ("jsonb", "timestamp", "timestamp"),
+                      [(row.id, row.metadata, row.created_on, row.deleted_on) for row in namespaces if row.changed and not row.new])
+        cleared = [row.id for row in namespaces if row.role_mappings_cleared]
+        if cleared:
+            await connection.execute("DELETE FROM namespace_role_mapping WHERE namespace_id = ANY($1::integer[])", cleared)
+        await _insert(connection, "specification", ("id", "name", "spec", "sha256", "created_on"),
+                      ("integer", "text", "jsonb", "text", "timestamp"),
+                      [(row.id, row.name, row.spec, row.sha256, row.created_on) for row in self.new_specifications])
+        environments = list(self.environments_by_id.values())
+        environment_columns = ("namespace_id", "name", "description", "current_build_id", "deleted_on")
+        environment_types = ("integer", "text", "text", "bigint", "timestamp")
+        await _insert(connection, "environment", ("id", *environment_columns), ("integer", *environment_types),
+                      [(row.id, row.namespace_id, row.name, row.description, row.current_build_id, row.deleted_on)
+                       for row in environments if row.new])
+        # current_build_id is written after the builds: it refers to one (no foreign key today,
+        # but the order is the one a reader would expect).
+        builds = list(self.builds.values())
+        build_columns = tuple(column.name for column in fields(BuildRow) if column.name not in ("new", "changed"))
+        build_types = ("bigint", "bigint", "integer", "integer", "text", "text", "bigint", "integer", "text", "integer",
+                       "jsonb", "jsonb", "timestamp", "timestamp", "timestamp", "timestamp", "jsonb", "text", "text")
+        await _insert(connection, "build", build_columns, build_types,
+                      [tuple(getattr(row, column) for column in build_columns) for row in builds if row.new])
+        changed_columns = ("status", "status_info", "size", "package_count", "started_on", "ended_on", "deleted_on",
+                           "kept_artifacts", "lock_digest")
+        await _update(connection, "build", changed_columns,
+                      ("text", "text", "bigint", "integer", "timestamp", "timestamp", "timestamp", "jsonb", "text"),
+                      [(row.id, *(getattr(row, column) for column in changed_columns))
+                       for row in builds if row.changed and not row.new], key_type="bigint")
+        await _update(connection, "environment", ("description", "current_build_id", "deleted_on"),
+                      ("text", "bigint", "timestamp"),
+                      [(row.id, row.description, row.current_build_id, row.deleted_on)
+                       for row in environments if row.changed and not row.new])
+        channels = list(self.channels.values())
+        await _insert(connection, "conda_channel", ("id", "name", "last_update"), ("integer", "text", "timestamp"),
+                      [(row.id, row.name, row.last_update) for row in channels if row.new])
+        await _update(connection, "conda_channel", ("last_update",), ("timestamp",),
+                      [(row.id, row.last_update) for row in channels if row.changed and not row.new])
+        await _insert(connection, "conda_package", ("id", "channel_id", "name", "version", "license"),
+                      ("integer", "integer", "text", "text", "text"),
+                      [(row.id, row.channel_id, row.name, row.version, row.license) for row in self.new_packages])
+        package_build_columns = tuple(column.name for column in fields(PackageBuildRow))
+        await _insert(connection, "conda_package_build", package_build_columns,
+                      ("integer", "integer", "integer", "text", "integer", "jsonb", "jsonb", "text", "text", "bigint",
+                       "text", "bigint"),
+                      [tuple(getattr(row, column) for column in package_build_columns) for row in self.new_package_builds])
+        await _insert(connection, "build_package", ("build_id", "package_build_id"), ("bigint", "integer"),
+                      list(self.build_packages), conflict="ON CONFLICT DO NOTHING")
+        artifacts = list(self.artifacts.values())
+        artifact_columns = ("build_id", "artifact_type", "key", "digest", "size", "content_type", "platform")
+        await _insert(connection, "build_artifact", ("id", *artifact_columns),
+                      ("integer", "bigint", "text", "text", "text", "bigint", "text", "text"),
+                      [(row.id, *(getattr(row, column) for column in artifact_columns)) for row in artifacts if row.new])
+        await _update(connection, "build_artifact", ("key", "digest", "size", "content_type", "platform"),
+                      ("text", "text", "bigint", "text", "text"),
+                      [(row.id, row.key, row.digest, row.size, row.content_type, row.platform)
+                       for row in artifacts if row.changed and not row.new])
+        platform_columns = tuple(column.name for column in fields(PlatformArtifactRow))
+        await _insert(connection, "build_platform_artifact", platform_columns,
+                      ("bigint", "text", "text", "text", "text", "bigint", "text"),
+                      [tuple(getattr(row, column) for column in platform_columns) for row in self.platform_artifacts.values()],
+                      conflict="""ON CONFLICT (build_id, artifact_type, platform) DO UPDATE SET key = EXCLUDED.key,
+                                  digest = EXCLUDED.digest, size = EXCLUDED.size, content_type = EXCLUDED.content_type""")
+        progress_columns = tuple(column.name for column in fields(ProgressRow))
+        await _insert(connection, "build_progress", progress_columns,
+                      ("bigint", "bigint", "text", "text", "text", "double precision", "text", "timestamp"),
+                      [tuple(getattr(row, column) for column in progress_columns) for row in self.progress],
+                      conflict="ON CONFLICT DO NOTHING")
+        await _insert(connection, "audit_event", AUDIT_COLUMNS,
+                      ("bigint", "timestamp", "text", "text", "text", "text", "bigint", "jsonb"),
+                      self.audit, conflict="ON CONFLICT (sequence) DO NOTHING")
+
+
+async def _insert(
+    connection: asyncpg.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    types: tuple[str, ...],
+    rows: list[tuple],
+    conflict: str = "",
+) -> None:
+    """Many rows in one statement: one array per column, unnested."""
+    if not rows:
+        return
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    unnested = ", ".join(f"${index}::{type_}[]" for index, type_ in enumerate(types, start=1))
+    await connection.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({unnested}) {conflict}", *arrays
+    )
+
+
+async def _update(
+    connection: asyncpg.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    types: tuple[str, ...],
+    rows: list[tuple],
+    key_type: str = "integer",
+) -> None:
+    """Many rows' new values in one statement, by id (each row's tuple: id, then ``columns``)."""
+    if not rows:
+        return
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    unnested = ", ".join(f"${index}::{type_}[]" for index, type_ in enumerate((key_type, *types), start=1))
+    assignments = ", ".join(f"{column} = changed.{column}" for column in columns)
+    await connection.execute(
+        f"UPDATE {table} SET {assignments} FROM unnest({unnested}) AS changed(id, {', '.join(columns)}) "
+        f"WHERE {table}.id = changed.id",
+        *arrays,
+    )
