@@ -37,7 +37,9 @@ import hashlib
 import os
 import random
 import re
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -319,14 +321,14 @@ def mixed(routes: list[Route], count: int) -> list[str]:
 # --- EXPLAIN: the plans of the queries each route runs ------------------------------------------
 
 
-async def set_auto_explain(superuser_dsn: str, on: bool) -> None:
+async def set_auto_explain(superuser_dsn: str, on: bool, slower_than_ms: int = 0) -> None:
     """PostgreSQL's auto_explain logs the plan of every statement the API's connections run while
     on; new connections load it (``session_preload_libraries``), a reload switches it."""
     connection = await asyncpg.connect(superuser_dsn)
     try:
         await connection.execute("LOAD 'auto_explain'")
         await connection.execute("ALTER SYSTEM SET session_preload_libraries = 'auto_explain'")
-        await connection.execute(f"ALTER SYSTEM SET auto_explain.log_min_duration = {0 if on else -1}")
+        await connection.execute(f"ALTER SYSTEM SET auto_explain.log_min_duration = {slower_than_ms if on else -1}")
         await connection.execute("ALTER SYSTEM SET auto_explain.log_analyze = on")
         await connection.execute("ALTER SYSTEM SET auto_explain.log_buffers = on")
         await connection.execute("SELECT pg_reload_conf()")
@@ -405,13 +407,18 @@ def profile_summary(raw_profile: Path, top: int = 25) -> list[str]:
     return lines
 
 
-def profiled_wrk(pid: int, url: str, token: str, paths: list[str], connections: int, seconds: int, output: Path) -> LoadResult:
+def start_py_spy(pid: int, output: Path, seconds: int | None = None) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` (until SIGINT, or for ``seconds``) as collapsed stacks."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    recorder = subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250", "--format", "raw",
-         "--output", str(output), "--nonblocking"],
+    return subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--output", str(output),
+         "--nonblocking", *(("--duration", str(seconds)) if seconds else ())],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+
+
+def profiled_wrk(pid: int, url: str, token: str, paths: list[str], connections: int, seconds: int, output: Path) -> LoadResult:
+    recorder = start_py_spy(pid, output, seconds)
     try:
         return wrk_load(url, token, paths, connections, seconds)
     finally:
@@ -465,6 +472,35 @@ def timed_cli(api_url: str, token: str, *arguments: str) -> float:
     return time.perf_counter() - started
 
 
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU seconds of a process and all its descendants, the exited ones included (PostgreSQL's
+    postmaster reaps its backends: their time is in its cutime/cstime)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(value) for value in fields[11:15]) / ticks
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -500,12 +536,39 @@ async def main(arguments: argparse.Namespace) -> None:
                   "environments, "
                   f"published in {published:.1f} s ({events / published:,.0f} events/s)")
 
-            print(f"load average before the replay: {load_average()}")
-            started = time.perf_counter()
-            last = await rebuild_projection(settings, stall_seconds=REPLAY_STALL_SECONDS)
-            replayed = time.perf_counter() - started
-            print(f"replay (envstore projection rebuild): {last} events in {replayed:.1f} s = "
-                  f"{last / replayed:,.0f} events/s")
+            postgres_pid = stack.postgres.pid
+            if arguments.slow_statements_ms is not None:
+                await set_auto_explain(stack.postgres.superuser_dsn, True, arguments.slow_statements_ms)
+                log_offset = stack.postgres.log_path.stat().st_size
+            for replay in range(arguments.replays):
+                print(f"load average before the replay: {load_average()}")
+                profiling = arguments.profile_replay and replay == arguments.replays - 1
+                recorder = start_py_spy(os.getpid(), Path(directory) / "replay-profile.txt") if profiling else None
+                started = time.perf_counter()
+                own_before, postgres_before = own_cpu_seconds(), tree_cpu_seconds(postgres_pid)
+                last = await rebuild_projection(settings, stall_seconds=REPLAY_STALL_SECONDS)
+                replayed = time.perf_counter() - started
+                own = own_cpu_seconds() - own_before
+                postgres = tree_cpu_seconds(postgres_pid) - postgres_before
+                print(f"replay (envstore projection rebuild): {last} events in {replayed:.1f} s = "
+                      f"{last / replayed:,.0f} events/s; CPU: projector {own:.1f} s, PostgreSQL {postgres:.1f} s "
+                      f"= {last / (own + postgres):,.0f} events per CPU second", flush=True)
+                if recorder is not None:
+                    recorder.send_signal(signal.SIGINT)
+                    await asyncio.to_thread(recorder.wait, 60)
+                    print("  py-spy profile of the replay (this process):")
+                    for line in profile_summary(Path(directory) / "replay-profile.txt"):
+                        print("    " + line)
+            if arguments.slow_statements_ms is not None:
+                await set_auto_explain(stack.postgres.superuser_dsn, False)
+                with stack.postgres.log_path.open("rb") as log_file:
+                    log_file.seek(log_offset)
+                    slow = explained_plans(log_file.read().decode(errors="replace"))
+                print(f"  statements of the replays slower than {arguments.slow_statements_ms} ms: {len(slow)}")
+                for duration, query, nodes in sorted(slow, key=lambda plan: -plan[0])[:8]:
+                    print(f"    {duration:8.1f} ms  {' '.join(query.split())[:160]}")
+                    for node in nodes[:10]:
+                        print(f"                 {node[:150]}")
             counts = await row_counts(settings.database_url)
             print("read model: " + ", ".join(f"{count} {table} rows" for table, count in counts.items()))
             if arguments.replay_only:
@@ -595,5 +658,8 @@ if __name__ == "__main__":
     parser.add_argument("--routes", nargs="*", help="only routes whose label has one of these words")
     parser.add_argument("--profile", nargs="*", help="py-spy the API under wrk on routes whose label has one of these words")
     parser.add_argument("--replay-only", action="store_true")
+    parser.add_argument("--replays", type=int, default=1, help="replay the history this many times")
+    parser.add_argument("--profile-replay", action="store_true", help="py-spy the last replay")
+    parser.add_argument("--slow-statements-ms", type=int, help="print the plans of the replay's statements slower than this")
     parser.add_argument("--api-setting", action="append", help="KEY=VALUE given to the API (e.g. ENVSTORE_…)")
     asyncio.run(main(parser.parse_args()))

@@ -30,6 +30,7 @@ The release 0.1.0 layout (``envstore.<tag>``, build ids equal to stream sequence
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, ClassVar, Union
 
@@ -49,8 +50,13 @@ STREAM_SUBJECTS = f"{SUBJECT_ROOT}.>"
 _TOKEN_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-+_@$&?^~=")
 
 
+_NEEDS_ENCODING = re.compile(r"[^A-Za-z0-9\-+_@$&?^~=]")
+
+
 def name_token(name: str) -> str:
     """A namespace or environment name as one subject token."""
+    if _NEEDS_ENCODING.search(name) is None:
+        return name  # the usual case, found by one regular expression instead of a loop
     return "".join(
         character if character in _TOKEN_SAFE else "".join(f"%{byte:02X}" for byte in character.encode())
         for character in name

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from envstore.api.archive_projection import ARCHIVE_APPLIERS
 from envstore.api.audit import projection as audit_trail
@@ -43,6 +44,8 @@ from envstore.common.build_keys import build_key_of_submission
 from envstore.common.events import (
     ArtifactFailed,
     ArtifactReady,
+    BuildArchived,
+    BuildArchiveRequested,
     BuildCancelRequested,
     BuildCanceled,
     BuildDeleted,
@@ -56,8 +59,11 @@ from envstore.common.events import (
     BuildCompleted,
     BuildFailed,
     BuildProgress,
+    BuildRehydrated,
+    BuildRehydrationRequested,
     BuildSolved,
     BuildSubmitted,
+    BuildUsed,
     EnvironmentCurrentBuildSet,
     EnvironmentUpdated,
     Event,
@@ -69,6 +75,7 @@ from envstore.common.events import (
 )
 
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
+_JSON = msgspec.json.Encoder()
 
 
 def utc(timestamp: float) -> datetime.datetime:
@@ -219,6 +226,11 @@ async def settings_changed(connection: asyncpg.Connection, event: SettingsChange
 # --- events applied to a batch's rows in memory -------------------------------------------------
 
 
+def _json_text(value: Any) -> str:
+    """JSON for a jsonb column (which keeps its own form of it, whatever the spacing)."""
+    return _JSON.encode(value).decode()
+
+
 def _namespace(rows: BatchRows, name: str, at: float) -> NamespaceRow:
     namespace = rows.namespaces.get(name)
     if namespace is not None:
@@ -266,7 +278,7 @@ def build_submitted(rows: BatchRows, event: BuildSubmitted, sequence: int) -> No
             SpecificationRow(
                 specification_id,
                 event.specification.get("name", event.environment),
-                json.dumps(event.specification),
+                _json_text(event.specification),
                 event.spec_sha256,
                 utc(event.occurred_at),
             )
@@ -284,8 +296,8 @@ def build_submitted(rows: BatchRows, event: BuildSubmitted, sequence: int) -> No
         package_count=None,
         build_key=build_key_of_submission(event),
         build_key_version=event.build_key_version,
-        platforms=json.dumps(event.platforms),
-        artifacts_wanted=json.dumps(event.artifacts),
+        platforms=_json_text(event.platforms),
+        artifacts_wanted=_json_text(event.artifacts),
         scheduled_on=utc(event.scheduled_on),
         started_on=None,
         ended_on=None,
@@ -380,8 +392,8 @@ def _package_build(rows: BatchRows, package: InstalledPackage, at: float) -> int
                 channel.id,
                 package.build,
                 package.build_number,
-                json.dumps(package.depends),
-                json.dumps(package.constrains),
+                _json_text(package.depends),
+                _json_text(package.constrains),
                 package.md5,
                 package.sha256,
                 package.size,
@@ -493,7 +505,7 @@ def build_delete_requested(rows: BatchRows, event: BuildDeleteRequested, sequenc
     if build is not None:
         if build.deleted_on is None:
             build.deleted_on = utc(event.occurred_at)
-        build.kept_artifacts = json.dumps(list(event.keep))
+        build.kept_artifacts = _json_text(list(event.keep))
 
 
 def _named_environment(rows: BatchRows, namespace: str, name: str) -> EnvironmentRow | None:
@@ -604,16 +616,14 @@ class ReadModelChange:
     access: bool = False
     everything: bool = False
 
-    def __or__(self, other: ReadModelChange) -> ReadModelChange:
-        return ReadModelChange(self.builds | other.builds, self.access or other.access, self.everything or other.everything)
-
 
 EVERYTHING = ReadModelChange(everything=True)
 
 # Events whose appliers change exactly the build they name (and listings).
 CHANGE_ONE_BUILD = (
     BuildProgress, BuildCancelRequested, BuildSolved, BuildBuilt, ArtifactReady, ArtifactFailed, BuildCompleted,
-    BuildFailed, BuildCanceled, BuildDeleteRequested, BuildDeleted,
+    BuildFailed, BuildCanceled, BuildDeleteRequested, BuildDeleted, BuildArchiveRequested, BuildArchived,
+    BuildRehydrationRequested, BuildRehydrated, BuildUsed,
 )
 # Events whose appliers change no build's row (only listings, environments, settings, webhooks).
 CHANGE_NO_BUILD = (EnvironmentCurrentBuildSet, EnvironmentUpdated, SettingsChanged, WebhookEvent, ProjectionEventSkipped)
@@ -633,3 +643,16 @@ def change_of(event: Event) -> ReadModelChange:
     if isinstance(event, CHANGE_NO_BUILD):
         return ReadModelChange()
     return EVERYTHING
+
+
+def changes_of(events: Iterable[Event]) -> ReadModelChange:
+    """What a batch of events may change (every one's ``change_of``)."""
+    builds: set[int] = set()
+    access = False
+    for event in events:
+        change = change_of(event)
+        if change.everything:
+            return EVERYTHING
+        builds |= change.builds
+        access = access or change.access
+    return ReadModelChange(frozenset(builds), access)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import asyncpg
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from envstore.api.projection import (
     EVERYTHING,
@@ -37,10 +36,10 @@ from envstore.api.projection import (
     apply_to_rows,
     apply_with_sql,
     ReadModelChange,
-    change_of,
+    changes_of,
     rows_wanted,
 )
-from envstore.api.read_model_rows import BatchRows, IdCounters, WantedRows
+from envstore.api.read_model_rows import BatchRows, IdCounters, StatisticsUpkeep, WantedRows
 from envstore.common.events import (
     BuildSubmitted,
     Event,
@@ -51,7 +50,7 @@ from envstore.common.events import (
 )
 from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage
-from envstore.common.transport import EventBus
+from envstore.common.transport import Arrivals, EventBus
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "read_model"
@@ -138,6 +137,7 @@ class Projector:
         self._advanced = asyncio.Condition()
         self._retry_now = asyncio.Event()
         self._counters = IdCounters()
+        self._statistics = StatisticsUpkeep()
         self._budget = WorkSlices(WORK_SLICE_SECONDS)
 
     async def checkpoint(self) -> int:
@@ -321,41 +321,35 @@ class Projector:
             self._tell_watchers(EVERYTHING)
             self.applied_sequence = start
             self._advanced.notify_all()
-        subscription = await self.bus.replay(start + 1)
+        arrivals = Arrivals(BATCH_LIMIT * 2)
+        subscription = await self.bus.replay(start + 1, arrivals=arrivals)
         try:
             while True:
                 try:
-                    first = await subscription.next_msg(timeout=IDLE_WAIT_SECONDS)
-                except NatsTimeoutError:
+                    # Whatever has arrived goes into one transaction: one commit per batch
+                    # instead of per event is what makes a replay fast.
+                    batch = await arrivals.take(BATCH_LIMIT, IDLE_WAIT_SECONDS)
+                except TimeoutError:
                     # Idle: has the read model been reset meanwhile (``projection rebuild``)?
                     if await self.checkpoint() < self.applied_sequence:
                         raise CheckpointMoved("the read model was reset") from None
                     continue
-                # Whatever else has already arrived goes into the same transaction: one commit
-                # per batch instead of per event is what makes a replay fast.
-                batch = [first]
-                while len(batch) < BATCH_LIMIT and subscription.pending_msgs > 0:
-                    batch.append(await subscription.next_msg(timeout=1))
-                await self._apply_batch([message for message in batch if self._is_new(message)])
+                await self._apply_batch([(sequence, message) for sequence, message in batch if sequence > self.applied_sequence])
         finally:
             try:
                 await subscription.unsubscribe()
             except Exception:
                 pass
 
-    def _is_new(self, message: Msg) -> bool:
-        return message.metadata.sequence.stream > self.applied_sequence
-
-    async def _apply_batch(self, messages: list[Msg]) -> None:
-        if not messages:
+    async def _apply_batch(self, arrived: list[tuple[int, Msg]]) -> None:
+        if not arrived:
             return
-        sequences = [message.metadata.sequence.stream for message in messages]
-        first, last = sequences[0], sequences[-1]
-        if sequences != list(range(first, last + 1)):
+        first, last = arrived[0][0], arrived[-1][0]
+        if [sequence for sequence, _ in arrived] != list(range(first, last + 1)):
             raise CheckpointMoved(f"events {first}..{last} did not arrive in one run")
         events = []
         rejection: EventRejected | None = None
-        for message, sequence in zip(messages, sequences):
+        for sequence, message in arrived:
             try:
                 events.append((message, sequence, await self._decode(message, sequence)))
             except EventRejected as refused:
@@ -419,11 +413,12 @@ class Projector:
                     )
                     if claimed is not None:
                         await self._apply_all(connection, events)
+                        change = changes_of(event for _, _, event in events)
                         positions: dict[str, int] = {}
                         for message, sequence, event in events:
-                            change |= change_of(event)
-                            # Release 0.1.0's subjects belong to no aggregate's subject tree.
-                            if message.subject == event.subject:
+                            # Release 0.1.0's subjects belong to no aggregate's subject tree (the
+                            # codec took the event on its own subject or on that old one).
+                            if message.subject != type(event).legacy_subject():
                                 for subjects in aggregate_filters(event):
                                     positions[subjects] = sequence
                         if positions:
@@ -439,6 +434,9 @@ class Projector:
             # Ids taken in a transaction that did not commit are free again.
             self._counters.forget()
             raise
+        if claimed is not None:
+            async with self.pool.acquire() as connection:
+                await self._statistics.applied(connection, len(events))
         if claimed is None:
             current = await self.checkpoint()
             if current < last:

@@ -16,6 +16,21 @@ import asyncpg
 
 from envstore.api.audit.projection import AUDIT_COLUMNS
 
+# The tables batches read and write: their statistics are refreshed as a replay fills them.
+BATCHED_TABLES = (
+    "namespace",
+    "environment",
+    "specification",
+    "build",
+    "build_artifact",
+    "build_progress",
+    "conda_channel",
+    "conda_package",
+    "conda_package_build",
+    "build_package",
+    "build_platform_artifact",
+    "audit_event",
+)
 # Tables whose ids the projection assigns (builds and webhooks carry theirs in their events).
 COUNTED_TABLES = (
     "namespace",
@@ -206,7 +221,8 @@ class WantedRows:
 
 
 class BatchRows:
-    """Every row a batch reads or writes, by the keys the appliers look them up with."""
+    """Every row a batch reads or writes, by the keys the appliers look them up with. (Rows are
+    made from records by position: each query selects its row type's fields in order.)"""
 
     def __init__(self, counters: IdCounters) -> None:
         self.counters = counters
@@ -248,7 +264,7 @@ class BatchRows:
                 "SELECT id, name, metadata::text AS metadata, created_on, deleted_on FROM namespace WHERE name = ANY($1::text[])",
                 names,
             ):
-                self.namespaces[row["name"]] = NamespaceRow(**row)
+                self.namespaces[row["name"]] = NamespaceRow(*row)
         if wanted.environments:
             pairs = sorted(wanted.environments)
             for row in await connection.fetch(
@@ -259,7 +275,7 @@ class BatchRows:
                 [namespace for namespace, _ in pairs],
                 [name for _, name in pairs],
             ):
-                self.add_environment(EnvironmentRow(**row))
+                self.add_environment(EnvironmentRow(*row))
         if wanted.specifications:
             for row in await connection.fetch(
                 "SELECT sha256, id FROM specification WHERE sha256 = ANY($1::text[])", sorted(wanted.specifications)
@@ -276,13 +292,13 @@ class BatchRows:
             for row in await connection.fetch(
                 f"SELECT {build_columns} FROM build WHERE id = ANY($1::bigint[])", build_ids
             ):
-                self.builds[row["id"]] = BuildRow(**row)
+                self.builds[row["id"]] = BuildRow(*row)
             for row in await connection.fetch(
                 """SELECT id, build_id, artifact_type, key, digest, size, content_type, platform FROM build_artifact
                    WHERE build_id = ANY($1::bigint[])""",
                 build_ids,
             ):
-                self.artifacts[(row["build_id"], row["artifact_type"])] = ArtifactRow(**row)
+                self.artifacts[(row["build_id"], row["artifact_type"])] = ArtifactRow(*row)
             # The builds' environments (a completed build becomes its environment's current one).
             missing = sorted({build.environment_id for build in self.builds.values()} - set(self.environments_by_id))
             if missing:
@@ -291,7 +307,7 @@ class BatchRows:
                        WHERE id = ANY($1::integer[])""",
                     missing,
                 ):
-                    self.add_environment(EnvironmentRow(**row))
+                    self.add_environment(EnvironmentRow(*row))
         if wanted.build_scopes:
             for row in await connection.fetch(
                 """SELECT b.id, n.name, e.name FROM build b JOIN environment e ON e.id = b.environment_id
@@ -304,15 +320,17 @@ class BatchRows:
                 "SELECT id, name, last_update FROM conda_channel WHERE name = ANY($1::text[])",
                 sorted(wanted.channels | {channel for channel, _, _ in wanted.packages}),
             ):
-                self.channels[row["name"]] = ChannelRow(**row)
-        if wanted.packages:
-            triples = sorted(wanted.packages)
+                self.channels[row["name"]] = ChannelRow(*row)
+        known_channels = [(self.channels[channel].id, name, version) for channel, name, version in wanted.packages
+                          if channel in self.channels]
+        if known_channels:
+            triples = sorted(known_channels)
             packages = await connection.fetch(
-                """SELECT p.id, p.channel_id, p.name, p.version FROM conda_package p
-                   JOIN conda_channel c ON c.id = p.channel_id
-                   JOIN unnest($1::text[], $2::text[], $3::text[]) AS wanted(channel, name, version)
-                     ON wanted.channel = c.name AND wanted.name = p.name AND wanted.version = p.version""",
-                [channel for channel, _, _ in triples],
+                """SELECT p.id, p.channel_id, p.name, p.version
+                   FROM unnest($1::integer[], $2::text[], $3::text[]) AS wanted(channel_id, name, version)
+                   JOIN conda_package p
+                     ON p.channel_id = wanted.channel_id AND p.name = wanted.name AND p.version = wanted.version""",
+                [channel_id for channel_id, _, _ in triples],
                 [name for _, name, _ in triples],
                 [version for _, _, version in triples],
             )
@@ -442,3 +460,20 @@ async def _update(
         f"WHERE {table}.id = changed.id",
         *arrays,
     )
+
+
+class StatisticsUpkeep:
+    """Fresh planner statistics while a replay fills the tables. PostgreSQL's autovacuum analyzes a
+    table only minutes after it grew; until then its planner takes a table of 100,000 rows for an
+    empty one and looks rows up by scanning it (seconds per batch). So the tables are analyzed
+    after 1,000 events, 2,000, 4,000 and so on: a few times per replay, rarely once it is done."""
+
+    def __init__(self, first: int = 1000) -> None:
+        self._applied = 0
+        self._next = first
+
+    async def applied(self, connection: asyncpg.Connection, events: int) -> None:
+        self._applied += events
+        if self._applied >= self._next:
+            self._next = self._applied * 2
+            await connection.execute("ANALYZE " + ", ".join(BATCHED_TABLES))
