@@ -12,7 +12,7 @@ from aiohttp import web
 from envstore.api.audit.projection import AUDITED_TYPES
 from envstore.api.audit.queries import AuditFilters, audit_page
 from envstore.api.context import context_of, principal_of
-from envstore.api.envelopes import ApiError, dumps
+from envstore.api.envelopes import ApiError, json_answer
 from envstore.api.pagination import END_CURSOR, decode_cursor, encode_cursor, whole_number
 from envstore.api.routes.paths import Routes
 from envstore.api.routes.projection import ADMIN_EVERYWHERE
@@ -77,8 +77,8 @@ async def audit_trail(request: web.Request) -> web.Response:
     after, _ = decode_cursor(request.query.get("cursor"))
     page = await audit_page(context_of(request).read_model.pool, filters, after, limit, order == "desc")
     cursor = encode_cursor(page.last_sequence, None) if page.last_sequence is not None else END_CURSOR
-    return web.json_response(
-        {"status": "ok", "data": page.entries, "message": None, "cursor": cursor, "count": page.count}, dumps=dumps
+    return json_answer(
+        {"status": "ok", "data": page.entries, "message": None, "cursor": cursor, "count": page.count}
     )
 
 
