@@ -33,6 +33,8 @@ async def cluster_stack(session_directory: Path, channel_url: str):  # type: ign
         "ENVSTORE_CONDA_DEFAULT_CHANNELS": channel_url,
         "ENVSTORE_CONDA_ALLOWED_CHANNELS": channel_url,
         "ENVSTORE_BUILD_ARTIFACTS": "LOCKFILE,YAML,CONDA_PACK",
+        # A killed builder's build comes back to the other replica after this (outlasting an election).
+        "ENVSTORE_WORKER_ACK_WAIT_SECONDS": "10",
     }
     async with EmbeddedStack(session_directory / "cluster", settings=settings, replicas=REPLICAS, nats_nodes=NODES) as stack:
         yield stack
@@ -140,3 +142,38 @@ async def test_a_nats_node_killed_mid_build_loses_nothing_and_comes_back(cluster
         assert all(replica.current for replica in info.cluster.replicas), info.cluster.replicas
     finally:
         await lone.close()
+
+
+async def test_a_builder_killed_mid_build_hands_the_build_to_the_other_replica(cluster_stack: EmbeddedStack) -> None:
+    """Builder 1 stopped, so builder 0 takes the build; once it installs, builder 1 is back and
+    builder 0 is SIGKILLed for good: the build completes, by builder 1, each effect once."""
+    stack = cluster_stack
+    connection = await stack.connect_nats(PROJECTION_REBUILD)
+    install_started: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_progress(message) -> None:  # type: ignore[no-untyped-def]
+        progress = json.loads(message.data)
+        if progress["phase"] == "install" and progress["state"] == "started":
+            await install_started.put(progress["build_id"])
+
+    subscription = await connection.jetstream().subscribe(
+        BuildProgress.subject_pattern(), stream=stack.nats_stream, cb=on_progress, ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+    )
+    await stack.stop_service("builder", 1)
+    try:
+        async with ApiClient(stack.api_url, token=stack.admin_token) as api:
+            build_id = await api.submit(environment_yaml("builder-lost", ["reportkit", "cachekit", "units", "plotkit"]), "cluster")
+            while await asyncio.wait_for(install_started.get(), 60) != build_id:
+                pass
+            await stack.start_service("builder", 1)
+            await stack.kill_service("builder", 0, restart=False)
+            build = await api.wait_for_build(build_id, timeout_seconds=120)
+            assert build["status"] == "COMPLETED", build["status_info"]
+    finally:
+        await subscription.unsubscribe()
+        await connection.close()
+        await stack.start_service("builder", 0)
+    kinds = collections.Counter(type(event).__name__ for event in await events_of_build(stack, build_id))
+    assert (kinds[BuildSolved.__name__], kinds[BuildBuilt.__name__], kinds[BuildCompleted.__name__]) == (1, 1, 1), kinds
+    assert kinds[BuildFailed.__name__] == 0
