@@ -626,7 +626,8 @@ async def main(arguments: argparse.Namespace) -> None:
                     )
                     print(f"  {name:<9} p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
                           f"p99.9 {result.p999_ms:6.1f} ms  max {result.max_ms:6.1f} ms  "
-                          f"({result.requests} requests, {result.errors} errors, {result.late_sends} sent late)")
+                          f"({result.requests} requests, {result.errors} errors, {result.timeouts} unanswered after "
+                          f"10 s, {result.late_sends} sent late)")
 
             if arguments.profile:
                 print(f"\npy-spy profile of the API under wrk ({arguments.seconds} s per route):")

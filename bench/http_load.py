@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 
 HERE = Path(__file__).resolve()
+REQUEST_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class OpenLoopResult:
     p999_ms: float
     max_ms: float
     late_sends: int  # sends that left more than 5 ms after their scheduled time (the generator lagged)
+    timeouts: int = 0  # requests not answered within REQUEST_TIMEOUT_SECONDS (counted at that latency)
 
 
 # --- wrk: closed loop ------------------------------------------------------------------------------
@@ -100,6 +102,7 @@ async def _open_loop(base_url: str, token: str, paths: list[str], rate: float, s
     latencies: list[float] = []
     errors = 0
     late = 0
+    timeouts = 0
     interval = 1 / rate
     total = int(rate * seconds)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -110,10 +113,15 @@ async def _open_loop(base_url: str, token: str, paths: list[str], rate: float, s
         loop = asyncio.get_running_loop()
 
         async def one(path: str, scheduled: float) -> None:
-            nonlocal errors, late
+            nonlocal errors, late, timeouts
             if loop.time() - scheduled > 0.005:
                 late += 1
-            status = await _timed_get(http, path)
+            try:
+                status = await asyncio.wait_for(_timed_get(http, path), REQUEST_TIMEOUT_SECONDS)
+            except TimeoutError:
+                timeouts += 1
+                latencies.append(REQUEST_TIMEOUT_SECONDS)
+                return
             latencies.append(loop.time() - scheduled)
             if not 200 <= status < 400:
                 errors += 1
@@ -138,6 +146,7 @@ async def _open_loop(base_url: str, token: str, paths: list[str], rate: float, s
         p999_ms=quantiles[998] * 1000,
         max_ms=latencies[-1] * 1000,
         late_sends=late,
+        timeouts=timeouts,
     )
 
 
@@ -154,7 +163,7 @@ def open_loop(base_url: str, token: str, paths: list[str], rate: float, seconds:
         arguments.flush()
         output = subprocess.run(
             [sys.executable, str(HERE), "open-loop", arguments.name],
-            capture_output=True, text=True, check=True, timeout=seconds + 120,
+            capture_output=True, text=True, check=True, timeout=seconds + REQUEST_TIMEOUT_SECONDS + 120,
         ).stdout
     return OpenLoopResult(**json.loads(output.strip().splitlines()[-1]))
 
