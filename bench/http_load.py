@@ -6,6 +6,8 @@
   its stall by slowing the generator down), in a process of its own, for latency at light load.
 - ``BareServer``: a bare aiohttp handler returning recorded bytes for each path: the most an
   aiohttp server can do on this machine with these very answers, measured in the same run.
+- ``BareFileServer``: a file copied over loopback by sendfile(2) from a plain socket server: the
+  ceiling of any HTTP server handing out that file.
 
 Run as a script it is one of those processes (``serve`` or ``open-loop``); the benchmarks start it.
 """
@@ -227,17 +229,101 @@ class BareServer:
         await asyncio.to_thread(self.process.wait, 10)
 
 
+# --- a bare file server: the loopback copy of a file -------------------------------------------------
+
+
+def _serve_file(path: Path, port: int) -> None:
+    """Any GET gets the file's bytes (or the one range asked for), written by sendfile(2) straight
+    from the page cache to the socket: the least any HTTP server can do to copy a file over loopback."""
+    import os
+    import socketserver
+
+    size = path.stat().st_size
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            connection = self.request
+            buffered = b""
+            with path.open("rb") as source:
+                while True:
+                    while b"\r\n\r\n" not in buffered:
+                        received = connection.recv(65536)
+                        if not received:
+                            return
+                        buffered += received
+                    head, _, buffered = buffered.partition(b"\r\n\r\n")
+                    start, end, status = 0, size, "200 OK"
+                    extra = ""
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.decode("latin-1").partition(":")
+                        if name.strip().lower() == "range":
+                            first, _, last = value.strip().removeprefix("bytes=").partition("-")
+                            start, end, status = int(first), (int(last) + 1 if last else size), "206 Partial Content"
+                            extra = f"Content-Range: bytes {start}-{end - 1}/{size}\r\n"
+                    connection.sendall(
+                        f"HTTP/1.1 {status}\r\nContent-Length: {end - start}\r\n{extra}"
+                        "Content-Type: application/octet-stream\r\n\r\n".encode()
+                    )
+                    offset = start
+                    while offset < end:
+                        offset += os.sendfile(connection.fileno(), source.fileno(), offset, end - offset)
+
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+    with Server(("127.0.0.1", port), Handler) as server:
+        server.serve_forever()
+
+
+class BareFileServer:
+    """``_serve_file`` in a process of its own."""
+
+    def __init__(self, path: Path, port: int) -> None:
+        self.path = path
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> BareFileServer:
+        self.process = subprocess.Popen([sys.executable, str(HERE), "serve-file", str(self.path), str(self.port)])
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(self.url + "/", headers={"Range": "bytes=0-0"}) as response:
+                        await response.read()
+                        return self
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the bare file server did not start") from None
+                    await asyncio.sleep(0.05)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        await asyncio.to_thread(self.process.wait, 10)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve")
     serve.add_argument("answers", type=Path)
     serve.add_argument("port", type=int)
+    serve_file = commands.add_parser("serve-file")
+    serve_file.add_argument("path", type=Path)
+    serve_file.add_argument("port", type=int)
     loop_command = commands.add_parser("open-loop")
     loop_command.add_argument("arguments", type=Path)
     parsed = parser.parse_args()
     if parsed.command == "serve":
         _serve(parsed.answers, parsed.port)
+    elif parsed.command == "serve-file":
+        _serve_file(parsed.path, parsed.port)
     else:
         given = json.loads(parsed.arguments.read_text())
         result = asyncio.run(_open_loop(**given))

@@ -32,7 +32,9 @@ from envstore.common.demo_channel.catalogue import (
     PackageFile,
 )
 from envstore.common.demo_channel.package_writer import write_package
+from envstore.launcher.child_process import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
+from http_load import BareFileServer
 
 MEBIBYTE = 1024 * 1024
 CHUNK = 4 * MEBIBYTE
@@ -73,19 +75,34 @@ async def build_and_wait(http: aiohttp.ClientSession, namespace: str, name: str,
         await asyncio.sleep(0.01)
 
 
-async def timed_download(registry: aiohttp.ClientSession, path: str) -> float:
+async def timed_download(http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> float:
+    """A raw HTTP client: read the body in big chunks and drop it."""
     started = time.perf_counter()
-    async with registry.get(path) as response:
-        assert response.status == 200, response.status
+    async with http.get(url, headers=headers) as response:
+        assert response.status in (200, 206), (url, response.status)
         async for _ in response.content.iter_chunked(CHUNK):
             pass
     return time.perf_counter() - started
 
 
-def timed_curl(url: str, token: str) -> float:
+def timed_curl(url: str, token: str, output: str = "/dev/null", byte_range: str | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(
-        ["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}", url], check=True
+        ["curl", "-sf", "-o", output, "-H", f"Authorization: Bearer {token}",
+         *(("-H", f"Range: bytes={byte_range}") if byte_range else ()), url],
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+def timed_skopeo(registry_url: str, token: str, destination: Path) -> float:
+    """``skopeo copy`` of the image into a directory (it writes and checks every blob's digest)."""
+    shutil.rmtree(destination, ignore_errors=True)
+    started = time.perf_counter()
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--src-creds", f"any:{token}",
+         f"docker://{registry_url.removeprefix('http://')}/bench/big:latest", f"dir:{destination}"],
+        check=True, stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - started
 
@@ -119,7 +136,7 @@ async def main(size_mb: int, runs: int, dynamic: int) -> None:
             headers = {"Authorization": f"Bearer {stack.admin_token}"}
             async with aiohttp.ClientSession(stack.api_url, headers=headers) as api, aiohttp.ClientSession(
                 stack.registry_url, headers=headers
-            ) as registry:
+            ) as registry, aiohttp.ClientSession(headers=headers) as raw:
                 build_seconds = await build_and_wait(api, "bench", "big", ["bigdata"])
                 async with registry.get("/v2/bench/big/manifests/latest", headers={"Accept": OCI_MANIFEST}) as response:
                     manifest = json.loads(await response.read())
@@ -128,15 +145,42 @@ async def main(size_mb: int, runs: int, dynamic: int) -> None:
                 blob_path = f"/v2/bench/big/blobs/{digest}"
                 on_disk = stack.data_directory / "storage" / "blobs" / "sha256" / digest.removeprefix("sha256:")
 
-                await timed_download(registry, blob_path)  # warm the page cache
-                python_client = [await timed_download(registry, blob_path) for _ in range(runs)]
-                curl = [await asyncio.to_thread(timed_curl, f"{stack.registry_url}{blob_path}", stack.admin_token) for _ in range(runs)]
+                registry_blob = f"{stack.registry_url}{blob_path}"
+                await timed_download(raw, registry_blob)  # warm the page cache
+                half = f"{size // 2}-{size - 1}"
+                async with BareFileServer(on_disk, pick_free_port("127.0.0.1")) as bare:
+                    measured: dict[str, tuple[list[float], list[float]]] = {}
+                    for label, ours, ceiling in (
+                        ("curl -o /dev/null",
+                         lambda: asyncio.to_thread(timed_curl, registry_blob, stack.admin_token),
+                         lambda: asyncio.to_thread(timed_curl, bare.url + "/", stack.admin_token)),
+                        ("aiohttp client, body dropped",
+                         lambda: timed_download(raw, registry_blob),
+                         lambda: timed_download(raw, bare.url + "/")),
+                        ("curl, Range: the second half",
+                         lambda: asyncio.to_thread(timed_curl, registry_blob, stack.admin_token, "/dev/null", half),
+                         lambda: asyncio.to_thread(timed_curl, bare.url + "/", stack.admin_token, "/dev/null", half)),
+                        ("curl -o a file on the same disk",
+                         lambda: asyncio.to_thread(timed_curl, registry_blob, stack.admin_token, str(root / "pulled")),
+                         lambda: asyncio.to_thread(timed_curl, bare.url + "/", stack.admin_token, str(root / "pulled"))),
+                    ):
+                        # Alternated, so both see the same moments of a shared machine.
+                        pairs = [(await ours(), await ceiling()) for _ in range(runs)]
+                        measured[label] = ([pair[0] for pair in pairs], [pair[1] for pair in pairs])
+                skopeo = [await asyncio.to_thread(timed_skopeo, stack.registry_url, stack.admin_token, root / "skopeo")
+                          for _ in range(runs)]
                 copies = [await asyncio.to_thread(timed_copy, on_disk, root) for _ in range(runs)]
 
-                print(f"\nlayer {digest[:19]}…  {size / MEBIBYTE:.1f} MiB (the image of a {size_mb} MiB package)")
+                print(f"\nlayer {digest[:19]}…  {size / MEBIBYTE:.1f} MiB (the image of a {size_mb} MiB package); "
+                      f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
                 print(f"  build with image, submit → COMPLETED   {build_seconds:8.2f} s")
-                print(f"  registry → curl -o /dev/null            {rate(size, curl)}")
-                print(f"  registry → aiohttp client (discard)     {rate(size, python_client)}")
+                print("  the same bytes from the registry and from a bare sendfile(2) server (the loopback copy):")
+                for label, (ours, ceiling) in measured.items():
+                    transferred = size - size // 2 if "Range" in label else size
+                    ratio = statistics.median(ceiling) / statistics.median(ours)
+                    print(f"    {label:<32} registry {rate(transferred, ours)}")
+                    print(f"    {'':<32} bare     {rate(transferred, ceiling)}   registry/bare {ratio:.0%}")
+                print(f"  skopeo copy docker://… dir: (whole image) {rate(size, skopeo)} (layer bytes over the copy's time)")
                 print(f"  plain file copy (shutil.copyfile)       {rate(size, copies)}")
 
                 first, again = [], []

@@ -84,6 +84,8 @@ CREATE TABLE IF NOT EXISTS build (
     rehydration_seconds double precision
 );
 CREATE INDEX IF NOT EXISTS build_environment ON build(environment_id);
+-- The solver's queue: a queued build's position is counted on it (as long as the queue, not the history).
+CREATE INDEX IF NOT EXISTS build_queue ON build(submission_sequence) WHERE status = 'QUEUED';
 CREATE TABLE IF NOT EXISTS build_artifact (
     id integer PRIMARY KEY,
     build_id bigint NOT NULL REFERENCES build(id),
