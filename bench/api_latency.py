@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import hashlib
 import os
 import random
@@ -74,7 +75,7 @@ from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.child_process import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
-from http_load import BareServer, LoadResult, RecordedAnswer, open_loop, wrk_load
+from http_load import BareServer, LoadResult, OpenLoopResult, RecordedAnswer, open_loop, wrk_load
 
 NAMESPACES = 100
 PLATFORM = "linux-64"
@@ -501,6 +502,61 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def print_open_loop(name: str, result: OpenLoopResult) -> None:
+    print(f"  {name:<9} p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
+          f"p99.9 {result.p999_ms:6.1f} ms  max {result.max_ms:6.1f} ms  "
+          f"({result.requests} requests, {result.errors} errors, {result.timeouts} unanswered after "
+          f"10 s, {result.late_sends} sent late)")
+
+
+async def live_projection(
+    stack: EmbeddedStack, build_ids: list[int], rate: float, seconds: float
+) -> tuple[float, float, float, int]:
+    """Publish ``rate`` events a second (on schedule, not waiting for each other) to the running
+    API's projector; each event's lag is from its scheduled send to the read model's commit that
+    holds it (the projector's NOTIFY, which carries the last sequence of each commit)."""
+    listener = await asyncpg.connect(stack.postgres.dsn)
+    committed: list[tuple[float, int]] = []
+    listener_callback = lambda _c, _p, _ch, payload: committed.append((time.perf_counter(), int(payload)))  # noqa: E731
+    await listener.add_listener("envstore_projection", listener_callback)
+    bus = await stack.connect_bus(SUPERUSER)
+    published: list[tuple[int, float]] = []
+    randomness = random.Random(3)
+    try:
+        async def one(number: int, scheduled: float) -> None:
+            event = BuildProgress(build_id=randomness.choice(build_ids), phase="install", state="note",
+                                  message=f"live {number}", service="builder")
+            acknowledgement = await bus.publish(event, f"live:{number}:{scheduled}")
+            published.append((acknowledgement.seq, scheduled))
+
+        tasks = []
+        start = time.perf_counter() + 0.1
+        for number in range(int(rate * seconds)):
+            scheduled = start + number / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(number, scheduled)))
+        await asyncio.gather(*tasks)
+        last = max(sequence for sequence, _ in published)
+        deadline = time.perf_counter() + 60
+        while (not committed or committed[-1][1] < last) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await bus.close()
+        await listener.close()
+    commits = sorted(committed, key=lambda item: item[1])  # commits' sequences grow with time
+    throughs = [through for _, through in commits]
+    lags = []
+    for sequence, scheduled in published:
+        index = bisect.bisect_left(throughs, sequence)  # the first commit that holds it
+        if index < len(commits):
+            lags.append((commits[index][0] - scheduled) * 1000)
+    lags.sort()
+    quantiles = statistics.quantiles(lags, n=100)
+    return quantiles[49], quantiles[98], lags[-1], len(lags)
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -556,7 +612,8 @@ async def main(arguments: argparse.Namespace) -> None:
                 if recorder is not None:
                     recorder.send_signal(signal.SIGINT)
                     await asyncio.to_thread(recorder.wait, 60)
-                    print("  py-spy profile of the replay (this process):")
+                    shutil.copyfile(Path(directory) / "replay-profile.txt", arguments.profile_output)
+                    print(f"  py-spy profile of the replay (this process; collapsed stacks in {arguments.profile_output}):")
                     for line in profile_summary(Path(directory) / "replay-profile.txt"):
                         print("    " + line)
             if arguments.slow_statements_ms is not None:
@@ -575,7 +632,7 @@ async def main(arguments: argparse.Namespace) -> None:
                 return
 
             await set_auto_explain(stack.postgres.superuser_dsn, False)
-            api = await stack.start_service("api")
+            await stack.start_service("api")
             await wait_for_api(stack.api_url)
             headers = {"Authorization": f"Bearer {stack.admin_token}"}
             timeout = aiohttp.ClientTimeout(total=120)
@@ -588,7 +645,7 @@ async def main(arguments: argparse.Namespace) -> None:
 
                 # The CLI's full listing, one request at a time, the first one included.
                 cli_seconds = await timed_requests(http, CLI_LIST_PATH, 5)
-                answers = await record_answers(http, routes)
+                answers = await record_answers(http, [*routes, Route("CLI", [CLI_LIST_PATH])])
             print(f"\nthe CLI's full environment list ({len(answers[CLI_LIST_PATH].body) / 1e6:.1f} MB), one request at "
                   f"a time: first {cli_seconds[0] * 1000:.0f} ms, then median "
                   f"{statistics.median(cli_seconds[1:]) * 1000:.0f} ms, max {max(cli_seconds[1:]) * 1000:.0f} ms")
@@ -598,6 +655,7 @@ async def main(arguments: argparse.Namespace) -> None:
             cli_floor = await asyncio.to_thread(timed_cli, stack.api_url, stack.admin_token, "--version")
             print(f"  `conda-store list environment --output json`: {cli:.2f} s (the CLI's own start, "
                   f"`conda-store --version`: {cli_floor:.2f} s)")
+            answers.pop(CLI_LIST_PATH) if not any(route.paths == [CLI_LIST_PATH] for route in routes) else None
 
             async with BareServer(answers, Path(directory), pick_free_port("127.0.0.1")) as bare:
                 print(f"\nclosed loop: wrk, {arguments.clients} connections, {arguments.seconds} s per route and server, "
@@ -624,10 +682,19 @@ async def main(arguments: argparse.Namespace) -> None:
                     result = await asyncio.to_thread(
                         open_loop, url, stack.admin_token, paths, arguments.rate, arguments.open_seconds
                     )
-                    print(f"  {name:<9} p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
-                          f"p99.9 {result.p999_ms:6.1f} ms  max {result.max_ms:6.1f} ms  "
-                          f"({result.requests} requests, {result.errors} errors, {result.timeouts} unanswered after "
-                          f"10 s, {result.late_sends} sent late)")
+                    print_open_loop(name, result)
+                if arguments.live_rate:
+                    # The same reads while events arrive: the projector's batches share the API's
+                    # process, and every change empties the cache of listings.
+                    print(f"\nlive projection: {arguments.live_rate:.0f} events/s published for {arguments.open_seconds} s "
+                          f"(build.progress of random builds) while the open loop runs (load average {load_average()})")
+                    reads = asyncio.create_task(asyncio.to_thread(
+                        open_loop, stack.api_url, stack.admin_token, paths, arguments.rate, arguments.open_seconds
+                    ))
+                    lag = await live_projection(stack, build_ids, arguments.live_rate, arguments.open_seconds)
+                    print_open_loop("envstore", await reads)
+                    print(f"  projection lag (publish → read model, per event): p50 {lag[0]:.1f} ms, p99 {lag[1]:.1f} ms, "
+                          f"max {lag[2]:.1f} ms ({lag[3]} events)")
 
             if arguments.profile:
                 print(f"\npy-spy profile of the API under wrk ({arguments.seconds} s per route):")
@@ -636,7 +703,7 @@ async def main(arguments: argparse.Namespace) -> None:
                         continue
                     output = Path(directory) / "profile.txt"
                     result = await asyncio.to_thread(
-                        profiled_wrk, api.pid, stack.api_url, stack.admin_token, route.paths, arguments.clients,
+                        profiled_wrk, stack.process("api").pid, stack.api_url, stack.admin_token, route.paths, arguments.clients,
                         arguments.seconds, output,
                     )
                     print(f"  {route.label}: {result.per_second:,.0f} req/s while profiled")
@@ -655,12 +722,14 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10, help="of wrk per route and server")
     parser.add_argument("--rate", type=float, default=300, help="the open loop's offered requests per second")
     parser.add_argument("--open-seconds", type=float, default=30)
+    parser.add_argument("--live-rate", type=float, default=1000, help="events/s published during the last open loop (0: none)")
     parser.add_argument("--history", choices=["lean", "pipeline"], default="lean")
     parser.add_argument("--routes", nargs="*", help="only routes whose label has one of these words")
     parser.add_argument("--profile", nargs="*", help="py-spy the API under wrk on routes whose label has one of these words")
     parser.add_argument("--replay-only", action="store_true")
     parser.add_argument("--replays", type=int, default=1, help="replay the history this many times")
     parser.add_argument("--profile-replay", action="store_true", help="py-spy the last replay")
+    parser.add_argument("--profile-output", default="/tmp/envstore-replay-profile.txt")
     parser.add_argument("--slow-statements-ms", type=int, help="print the plans of the replay's statements slower than this")
     parser.add_argument("--api-setting", action="append", help="KEY=VALUE given to the API (e.g. ENVSTORE_…)")
     asyncio.run(main(parser.parse_args()))

@@ -4,6 +4,7 @@ and the subset rule for minting tokens."""
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -42,8 +43,10 @@ def _pattern(text: str, wildcard: str) -> str:
     return "".join(wildcard if character == "*" else re.escape(character) for character in text)
 
 
+@functools.lru_cache(maxsize=4096)
 def arn_regex(arn: str) -> re.Pattern[str]:
-    """``ns/env`` pattern → regex matching ``ns/env`` and the bare namespace ARN ``ns``."""
+    """``ns/env`` pattern → regex matching ``ns/env`` and the bare namespace ARN ``ns`` (kept: every
+    request checks its caller's patterns)."""
     namespace, _, environment = arn.partition("/")
     wildcard = f"[{NAME_CHARACTERS}]*"
     return re.compile(rf"^{_pattern(namespace, wildcard)}(?:/{_pattern(environment, wildcard)})?$")

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -237,7 +238,20 @@ class Telemetry:
     @contextlib.contextmanager
     def server_span(self, method: str, route: str, headers: Mapping[str, str]) -> Iterator[Span]:
         """An HTTP request being answered; it continues the caller's trace if the caller sent one.
-        The caller sets the status (a 404 raised as an exception is not an error of the server)."""
+        The caller sets the status (a 404 raised as an exception is not an error of the server).
+
+        When no span is exported, none is made (it costs a fair share of a cached read): the
+        caller's trace context, if it sent one, is still what the events of this request carry."""
+        if not self.exporting:
+            if "traceparent" not in headers:
+                yield trace.INVALID_SPAN
+                return
+            token = otel_context.attach(self.context_from(headers))
+            try:
+                yield trace.INVALID_SPAN
+            finally:
+                otel_context.detach(token)
+            return
         with self.tracer.start_as_current_span(
             f"{method} {route}",
             context=self.context_from(headers),

@@ -5,8 +5,9 @@ each answer is kept as the bytes sent, and dropped when the projection applies s
 change it (``ReadModelChange``, reported by the projector as it commits, or as another replica's
 commit is heard of):
 
-- a finished build's answer (COMPLETED, FAILED, CANCELED) only when an event names that build;
-- every other answer (listings, environments, running builds) on any change at all;
+- a finished build's answer (COMPLETED, FAILED, CANCELED) only when its rows change;
+- a running build's answer when its rows change, every other answer (listings, environments,
+  queued builds) when anything they show changes — a running build's progress lines change none;
 - what role mappings grant a caller's namespace, when access changes.
 
 An answer computed while the read model moved is not kept (it may be older than the change that
@@ -24,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from envstore.api.projection import ReadModelChange
+from envstore.api.read_model_change import ReadModelChange
 
 NAMESPACES_KEPT = 4096
 
@@ -126,8 +127,14 @@ class AnswerCache:
     # --- the read model moved -----------------------------------------------------------------
 
     def read_model_changed(self, change: ReadModelChange) -> None:
+        if change.nothing:
+            return  # e.g. a running build's progress lines: in no answer kept here
         self.generation += 1
-        self._moving.clear()
+        if change.listings or change.everything:
+            self._moving.clear()
+        else:
+            for build_id in change.builds:  # a build's answer kept while it runs
+                self._moving.discard(("build", build_id))
         if change.everything:
             self._finished_builds.clear()
         else:

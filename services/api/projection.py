@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -23,6 +22,7 @@ import msgspec
 
 from envstore.api.archive_projection import ARCHIVE_APPLIERS
 from envstore.api.audit import projection as audit_trail
+from envstore.api.read_model_change import EVERYTHING, NOTHING, ReadModelChange
 from envstore.api.read_model_rows import (
     ArtifactRow,
     BatchRows,
@@ -604,55 +604,31 @@ def apply_to_rows(rows: BatchRows, event: Event, sequence: int) -> None:
         rows.audit.append(audit_trail.audit_row(event, sequence, namespace, environment))
 
 
-# --- what an event changes, for the caches of answers (answer_cache.py) ----------------------------
+# --- what an event applied by SQL changes, for the caches of answers ------------------------------
+# (Batched events report what they changed from their rows: ``BatchRows.change``.)
 
-
-@dataclass(frozen=True)
-class ReadModelChange:
-    """What applying some events may have changed, beyond listings: the builds whose rows or
-    artifacts it touched, whether access (namespaces, role mappings) changed, or anything at all."""
-
-    builds: frozenset[int] = frozenset()
-    access: bool = False
-    everything: bool = False
-
-
-EVERYTHING = ReadModelChange(everything=True)
-
-# Events whose appliers change exactly the build they name (and listings).
+# Events whose appliers change exactly the build they name (and what lists it).
 CHANGE_ONE_BUILD = (
     BuildProgress, BuildCancelRequested, BuildSolved, BuildBuilt, ArtifactReady, ArtifactFailed, BuildCompleted,
     BuildFailed, BuildCanceled, BuildDeleteRequested, BuildDeleted, BuildArchiveRequested, BuildArchived,
-    BuildRehydrationRequested, BuildRehydrated, BuildUsed,
+    BuildRehydrationRequested, BuildRehydrated,
 )
-# Events whose appliers change no build's row (only listings, environments, settings, webhooks).
-CHANGE_NO_BUILD = (EnvironmentCurrentBuildSet, EnvironmentUpdated, SettingsChanged, WebhookEvent, ProjectionEventSkipped)
+# Events whose appliers change nothing any cached answer shows.
+CHANGE_NO_ANSWER = (WebhookEvent, ProjectionEventSkipped)
 CHANGE_ACCESS = (NamespaceCreated, NamespaceUpdated, NamespaceRoleMappingChanged)
 
 
 def change_of(event: Event) -> ReadModelChange:
-    """What ``event``'s applier may change. An event type not named here may change anything (so
-    a new applier is safe before it is listed)."""
+    """What ``event``'s SQL applier may change. An event type not named here may change anything
+    (so a new applier is safe before it is listed)."""
     if isinstance(event, CHANGE_ONE_BUILD):
-        return ReadModelChange(builds=frozenset({build_id_of(event) or 0}))
-    if isinstance(event, BuildSubmitted):
-        # Its namespace may be made again after a delete, with no role mappings.
-        return ReadModelChange(builds=frozenset({event.build_id}), access=True)
+        return ReadModelChange(builds=frozenset({build_id_of(event) or 0}), listings=True)
+    if isinstance(event, BuildUsed):
+        return ReadModelChange(builds=frozenset({event.build_id}))
     if isinstance(event, CHANGE_ACCESS):
-        return ReadModelChange(access=True)
-    if isinstance(event, CHANGE_NO_BUILD):
-        return ReadModelChange()
+        return ReadModelChange(listings=True, access=True)
+    if isinstance(event, CHANGE_NO_ANSWER):
+        return NOTHING
+    if isinstance(event, SettingsChanged):
+        return ReadModelChange(listings=True)
     return EVERYTHING
-
-
-def changes_of(events: Iterable[Event]) -> ReadModelChange:
-    """What a batch of events may change (every one's ``change_of``)."""
-    builds: set[int] = set()
-    access = False
-    for event in events:
-        change = change_of(event)
-        if change.everything:
-            return EVERYTHING
-        builds |= change.builds
-        access = access or change.access
-    return ReadModelChange(frozenset(builds), access)

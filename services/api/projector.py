@@ -30,15 +30,8 @@ from dataclasses import dataclass
 import asyncpg
 from nats.aio.msg import Msg
 
-from envstore.api.projection import (
-    EVERYTHING,
-    SQL_APPLIERS,
-    apply_to_rows,
-    apply_with_sql,
-    ReadModelChange,
-    changes_of,
-    rows_wanted,
-)
+from envstore.api.projection import SQL_APPLIERS, apply_to_rows, apply_with_sql, change_of, rows_wanted
+from envstore.api.read_model_change import EVERYTHING, NOTHING, ReadModelChange
 from envstore.api.read_model_rows import BatchRows, IdCounters, StatisticsUpkeep, WantedRows
 from envstore.common.events import (
     BuildSubmitted,
@@ -399,7 +392,7 @@ class Projector:
 
     async def _commit(self, events: list[tuple[Msg, int, Event]]) -> None:
         first, last = events[0][1], events[-1][1]
-        change = ReadModelChange()
+        change = NOTHING
         try:
             async with self.pool.acquire() as connection:
                 async with connection.transaction():
@@ -412,8 +405,7 @@ class Projector:
                         last,
                     )
                     if claimed is not None:
-                        await self._apply_all(connection, events)
-                        change = changes_of(event for _, _, event in events)
+                        change = await self._apply_all(connection, events)
                         positions: dict[str, int] = {}
                         for message, sequence, event in events:
                             # Release 0.1.0's subjects belong to no aggregate's subject tree (the
@@ -434,32 +426,35 @@ class Projector:
             # Ids taken in a transaction that did not commit are free again.
             self._counters.forget()
             raise
-        if claimed is not None:
-            async with self.pool.acquire() as connection:
-                await self._statistics.applied(connection, len(events))
         if claimed is None:
             current = await self.checkpoint()
             if current < last:
                 raise CheckpointMoved(f"checkpoint is {current}, expected {first - 1}")
             change = EVERYTHING  # another projector applied them
         await self._advance_to(last, change)
+        if claimed is not None:
+            await self._statistics.applied(self.pool, len(events))
 
-    async def _apply_all(self, connection: asyncpg.Connection, events: list[tuple[Msg, int, Event]]) -> None:
+    async def _apply_all(
+        self, connection: asyncpg.Connection, events: list[tuple[Msg, int, Event]]
+    ) -> ReadModelChange:
         """Runs of events with batched appliers go through rows in memory (loaded once, written
-        once per run); an event with its own SQL runs it between runs."""
+        once per run); an event with its own SQL runs it between runs. Returns what changed."""
+        change = NOTHING
         run: list[tuple[Msg, int, Event]] = []
         for item in events:
             if type(item[2]) in SQL_APPLIERS:
-                await self._apply_run(connection, run)
+                change |= await self._apply_run(connection, run)
                 run = []
                 await self._apply_with_sql(connection, *item)
+                change |= change_of(item[2])
             else:
                 run.append(item)
-        await self._apply_run(connection, run)
+        return change | await self._apply_run(connection, run)
 
-    async def _apply_run(self, connection: asyncpg.Connection, run: list[tuple[Msg, int, Event]]) -> None:
+    async def _apply_run(self, connection: asyncpg.Connection, run: list[tuple[Msg, int, Event]]) -> ReadModelChange:
         if not run:
-            return
+            return NOTHING
         if not self._counters.known:
             await self._counters.load(connection)
         wanted = WantedRows()
@@ -481,6 +476,7 @@ class Projector:
             await rows.write(connection)
         except CONTENT_ERRORS as error:
             raise RowsRefused(f"{type(error).__name__}: {error}") from error
+        return rows.change()
 
     async def _apply_with_sql(self, connection: asyncpg.Connection, message: Msg, sequence: int, event: Event) -> None:
         with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
