@@ -97,7 +97,7 @@ async def test_fifty_builds_under_chaos_end_once_and_the_read_model_equals_a_rep
     assert len(set(build_ids)) == BUILDS, "a submission made two builds"
     assert any("nats" in fault for fault in faults) and any("PostgreSQL" in fault for fault in faults)
     assert any("S3" in fault for fault in faults)
-    await stack.wait_until_ready()
+    await stack.wait_until_ready(while_restarting=True)
 
     async with ApiClient(stack.api_url, token=token) as api:
         builds = [await api.build(build_id) for build_id in build_ids]
