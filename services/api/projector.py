@@ -25,7 +25,7 @@ import datetime
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from nats.aio.msg import Msg
@@ -93,6 +93,15 @@ class RowsRefused(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
         self.error = error
+
+
+@dataclass
+class DecodedBatch:
+    """Events decoded for one transaction, in stream order, up to ``last`` (or up to a rejected one)."""
+
+    last: int
+    events: list[tuple[Msg, int, Event]] = field(default_factory=list)
+    rejection: EventRejected | None = None
 
 
 class CheckpointMoved(Exception):
@@ -307,6 +316,8 @@ class Projector:
         return True
 
     async def _project_from_checkpoint(self) -> None:
+        """Two stages overlap: while one batch's transaction waits for PostgreSQL, the next batch
+        is read from the bus and decoded (the projector's own work is the replay's bottleneck)."""
         self._counters.forget()  # another replica may have led meanwhile
         start = await self.checkpoint()
         async with self._advanced:
@@ -315,40 +326,64 @@ class Projector:
             self.applied_sequence = start
             self._advanced.notify_all()
         arrivals = Arrivals(BATCH_LIMIT * 2)
+        decoded: asyncio.Queue[DecodedBatch | BaseException] = asyncio.Queue(maxsize=1)
         subscription = await self.bus.replay(start + 1, arrivals=arrivals)
+        decoding = asyncio.create_task(self._decode_arrivals(arrivals, start, decoded))
         try:
             while True:
-                try:
-                    # Whatever has arrived goes into one transaction: one commit per batch
-                    # instead of per event is what makes a replay fast.
-                    batch = await arrivals.take(BATCH_LIMIT, IDLE_WAIT_SECONDS)
-                except TimeoutError:
-                    # Idle: has the read model been reset meanwhile (``projection rebuild``)?
-                    if await self.checkpoint() < self.applied_sequence:
-                        raise CheckpointMoved("the read model was reset") from None
-                    continue
-                await self._apply_batch([(sequence, message) for sequence, message in batch if sequence > self.applied_sequence])
+                batch = await decoded.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                await self._apply_batch(batch)
         finally:
+            decoding.cancel()
+            await asyncio.gather(decoding, return_exceptions=True)
             try:
                 await subscription.unsubscribe()
             except Exception:
                 pass
 
-    async def _apply_batch(self, arrived: list[tuple[int, Msg]]) -> None:
-        if not arrived:
-            return
-        first, last = arrived[0][0], arrived[-1][0]
-        if [sequence for sequence, _ in arrived] != list(range(first, last + 1)):
-            raise CheckpointMoved(f"events {first}..{last} did not arrive in one run")
-        events = []
-        rejection: EventRejected | None = None
-        for sequence, message in arrived:
-            try:
-                events.append((message, sequence, await self._decode(message, sequence)))
-            except EventRejected as refused:
-                rejection = refused
-                break
-            await self._budget.spent()
+    async def _decode_arrivals(
+        self, arrivals: Arrivals, start: int, decoded: asyncio.Queue[DecodedBatch | BaseException]
+    ) -> None:
+        """The first stage: whatever has arrived, decoded, as one batch for one transaction (one
+        commit per batch instead of per event is what makes a replay fast). Stops after a batch
+        with a rejected event, or with the error that stopped it, handed on in the queue."""
+        queued = start
+        try:
+            while True:
+                try:
+                    arrived = await arrivals.take(BATCH_LIMIT, IDLE_WAIT_SECONDS)
+                except TimeoutError:
+                    # Idle: has the read model been reset meanwhile (``projection rebuild``)?
+                    if decoded.empty() and await self.checkpoint() < self.applied_sequence:
+                        raise CheckpointMoved("the read model was reset") from None
+                    continue
+                arrived = [(sequence, message) for sequence, message in arrived if sequence > queued]
+                if not arrived:
+                    continue
+                first, last = arrived[0][0], arrived[-1][0]
+                if first != queued + 1 or last - first + 1 != len(arrived):
+                    raise CheckpointMoved(f"events {first}..{last} did not arrive in one run after {queued}")
+                batch = DecodedBatch(last)
+                for sequence, message in arrived:
+                    try:
+                        batch.events.append((message, sequence, await self._decode(message, sequence)))
+                    except EventRejected as refused:
+                        batch.rejection = refused
+                        break
+                    await self._budget.spent()
+                await decoded.put(batch)
+                if batch.rejection is not None:
+                    return
+                queued = last
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            await decoded.put(error)
+
+    async def _apply_batch(self, batch: DecodedBatch) -> None:
+        events = [item for item in batch.events if item[1] > self.applied_sequence]
         try:
             if events:
                 await self._commit_finding_refused(events)
@@ -358,8 +393,8 @@ class Projector:
             if before:
                 await self._commit(before)
             raise refused from None
-        if rejection is not None:
-            raise rejection
+        if batch.rejection is not None:
+            raise batch.rejection
         if self.stall is not None:
             self.stall = None
             await self.pool.execute(
@@ -367,7 +402,7 @@ class Projector:
                    stalled_error = NULL, stalled_since = NULL WHERE name = $1""",
                 CHECKPOINT,
             )
-            log.info("projection resumed after event %s", last)
+            log.info("projection resumed after event %s", batch.last)
 
     async def _decode(self, message: Msg, sequence: int) -> Event:
         try:

@@ -18,7 +18,7 @@ import pytest
 
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import TERMINAL, ApiClient, environment_yaml
-from tests.chaos.faults import chaos
+from tests.chaos.faults import chaos, every_fault_caused
 from tests.chaos.invariants import answers_checksum, duplicated_effects, images_not_served, unfinished_builds
 from tests.replay import rebuild_read_model
 from tests.stream_reader import stream_events
@@ -82,7 +82,8 @@ async def test_fifty_builds_under_chaos_end_once_and_the_read_model_equals_a_rep
             deadline = time.monotonic() + 240
             while True:
                 try:
-                    if not await unfinished_builds(api, build_ids):
+                    # Until every build ended and every kind of fault happened.
+                    if not await unfinished_builds(api, build_ids) and every_fault_caused(stack, faults):
                         break
                 except (aiohttp.ClientError, AssertionError):
                     pass  # an API replica died under us

@@ -6,7 +6,6 @@ beside the event's own applier, so a replay of the log gives the same trail."""
 from __future__ import annotations
 
 import datetime
-import json
 from typing import Any
 
 import asyncpg
@@ -49,7 +48,7 @@ def details_of(event: Event) -> str:
     if "builds" in details:  # the builds a deletion removes: their ids say enough
         details["builds"] = [build["build_id"] for build in details["builds"]]
     # jsonb cannot hold NUL either.
-    return json.dumps(details, sort_keys=True).replace("\\u0000", "")
+    return msgspec.json.encode(details, order="sorted").decode().replace("\\u0000", "")
 
 
 async def _scope(connection: asyncpg.Connection, event: Event) -> tuple[str | None, str | None]:
