@@ -602,13 +602,16 @@ async def main(arguments: argparse.Namespace) -> None:
                 recorder = start_py_spy(os.getpid(), Path(directory) / "replay-profile.txt") if profiling else None
                 started = time.perf_counter()
                 own_before, postgres_before = own_cpu_seconds(), tree_cpu_seconds(postgres_pid)
+                nats_before = tree_cpu_seconds(stack.nats.nodes[0].pid)
                 last = await rebuild_projection(settings, stall_seconds=REPLAY_STALL_SECONDS)
                 replayed = time.perf_counter() - started
                 own = own_cpu_seconds() - own_before
                 postgres = tree_cpu_seconds(postgres_pid) - postgres_before
+                nats = tree_cpu_seconds(stack.nats.nodes[0].pid) - nats_before
                 print(f"replay (envstore projection rebuild): {last} events in {replayed:.1f} s = "
-                      f"{last / replayed:,.0f} events/s; CPU: projector {own:.1f} s, PostgreSQL {postgres:.1f} s "
-                      f"= {last / (own + postgres):,.0f} events per CPU second", flush=True)
+                      f"{last / replayed:,.0f} events/s; CPU: projector {own:.1f} s, PostgreSQL {postgres:.1f} s, "
+                      f"nats-server {nats:.1f} s = {last / (own + postgres):,.0f} events per CPU second of "
+                      "projector and PostgreSQL", flush=True)
                 if recorder is not None:
                     recorder.send_signal(signal.SIGINT)
                     await asyncio.to_thread(recorder.wait, 60)

@@ -55,6 +55,7 @@ BATCH_LIMIT = 2000  # events applied in one transaction at most
 # work in a row, so a big batch never holds a request up for longer.
 WORK_SLICE_SECONDS = 0.002
 IDLE_WAIT_SECONDS = 2.0
+DECODED_AHEAD = 3  # batches decoded while earlier ones are still being committed
 STALL_RETRY_SECONDS = 5.0
 
 
@@ -326,7 +327,7 @@ class Projector:
             self.applied_sequence = start
             self._advanced.notify_all()
         arrivals = Arrivals(BATCH_LIMIT * 2)
-        decoded: asyncio.Queue[DecodedBatch | BaseException] = asyncio.Queue(maxsize=1)
+        decoded: asyncio.Queue[DecodedBatch | BaseException] = asyncio.Queue(maxsize=DECODED_AHEAD)
         subscription = await self.bus.replay(start + 1, arrivals=arrivals)
         decoding = asyncio.create_task(self._decode_arrivals(arrivals, start, decoded))
         try:
