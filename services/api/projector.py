@@ -213,6 +213,7 @@ class Projector:
             for task in (projecting, losing):
                 task.cancel()
             await asyncio.gather(projecting, losing, return_exceptions=True)
+            await self._statistics.stop()
 
     async def _stand_by(self, lock_connection: asyncpg.Connection) -> None:
         """Follow the leader's commits until the lock is free, then return (to try it)."""
