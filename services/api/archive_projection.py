@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 
 import asyncpg
 
+from envstore.api.naive_utc import utc
 from envstore.common.events import BuildArchived, BuildArchiveRequested, BuildRehydrated, BuildRehydrationRequested
-
-
-def utc(timestamp: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
 
 
 async def build_archive_requested(connection: asyncpg.Connection, event: BuildArchiveRequested, sequence: int) -> None:

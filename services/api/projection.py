@@ -12,7 +12,6 @@ records it commit together.
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from envstore.api.naive_utc import utc
 from envstore.api.archive_projection import ARCHIVE_APPLIERS
 from envstore.api.audit import projection as audit_trail
 from envstore.api.read_model_change import EVERYTHING, NOTHING, ReadModelChange
@@ -76,16 +76,6 @@ from envstore.common.events import (
 
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 _JSON = msgspec.json.Encoder()
-
-
-_EPOCH = datetime.datetime(1970, 1, 1)
-
-
-def utc(timestamp: float) -> datetime.datetime:
-    """Naive UTC, as conda-store stores and answers times (the same value as
-    ``fromtimestamp(timestamp, UTC)`` without its time-zone arithmetic: a replay calls this
-    for nearly every event)."""
-    return _EPOCH + datetime.timedelta(seconds=timestamp)
 
 
 async def _next_id(connection: asyncpg.Connection, table: str) -> int:

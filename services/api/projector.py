@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from nats.aio.msg import Msg
 
+from envstore.api.naive_utc import utc
 from envstore.api.projection import SQL_APPLIERS, apply_to_rows, apply_with_sql, change_of, rows_wanted
 from envstore.api.read_model_change import EVERYTHING, NOTHING, ReadModelChange
 from envstore.api.read_model_rows import BatchRows, IdCounters, StatisticsUpkeep, WantedRows
@@ -309,7 +310,7 @@ class Projector:
                         rejection.error[:4000],
                         decision.reason,
                         decision.principal,
-                        datetime.datetime.fromtimestamp(decision.occurred_at, datetime.UTC).replace(tzinfo=None),
+                        utc(decision.occurred_at),
                     )
                     await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rejection.sequence))
         log.warning("event %s skipped by %s's decision: %s", rejection.sequence, decision.principal, decision.reason)
@@ -470,7 +471,7 @@ class Projector:
             change = EVERYTHING  # another projector applied them
         await self._advance_to(last, change)
         if claimed is not None:
-            await self._statistics.applied(self.pool, len(events))
+            self._statistics.applied(self.pool, len(events))
 
     async def _apply_all(
         self, connection: asyncpg.Connection, events: list[tuple[Msg, int, Event]]

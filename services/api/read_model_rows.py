@@ -504,7 +504,7 @@ class StatisticsUpkeep:
         self._next = first
         self._analyzing: asyncio.Task[None] | None = None
 
-    async def applied(self, pool: asyncpg.Pool, events: int) -> None:
+    def applied(self, pool: asyncpg.Pool, events: int) -> None:
         self._applied += events
         if self._applied >= self._next and (self._analyzing is None or self._analyzing.done()):
             self._next = self._applied * 2

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
 
 import asyncpg
 
+from envstore.api.naive_utc import utc
 from envstore.common.events import BuildUsed
-
-
-def utc(timestamp: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
 
 
 async def build_used(connection: asyncpg.Connection, event: BuildUsed, sequence: int) -> None:

@@ -5,12 +5,12 @@ beside the event's own applier, so a replay of the log gives the same trail."""
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from envstore.api.naive_utc import utc
 from envstore.common.events import (
     EVENT_TYPES,
     BuildEvent,
@@ -31,10 +31,6 @@ AUDITED_TYPES: frozenset[type[Event]] = frozenset(
 )
 # Fields left out of the trail: documents (the build keeps its specification) and secrets.
 LEFT_OUT = frozenset({"type", "version", "occurred_at", "principal", "specification", "specification_blob", "encrypted_secret"})
-
-
-def _utc(timestamp: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
 
 
 def _text(value: str | None) -> str | None:
@@ -95,7 +91,7 @@ def audit_row(event: Event, sequence: int, namespace: str | None, environment: s
     """The trail's row of ``event`` (``AUDIT_COLUMNS``)."""
     return (
         sequence,
-        _utc(event.occurred_at),
+        utc(event.occurred_at),
         _text(event.principal) or "unknown",
         event.tag(),
         _text(namespace),

@@ -3,13 +3,13 @@ delivery log. Applied by the projector in its transaction, like every other even
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from envstore.api.naive_utc import utc
 from envstore.common.events import (
     Event,
     WebhookDeleted,
@@ -26,11 +26,6 @@ def _text(value: str | None) -> str | None:
 
 def _types(event_types: list[str]) -> str:
     return json.dumps([_text(name) for name in event_types])
-
-
-def utc(timestamp: float) -> datetime.datetime:
-    """Naive UTC, as every time in the read model."""
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
 
 
 async def webhook_registered(connection: asyncpg.Connection, event: WebhookRegistered, sequence: int) -> None:
