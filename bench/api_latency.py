@@ -73,7 +73,7 @@ from envstore.common.events import (
 )
 from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
-from envstore.launcher.child_process import pick_free_port
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from http_load import BareServer, LoadResult, OpenLoopResult, RecordedAnswer, open_loop, wrk_load
 

@@ -32,7 +32,7 @@ from envstore.common.demo_channel.catalogue import (
     PackageFile,
 )
 from envstore.common.demo_channel.package_writer import write_package
-from envstore.launcher.child_process import pick_free_port
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from http_load import BareFileServer
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from envstore.launcher.child_process import pick_free_port
+from envstore.launcher.free_ports import pick_free_port
 
 READY_SECONDS = 120
 STOP_SECONDS = 90

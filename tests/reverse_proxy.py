@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
+from envstore.launcher.child_process import LoggedChildProcess, describe_failure
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 
 PROXY_HOST = "127.0.0.1"

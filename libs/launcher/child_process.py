@@ -15,7 +15,6 @@ import asyncio
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -60,17 +59,6 @@ class OsUser:
 
     def chown(self, path: Path) -> None:
         os.chown(path, self.uid, self.gid)
-
-
-def pick_free_port(host: str) -> int:
-    """A TCP port that was free a moment ago on ``host``.
-
-    Another process may take it before the server binds it; callers that chose
-    the port this way retry with a new one when the bind fails.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def process_is_alive(pid: int) -> bool:

@@ -39,8 +39,8 @@ from envstore.launcher.child_process import (
     ServerProcessError,
     LoggedChildProcess,
     describe_failure,
-    pick_free_port,
 )
+from envstore.launcher.free_ports import pick_free_port
 
 NATS_SERVER_PROGRAM = "nats-server"
 LOG_FILE_NAME = "nats-server.log"

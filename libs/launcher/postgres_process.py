@@ -63,9 +63,9 @@ from envstore.launcher.child_process import (
     OsUser,
     child_pids,
     describe_failure,
-    pick_free_port,
     wait_until_gone,
 )
+from envstore.launcher.free_ports import pick_free_port
 
 DEBIAN_POSTGRESQL_ROOT = Path("/usr/lib/postgresql")
 PREFERRED_OS_USERS = ("postgres",)

@@ -34,8 +34,8 @@ from envstore.launcher.child_process import (
     LoggedChildProcess,
     ServerProcessError,
     describe_failure,
-    pick_free_port,
 )
+from envstore.launcher.free_ports import pick_free_port
 
 WEED_PROGRAM = "weed"
 LOG_FILE_NAME = "weed-mini.log"

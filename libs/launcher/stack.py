@@ -39,9 +39,9 @@ from envstore.launcher.child_process import (
     LoggedChildProcess,
     ServerProcess,
     describe_failure,
-    pick_free_port,
     process_is_alive,
 )
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.local_tls import LocalCertificateAuthority
 from envstore.launcher.nats_auth import NatsCredentials
 from envstore.launcher.nats_process import NatsCluster, NatsServer

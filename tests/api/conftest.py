@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from envstore.launcher.child_process import pick_free_port
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import LOGIN_PASSWORD, ApiClient, environment_yaml
 from tests.deployments import Deployment

@@ -18,7 +18,7 @@ from aiohttp import web
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.specification import SpecificationError
 from envstore.common.submission import SubmissionRequest, build_submission
-from envstore.launcher.child_process import pick_free_port
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api.conftest import fresh, mint, wait_until
 from tests.api_client import ApiClient, environment_yaml

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import asyncpg
 import pytest
 
-from envstore.launcher.child_process import pick_free_port
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.postgres_process import find_postgresql_bin_directory
 from tests.deploy.credentials import run_make_secrets
 

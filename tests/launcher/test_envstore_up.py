@@ -18,7 +18,8 @@ import nats.errors
 import pytest
 
 from envstore.common.bus_permissions import IDENTITIES
-from envstore.launcher.child_process import child_pids, pick_free_port, process_is_alive
+from envstore.launcher.child_process import child_pids, process_is_alive
+from envstore.launcher.free_ports import pick_free_port
 
 
 # The second run is served under a URL prefix: ready all the same, every URL under it.

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
+from envstore.launcher.child_process import LoggedChildProcess, describe_failure
+from envstore.launcher.free_ports import pick_free_port
 from tests.api_client import ApiClient, environment_yaml
 from tests.reverse_proxy import PROXY_HOST, NginxProxy
 from tests.ui.watched_browser import CHROMIUM, CHROMIUM_FLAGS, WatchedPage

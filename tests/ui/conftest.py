@@ -17,7 +17,8 @@ from playwright.async_api import Browser, async_playwright
 
 from envstore.api.ui_shell import missing_ui_files, ui_directory
 from envstore.common.settings import EnvstoreSettings
-from envstore.launcher.child_process import LoggedChildProcess, describe_failure, pick_free_port
+from envstore.launcher.child_process import LoggedChildProcess, describe_failure
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import LOGIN_PASSWORD, ApiClient
 from tests.ui.watched_browser import CHROMIUM, CHROMIUM_FLAGS

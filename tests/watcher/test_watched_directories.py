@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from envstore.launcher.child_process import LoggedChildProcess, pick_free_port
+from envstore.launcher.child_process import LoggedChildProcess
+from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
 
