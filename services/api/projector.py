@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from envstore.api.naive_utc import utc
 from envstore.api.projection import SQL_APPLIERS, apply_to_rows, apply_with_sql, change_of, rows_wanted
 from envstore.api.read_model_change import EVERYTHING, NOTHING, ReadModelChange
-from envstore.api.read_model_rows import BatchRows, IdCounters, StatisticsUpkeep, WantedRows
+from envstore.api.read_model_rows import BatchRows, IdCounters, Statement, StatisticsUpkeep, WantedRows
 from envstore.common.events import (
     BuildSubmitted,
     Event,
@@ -106,6 +106,19 @@ class DecodedBatch:
     rejection: EventRejected | None = None
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch applied in memory: the statements that write it, ready for its transaction."""
+
+    batch: DecodedBatch
+    first: int
+    last: int
+    statements: list[Statement]
+    positions: dict[str, int]  # aggregate subjects → the batch's last event on them
+    change: ReadModelChange
+    events: int
+
+
 class CheckpointMoved(Exception):
     """The read model was reset (or is behind this replica): project again from its checkpoint."""
 
@@ -128,8 +141,9 @@ def _utc_now() -> datetime.datetime:
 
 
 class Projector:
-    def __init__(self, pool: asyncpg.Pool, bus: EventBus, storage: Storage) -> None:
+    def __init__(self, pool: asyncpg.Pool, bus: EventBus, storage: Storage, batch_limit: int = BATCH_LIMIT) -> None:
         self.pool = pool
+        self.batch_limit = batch_limit
         self.bus = bus
         self.storage = storage  # large specifications live there
         self.applied_sequence = 0
@@ -141,6 +155,11 @@ class Projector:
         self._advanced = asyncio.Condition()
         self._retry_now = asyncio.Event()
         self._counters = IdCounters()
+        # While one batch's transaction runs, the next is applied in memory, from the rows the
+        # first one writes (carried) and rows read from PostgreSQL (committed by earlier ones).
+        self._writing: asyncio.Task[None] | None = None
+        self._written_batch: DecodedBatch | None = None
+        self._carried: BatchRows | None = None
         self._statistics = StatisticsUpkeep()
         self._budget = WorkSlices(WORK_SLICE_SECONDS)
 
@@ -322,25 +341,29 @@ class Projector:
         """Two stages overlap: while one batch's transaction waits for PostgreSQL, the next batch
         is read from the bus and decoded (the projector's own work is the replay's bottleneck)."""
         self._counters.forget()  # another replica may have led meanwhile
+        self._carried = None
         start = await self.checkpoint()
         async with self._advanced:
             # May move back: after ``projection rebuild`` the read model starts again from zero.
             self._tell_watchers(EVERYTHING)
             self.applied_sequence = start
             self._advanced.notify_all()
-        arrivals = Arrivals(BATCH_LIMIT * 2)
+        arrivals = Arrivals(self.batch_limit * 2)
         decoded: asyncio.Queue[DecodedBatch | BaseException] = asyncio.Queue(maxsize=DECODED_AHEAD)
         subscription = await self.bus.replay(start + 1, arrivals=arrivals)
         decoding = asyncio.create_task(self._decode_arrivals(arrivals, start, decoded))
         try:
             while True:
-                batch = await decoded.get()
+                batch = await self._next_batch(decoded)
                 if isinstance(batch, BaseException):
                     raise batch
                 await self._apply_batch(batch)
         finally:
             decoding.cancel()
-            await asyncio.gather(decoding, return_exceptions=True)
+            if self._writing is not None:
+                self._writing.cancel()
+            await asyncio.gather(decoding, *([self._writing] if self._writing else []), return_exceptions=True)
+            self._writing = self._written_batch = self._carried = None
             try:
                 await subscription.unsubscribe()
             except Exception:
@@ -356,7 +379,7 @@ class Projector:
         try:
             while True:
                 try:
-                    arrived = await arrivals.take(BATCH_LIMIT, IDLE_WAIT_SECONDS)
+                    arrived = await arrivals.take(self.batch_limit, IDLE_WAIT_SECONDS)
                 except TimeoutError:
                     # Idle: has the read model been reset meanwhile (``projection rebuild``)?
                     if decoded.empty() and await self.checkpoint() < self.applied_sequence:
@@ -385,7 +408,131 @@ class Projector:
         except BaseException as error:
             await decoded.put(error)
 
+    async def _next_batch(
+        self, decoded: asyncio.Queue[DecodedBatch | BaseException]
+    ) -> DecodedBatch | BaseException:
+        """The next decoded batch; meanwhile, the outcome of the transaction still running (so a
+        failed one is retried at once, not when the next event happens to arrive)."""
+        while self._writing is not None and decoded.empty():
+            getting = asyncio.ensure_future(decoded.get())
+            await asyncio.wait({getting, self._writing}, return_when=asyncio.FIRST_COMPLETED)
+            if getting.done():
+                return getting.result()
+            getting.cancel()
+            await asyncio.gather(getting, return_exceptions=True)
+            await self._written()
+        return await decoded.get()
+
     async def _apply_batch(self, batch: DecodedBatch) -> None:
+        """Apply in memory while the batch before is committed, then commit it in turn; a batch with
+        an event applied by SQL, or one that cannot be applied in memory, goes the careful way."""
+        events = [item for item in batch.events if item[1] > self.applied_sequence]
+        if events and batch.rejection is None and self.stall is None and not any(
+            type(event) in SQL_APPLIERS for _, _, event in events
+        ):
+            prepared = await self._prepared(batch, events)
+            if prepared is not None and await self._written():
+                self._written_batch = batch
+                self._writing = asyncio.create_task(self._write(prepared))
+                return
+        await self._written()
+        self._carried = None
+        self._counters.forget()
+        await self._apply_carefully(batch)
+
+    async def _written(self) -> bool:
+        """Wait for the transaction still running. True if it committed; False if PostgreSQL refused
+        its rows (it is then applied the careful way here, which stops at the refused event, and
+        what was applied in memory after it is void). Other errors are raised."""
+        writing, batch = self._writing, self._written_batch
+        self._writing = self._written_batch = None
+        if writing is None:
+            return True
+        try:
+            await writing
+            return True
+        except RowsRefused as refusal:
+            log.warning("%s (events up to %s); applying them the careful way", refusal.error, batch and batch.last)
+        except BaseException:
+            self._carried = None
+            self._counters.forget()
+            raise
+        self._carried = None
+        self._counters.forget()
+        assert batch is not None
+        await self._apply_carefully(batch)
+        return False
+
+    async def _prepared(self, batch: DecodedBatch, events: list[tuple[Msg, int, Event]]) -> PreparedBatch | None:
+        """The batch applied to rows in memory and made into statements; None if an event or a
+        row was refused (the careful way then finds which)."""
+        rows = self._carried or BatchRows(self._counters)
+        self._carried = None
+        try:
+            async with self.pool.acquire() as connection:
+                if not self._counters.known:
+                    # Only after the careful way, so no transaction is running.
+                    await self._counters.load(connection)
+                wanted = WantedRows()
+                for _, _, event in events:
+                    rows_wanted(event, wanted)
+                await rows.load(connection, wanted)
+            for message, sequence, event in events:
+                with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
+                    apply_to_rows(rows, event, sequence)
+                await self._budget.spent()
+            change = rows.change()
+            statements = rows.statements()
+        except CONTENT_ERRORS as error:
+            log.warning("events %s..%s could not be applied in memory (%s: %s); applying them the careful way",
+                        events[0][1], events[-1][1], type(error).__name__, error)
+            return None
+        positions: dict[str, int] = {}
+        for message, sequence, event in events:
+            # Release 0.1.0's subjects belong to no aggregate's subject tree.
+            if message.subject != type(event).legacy_subject():
+                for subjects in aggregate_filters(event):
+                    positions[subjects] = sequence
+        self._carried = rows.carried_forward()
+        return PreparedBatch(batch, events[0][1], events[-1][1], statements, positions, change, len(events))
+
+    async def _write(self, prepared: PreparedBatch) -> None:
+        """One prepared batch's transaction: the checkpoint moved on, its statements, its positions."""
+        async with self.pool.acquire() as connection:
+            async with connection.transaction():
+                claimed = await connection.fetchval(
+                    """UPDATE projection_checkpoint SET last_sequence = $3
+                       WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
+                    CHECKPOINT,
+                    prepared.first,
+                    prepared.last,
+                )
+                if claimed is None:
+                    raise CheckpointMoved(f"the checkpoint is not {prepared.first - 1} (another projector?)")
+                try:
+                    for statement in prepared.statements:
+                        await statement.execute(connection)
+                except CONTENT_ERRORS as error:
+                    raise RowsRefused(f"{type(error).__name__}: {error}") from error
+                await self._record_positions(connection, prepared.positions)
+                await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(prepared.last))
+        await self._advance_to(prepared.last, prepared.change)
+        self._statistics.applied(self.pool, prepared.events)
+
+    @staticmethod
+    async def _record_positions(connection: asyncpg.Connection, positions: dict[str, int]) -> None:
+        if positions:
+            await connection.execute(
+                """INSERT INTO aggregate_position (subjects, last_sequence)
+                   SELECT * FROM unnest($1::text[], $2::bigint[])
+                   ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
+                list(positions),
+                list(positions.values()),
+            )
+
+    async def _apply_carefully(self, batch: DecodedBatch) -> None:
+        """One batch on its own: its rows read and written in one transaction, an event applied by
+        SQL where it comes, a refused event found and the ones before it committed."""
         events = [item for item in batch.events if item[1] > self.applied_sequence]
         try:
             if events:
@@ -451,14 +598,7 @@ class Projector:
                             if message.subject != type(event).legacy_subject():
                                 for subjects in aggregate_filters(event):
                                     positions[subjects] = sequence
-                        if positions:
-                            await connection.execute(
-                                """INSERT INTO aggregate_position (subjects, last_sequence)
-                                   SELECT * FROM unnest($1::text[], $2::bigint[])
-                                   ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
-                                list(positions),
-                                list(positions.values()),
-                            )
+                        await self._record_positions(connection, positions)
                         await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last))
         except BaseException:
             # Ids taken in a transaction that did not commit are free again.

@@ -253,6 +253,48 @@ class BatchRows:
     def next_id(self, table: str) -> int:
         return self.counters.next(table)
 
+    def carried_forward(self) -> BatchRows:
+        """The rows the next batch starts from, once this batch's ``statements()`` are made: the rows
+        those statements write, as they will be once committed (and what must travel with them: a
+        build's artifacts, a package's builds). Any other row the next batch needs is read from
+        PostgreSQL, where earlier batches have committed it — so it can be applied while this
+        batch's statements still run."""
+        following = BatchRows(self.counters)
+        for name, namespace in self.namespaces.items():
+            if namespace.new or namespace.changed or namespace.role_mappings_cleared:
+                namespace.new = namespace.changed = namespace.role_mappings_cleared = False
+                following.namespaces[name] = namespace
+        for environment in self.environments_by_id.values():
+            if environment.new or environment.changed:
+                environment.new = environment.changed = False
+                following.add_environment(environment)
+        for build in self.builds.values():
+            if build.new or build.changed:
+                build.new = build.changed = False
+                following.builds[build.id] = build
+        for artifact in self.artifacts.values():
+            if artifact.new or artifact.changed:
+                artifact.new = artifact.changed = False
+                following.builds.setdefault(artifact.build_id, self.builds[artifact.build_id])
+        # A build travels with every artifact of it (the next batch reads neither).
+        following.artifacts = {key: artifact for key, artifact in self.artifacts.items() if key[0] in following.builds}
+        following.build_scopes = {
+            build_id: scope for build_id, scope in self.build_scopes.items() if build_id in following.builds
+        }
+        for name, channel in self.channels.items():
+            if channel.new or channel.changed:
+                channel.new = channel.changed = False
+                following.channels[name] = channel
+        following.specifications = {row.sha256: row.id for row in self.new_specifications}
+        packages_written = {row.id for row in self.new_packages} | {row.package_id for row in self.new_package_builds}
+        following.packages = {key: id_ for key, id_ in self.packages.items() if id_ in packages_written}
+        following.package_builds = {key: id_ for key, id_ in self.package_builds.items() if key[0] in packages_written}
+        return following
+
+    def _holds_environment(self, namespace: str, name: str) -> bool:
+        namespace_row = self.namespaces.get(namespace)
+        return namespace_row is not None and (namespace_row.id, name) in self._environments_by_name
+
     def environment(self, namespace_id: int, name: str) -> EnvironmentRow | None:
         return self._environments_by_name.get((namespace_id, name))
 
@@ -264,15 +306,16 @@ class BatchRows:
     # --- reading ----------------------------------------------------------------------------
 
     async def load(self, connection: asyncpg.Connection, wanted: WantedRows) -> None:
-        if wanted.namespaces or wanted.environments:
-            names = sorted(wanted.namespaces | {namespace for namespace, _ in wanted.environments})
+        """Read the rows ``wanted`` names that are not held already (carried from the batch before)."""
+        names = sorted((wanted.namespaces | {namespace for namespace, _ in wanted.environments}) - self.namespaces.keys())
+        if names:
             for row in await connection.fetch(
                 "SELECT id, name, metadata::text AS metadata, created_on, deleted_on FROM namespace WHERE name = ANY($1::text[])",
                 names,
             ):
                 self.namespaces[row["name"]] = NamespaceRow(*row)
-        if wanted.environments:
-            pairs = sorted(wanted.environments)
+        pairs = sorted(pair for pair in wanted.environments if not self._holds_environment(*pair))
+        if pairs:
             for row in await connection.fetch(
                 """SELECT e.id, e.namespace_id, e.name, e.description, e.current_build_id, e.deleted_on
                    FROM environment e JOIN namespace n ON n.id = e.namespace_id
@@ -282,13 +325,14 @@ class BatchRows:
                 [name for _, name in pairs],
             ):
                 self.add_environment(EnvironmentRow(*row))
-        if wanted.specifications:
+        specifications = sorted(wanted.specifications - self.specifications.keys())
+        if specifications:
             for row in await connection.fetch(
-                "SELECT sha256, id FROM specification WHERE sha256 = ANY($1::text[])", sorted(wanted.specifications)
+                "SELECT sha256, id FROM specification WHERE sha256 = ANY($1::text[])", specifications
             ):
                 self.specifications[row["sha256"]] = row["id"]
-        if wanted.builds:
-            build_ids = sorted(wanted.builds)
+        build_ids = sorted(wanted.builds - self.builds.keys())
+        if build_ids:
             build_columns = ", ".join(
                 f"{column.name}::text AS {column.name}" if column.name in ("platforms", "artifacts_wanted", "kept_artifacts")
                 else column.name
@@ -305,30 +349,38 @@ class BatchRows:
                 build_ids,
             ):
                 self.artifacts[(row["build_id"], row["artifact_type"])] = ArtifactRow(*row)
-            # The builds' environments (a completed build becomes its environment's current one).
-            missing = sorted({build.environment_id for build in self.builds.values()} - set(self.environments_by_id))
-            if missing:
-                for row in await connection.fetch(
-                    """SELECT id, namespace_id, name, description, current_build_id, deleted_on FROM environment
-                       WHERE id = ANY($1::integer[])""",
-                    missing,
-                ):
-                    self.add_environment(EnvironmentRow(*row))
-        if wanted.build_scopes:
+        # The builds' environments (a completed build becomes its environment's current one),
+        # whether the build was read now or carried.
+        missing = sorted(
+            {self.builds[build_id].environment_id for build_id in wanted.builds if build_id in self.builds}
+            - self.environments_by_id.keys()
+        )
+        if missing:
+            for row in await connection.fetch(
+                """SELECT id, namespace_id, name, description, current_build_id, deleted_on FROM environment
+                   WHERE id = ANY($1::integer[])""",
+                missing,
+            ):
+                self.add_environment(EnvironmentRow(*row))
+        scopes = sorted(wanted.build_scopes - self.build_scopes.keys())
+        if scopes:
             for row in await connection.fetch(
                 """SELECT b.id, n.name, e.name FROM build b JOIN environment e ON e.id = b.environment_id
                    JOIN namespace n ON n.id = e.namespace_id WHERE b.id = ANY($1::bigint[])""",
-                sorted(wanted.build_scopes),
+                scopes,
             ):
                 self.build_scopes[row[0]] = (row[1], row[2])
-        if wanted.channels or wanted.packages:
+        channels = sorted((wanted.channels | {channel for channel, _, _ in wanted.packages}) - self.channels.keys())
+        if channels:
             for row in await connection.fetch(
-                "SELECT id, name, last_update FROM conda_channel WHERE name = ANY($1::text[])",
-                sorted(wanted.channels | {channel for channel, _, _ in wanted.packages}),
+                "SELECT id, name, last_update FROM conda_channel WHERE name = ANY($1::text[])", channels
             ):
                 self.channels[row["name"]] = ChannelRow(*row)
-        known_channels = [(self.channels[channel].id, name, version) for channel, name, version in wanted.packages
-                          if channel in self.channels]
+        known_channels = [
+            key for key in ((self.channels[channel].id, name, version) for channel, name, version in wanted.packages
+                            if channel in self.channels)
+            if key not in self.packages
+        ]
         if known_channels:
             triples = sorted(known_channels)
             packages = await connection.fetch(
@@ -369,21 +421,28 @@ class BatchRows:
     async def write(self, connection: asyncpg.Connection) -> None:
         """Every new and changed row, one statement per table and kind of change, in the order the
         foreign keys need."""
+        for statement in self.statements():
+            await statement.execute(connection)
+
+    def statements(self) -> list[Statement]:
+        """The statements that write every new and changed row, their rows encoded now (so the rows
+        may change afterwards: the next batch goes on with them while these are executed)."""
+        statements: list[Statement] = []
         namespaces = list(self.namespaces.values())
-        await _insert(connection, "namespace", ("id", "name", "created_on"), ("integer", "text", "timestamp"),
+        _insert(statements, "namespace", ("id", "name", "created_on"), ("integer", "text", "timestamp"),
                       [(row.id, row.name, row.created_on) for row in namespaces if row.new])
-        await _update(connection, "namespace", ("metadata", "created_on", "deleted_on"), ("jsonb", "timestamp", "timestamp"),
+        _update(statements, "namespace", ("metadata", "created_on", "deleted_on"), ("jsonb", "timestamp", "timestamp"),
                       [(row.id, row.metadata, row.created_on, row.deleted_on) for row in namespaces if row.changed and not row.new])
         cleared = [row.id for row in namespaces if row.role_mappings_cleared]
         if cleared:
-            await connection.execute("DELETE FROM namespace_role_mapping WHERE namespace_id = ANY($1::integer[])", cleared)
-        await _insert(connection, "specification", ("id", "name", "spec", "sha256", "created_on"),
+            statements.append(Statement("DELETE FROM namespace_role_mapping WHERE namespace_id = ANY($1::integer[])", cleared))
+        _insert(statements, "specification", ("id", "name", "spec", "sha256", "created_on"),
                       ("integer", "text", "jsonb", "text", "timestamp"),
                       [(row.id, row.name, row.spec, row.sha256, row.created_on) for row in self.new_specifications])
         environments = list(self.environments_by_id.values())
         environment_columns = ("namespace_id", "name", "description", "current_build_id", "deleted_on")
         environment_types = ("integer", "text", "text", "bigint", "timestamp")
-        await _insert(connection, "environment", ("id", *environment_columns), ("integer", *environment_types),
+        _insert(statements, "environment", ("id", *environment_columns), ("integer", *environment_types),
                       [(row.id, row.namespace_id, row.name, row.description, row.current_build_id, row.deleted_on)
                        for row in environments if row.new])
         # current_build_id is written after the builds: it refers to one (no foreign key today,
@@ -392,56 +451,57 @@ class BatchRows:
         build_columns = tuple(column.name for column in fields(BuildRow) if column.name not in ("new", "changed"))
         build_types = ("bigint", "bigint", "integer", "integer", "text", "text", "bigint", "integer", "text", "integer",
                        "jsonb", "jsonb", "timestamp", "timestamp", "timestamp", "timestamp", "jsonb", "text", "text")
-        await _insert(connection, "build", build_columns, build_types,
+        _insert(statements, "build", build_columns, build_types,
                       [tuple(getattr(row, column) for column in build_columns) for row in builds if row.new])
         changed_columns = ("status", "status_info", "size", "package_count", "started_on", "ended_on", "deleted_on",
                            "kept_artifacts", "lock_digest")
-        await _update(connection, "build", changed_columns,
+        _update(statements, "build", changed_columns,
                       ("text", "text", "bigint", "integer", "timestamp", "timestamp", "timestamp", "jsonb", "text"),
                       [(row.id, *(getattr(row, column) for column in changed_columns))
                        for row in builds if row.changed and not row.new], key_type="bigint")
-        await _update(connection, "environment", ("description", "current_build_id", "deleted_on"),
+        _update(statements, "environment", ("description", "current_build_id", "deleted_on"),
                       ("text", "bigint", "timestamp"),
                       [(row.id, row.description, row.current_build_id, row.deleted_on)
                        for row in environments if row.changed and not row.new])
         channels = list(self.channels.values())
-        await _insert(connection, "conda_channel", ("id", "name", "last_update"), ("integer", "text", "timestamp"),
+        _insert(statements, "conda_channel", ("id", "name", "last_update"), ("integer", "text", "timestamp"),
                       [(row.id, row.name, row.last_update) for row in channels if row.new])
-        await _update(connection, "conda_channel", ("last_update",), ("timestamp",),
+        _update(statements, "conda_channel", ("last_update",), ("timestamp",),
                       [(row.id, row.last_update) for row in channels if row.changed and not row.new])
-        await _insert(connection, "conda_package", ("id", "channel_id", "name", "version", "license"),
+        _insert(statements, "conda_package", ("id", "channel_id", "name", "version", "license"),
                       ("integer", "integer", "text", "text", "text"),
                       [(row.id, row.channel_id, row.name, row.version, row.license) for row in self.new_packages])
         package_build_columns = tuple(column.name for column in fields(PackageBuildRow))
-        await _insert(connection, "conda_package_build", package_build_columns,
+        _insert(statements, "conda_package_build", package_build_columns,
                       ("integer", "integer", "integer", "text", "integer", "jsonb", "jsonb", "text", "text", "bigint",
                        "text", "bigint"),
                       [tuple(getattr(row, column) for column in package_build_columns) for row in self.new_package_builds])
-        await _insert(connection, "build_package", ("build_id", "package_build_id"), ("bigint", "integer"),
+        _insert(statements, "build_package", ("build_id", "package_build_id"), ("bigint", "integer"),
                       list(self.build_packages), conflict="ON CONFLICT DO NOTHING")
         artifacts = list(self.artifacts.values())
         artifact_columns = ("build_id", "artifact_type", "key", "digest", "size", "content_type", "platform")
-        await _insert(connection, "build_artifact", ("id", *artifact_columns),
+        _insert(statements, "build_artifact", ("id", *artifact_columns),
                       ("integer", "bigint", "text", "text", "text", "bigint", "text", "text"),
                       [(row.id, *(getattr(row, column) for column in artifact_columns)) for row in artifacts if row.new])
-        await _update(connection, "build_artifact", ("key", "digest", "size", "content_type", "platform"),
+        _update(statements, "build_artifact", ("key", "digest", "size", "content_type", "platform"),
                       ("text", "text", "bigint", "text", "text"),
                       [(row.id, row.key, row.digest, row.size, row.content_type, row.platform)
                        for row in artifacts if row.changed and not row.new])
         platform_columns = tuple(column.name for column in fields(PlatformArtifactRow))
-        await _insert(connection, "build_platform_artifact", platform_columns,
+        _insert(statements, "build_platform_artifact", platform_columns,
                       ("bigint", "text", "text", "text", "text", "bigint", "text"),
                       [tuple(getattr(row, column) for column in platform_columns) for row in self.platform_artifacts.values()],
                       conflict="""ON CONFLICT (build_id, artifact_type, platform) DO UPDATE SET key = EXCLUDED.key,
                                   digest = EXCLUDED.digest, size = EXCLUDED.size, content_type = EXCLUDED.content_type""")
         progress_columns = tuple(column.name for column in fields(ProgressRow))
-        await _insert(connection, "build_progress", progress_columns,
+        _insert(statements, "build_progress", progress_columns,
                       ("bigint", "bigint", "text", "text", "text", "double precision", "text", "timestamp"),
                       [tuple(getattr(row, column) for column in progress_columns) for row in self.progress],
                       conflict="ON CONFLICT DO NOTHING")
-        await _insert(connection, "audit_event", AUDIT_COLUMNS,
+        _insert(statements, "audit_event", AUDIT_COLUMNS,
                       ("bigint", "timestamp", "text", "text", "text", "text", "bigint", "jsonb"),
                       self.audit, conflict="ON CONFLICT (sequence) DO NOTHING")
+        return statements
 
 
 _ROWS_JSON = msgspec.json.Encoder()
@@ -452,8 +512,19 @@ def _unpacked(types: tuple[str, ...]) -> str:
     return ", ".join(f"(r->>{index})::{type_}" for index, type_ in enumerate(types))
 
 
-async def _insert(
-    connection: asyncpg.Connection,
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of a batch's writes and its one argument."""
+
+    sql: str
+    argument: object
+
+    async def execute(self, connection: asyncpg.Connection) -> None:
+        await connection.execute(self.sql, self.argument)
+
+
+def _insert(
+    statements: list[Statement],
     table: str,
     columns: tuple[str, ...],
     types: tuple[str, ...],
@@ -464,15 +535,15 @@ async def _insert(
     arrays cost several times more per value on the projector's side, which is the bottleneck)."""
     if not rows:
         return
-    await connection.execute(
+    statements.append(Statement(
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT {_unpacked(types)} "
         f"FROM jsonb_array_elements($1::text::jsonb) AS r {conflict}",
         _ROWS_JSON.encode(rows).decode(),
-    )
+    ))
 
 
-async def _update(
-    connection: asyncpg.Connection,
+def _update(
+    statements: list[Statement],
     table: str,
     columns: tuple[str, ...],
     types: tuple[str, ...],
@@ -483,12 +554,12 @@ async def _update(
     if not rows:
         return
     assignments = ", ".join(f"{column} = changed.{column}" for column in columns)
-    await connection.execute(
+    statements.append(Statement(
         f"UPDATE {table} SET {assignments} FROM (SELECT {_unpacked((key_type, *types))} "
         f"FROM jsonb_array_elements($1::text::jsonb) AS r) AS changed(id, {', '.join(columns)}) "
         f"WHERE {table}.id = changed.id",
         _ROWS_JSON.encode(rows).decode(),
-    )
+    ))
 
 
 class StatisticsUpkeep:

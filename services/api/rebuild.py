@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 
 from envstore.api import database
-from envstore.api.projector import Projector
+from envstore.api.projector import BATCH_LIMIT, Projector
 from envstore.common.bus_permissions import PROJECTION_REBUILD
 from envstore.common.service_runtime import connect_bus
 from envstore.common.transport import EventBus
@@ -15,23 +15,28 @@ from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
 
 
-async def rebuild_projection(settings: EnvstoreSettings, stall_seconds: float = 120) -> int:
+async def rebuild_projection(
+    settings: EnvstoreSettings, stall_seconds: float = 120, batch_limit: int = BATCH_LIMIT
+) -> int:
     """Returns the sequence the rebuilt read model is at. Fails only if the replay stops moving
-    for ``stall_seconds`` (a long history may take many minutes)."""
+    for ``stall_seconds`` (a long history may take many minutes). ``batch_limit``: events per
+    transaction at most."""
     pool = await database.create_pool(settings.database_url)
     bus = await connect_bus(settings, PROJECTION_REBUILD)
     try:
         async with open_storage(settings) as storage:
-            return await _drop_and_replay(pool, bus, storage, stall_seconds)
+            return await _drop_and_replay(pool, bus, storage, stall_seconds, batch_limit)
     finally:
         await bus.close()
         await pool.close()
 
 
-async def _drop_and_replay(pool: asyncpg.Pool, bus: EventBus, storage: Storage, stall_seconds: float) -> int:
+async def _drop_and_replay(
+    pool: asyncpg.Pool, bus: EventBus, storage: Storage, stall_seconds: float, batch_limit: int
+) -> int:
     await database.recreate_read_model(pool)
     last = await bus.last_sequence()
-    projector = Projector(pool, bus, storage)
+    projector = Projector(pool, bus, storage, batch_limit)
     running = asyncio.create_task(projector.run())
     try:
         reached = projector.applied_sequence
