@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from envstore.api.naive_utc import utc
 from envstore.api.projection import SQL_APPLIERS, apply_to_rows, apply_with_sql, change_of, rows_wanted
 from envstore.api.read_model_change import EVERYTHING, NOTHING, ReadModelChange
-from envstore.api.read_model_rows import BatchRows, IdCounters, Statement, StatisticsUpkeep, WantedRows
+from envstore.api.read_model_rows import BatchRows, IdCounters, Statement, StatisticsUpkeep, WantedRows, execute_together
 from envstore.common.events import (
     BuildSubmitted,
     Event,
@@ -58,6 +58,7 @@ WORK_SLICE_SECONDS = 0.002
 IDLE_WAIT_SECONDS = 2.0
 DECODED_AHEAD = 3  # batches decoded while earlier ones are still being committed
 STALL_RETRY_SECONDS = 5.0
+CHECKPOINT_MOVED_SQLSTATE = "EN001"  # raised by envstore_checkpoint_claimed (schema.sql)
 
 
 # Errors that come from an event's content (the same every time), as opposed to an outage.
@@ -497,38 +498,52 @@ class Projector:
         return PreparedBatch(batch, events[0][1], events[-1][1], statements, positions, change, len(events))
 
     async def _write(self, prepared: PreparedBatch) -> None:
-        """One prepared batch's transaction: the checkpoint moved on, its statements, its positions."""
-        async with self.pool.acquire() as connection:
-            async with connection.transaction():
-                claimed = await connection.fetchval(
-                    """UPDATE projection_checkpoint SET last_sequence = $3
-                       WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
-                    CHECKPOINT,
-                    prepared.first,
-                    prepared.last,
+        """One prepared batch as one statement, in one round trip (the next batch keeps the event
+        loop busy meanwhile, so each round trip's answer may wait): the checkpoint moved on
+        (compare-and-set), every row, the aggregates' positions, the commit's notification. It is
+        atomic: when the checkpoint is not where the batch follows it, or a row is refused, nothing
+        is written."""
+        claim = Statement(
+            """UPDATE projection_checkpoint SET last_sequence = $3
+               WHERE name = $1 AND last_sequence = $2 - 1 RETURNING last_sequence""",
+            (CHECKPOINT, prepared.first, prepared.last),
+            name="claimed",
+        )
+        notification = Statement(
+            "SELECT envstore_checkpoint_claimed(EXISTS (SELECT FROM claimed)), pg_notify($1, $2)",
+            (NOTIFY_CHANNEL, str(prepared.last)),
+        )
+        try:
+            async with self.pool.acquire() as connection:
+                await execute_together(
+                    connection,
+                    [claim, *prepared.statements, *self._positions_statements(prepared.positions)],
+                    notification,
                 )
-                if claimed is None:
-                    raise CheckpointMoved(f"the checkpoint is not {prepared.first - 1} (another projector?)")
-                try:
-                    for statement in prepared.statements:
-                        await statement.execute(connection)
-                except CONTENT_ERRORS as error:
-                    raise RowsRefused(f"{type(error).__name__}: {error}") from error
-                await self._record_positions(connection, prepared.positions)
-                await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(prepared.last))
+        except CONTENT_ERRORS as error:
+            raise RowsRefused(f"{type(error).__name__}: {error}") from error
+        except asyncpg.PostgresError as error:
+            if error.sqlstate == CHECKPOINT_MOVED_SQLSTATE:
+                raise CheckpointMoved(f"the checkpoint is not {prepared.first - 1} (another projector?)") from None
+            raise
         await self._advance_to(prepared.last, prepared.change)
         self._statistics.applied(self.pool, prepared.events)
 
     @staticmethod
-    async def _record_positions(connection: asyncpg.Connection, positions: dict[str, int]) -> None:
-        if positions:
-            await connection.execute(
-                """INSERT INTO aggregate_position (subjects, last_sequence)
-                   SELECT * FROM unnest($1::text[], $2::bigint[])
-                   ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
-                list(positions),
-                list(positions.values()),
-            )
+    def _positions_statements(positions: dict[str, int]) -> list[Statement]:
+        """The aggregates' positions a batch moved (commands expect them: ``Expectation``)."""
+        if not positions:
+            return []
+        return [Statement(
+            """INSERT INTO aggregate_position (subjects, last_sequence)
+               SELECT * FROM unnest($1::text[], $2::bigint[])
+               ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
+            (list(positions), list(positions.values())),
+        )]
+
+    async def _record_positions(self, connection: asyncpg.Connection, positions: dict[str, int]) -> None:
+        for statement in self._positions_statements(positions):
+            await connection.execute(statement.sql, *statement.arguments)
 
     async def _apply_carefully(self, batch: DecodedBatch) -> None:
         """One batch on its own: its rows read and written in one transaction, an event applied by

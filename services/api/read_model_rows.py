@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import re
 from dataclasses import dataclass, field, fields
 
 import asyncpg
@@ -421,8 +422,7 @@ class BatchRows:
     async def write(self, connection: asyncpg.Connection) -> None:
         """Every new and changed row, one statement per table and kind of change, in the order the
         foreign keys need."""
-        for statement in self.statements():
-            await statement.execute(connection)
+        await execute_together(connection, self.statements(), Statement("SELECT 1", ()))
 
     def statements(self) -> list[Statement]:
         """The statements that write every new and changed row, their rows encoded now (so the rows
@@ -435,7 +435,7 @@ class BatchRows:
                       [(row.id, row.metadata, row.created_on, row.deleted_on) for row in namespaces if row.changed and not row.new])
         cleared = [row.id for row in namespaces if row.role_mappings_cleared]
         if cleared:
-            statements.append(Statement("DELETE FROM namespace_role_mapping WHERE namespace_id = ANY($1::integer[])", cleared))
+            statements.append(Statement("DELETE FROM namespace_role_mapping WHERE namespace_id = ANY($1::integer[])", (cleared,)))
         _insert(statements, "specification", ("id", "name", "spec", "sha256", "created_on"),
                       ("integer", "text", "jsonb", "text", "timestamp"),
                       [(row.id, row.name, row.spec, row.sha256, row.created_on) for row in self.new_specifications])
@@ -514,13 +514,34 @@ def _unpacked(types: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One statement of a batch's writes and its one argument."""
+    """One statement of a batch's writes and its arguments (``$1``, ``$2`` … in its text)."""
 
     sql: str
-    argument: object
+    arguments: tuple[object, ...]
+    name: str = ""  # how the query of ``execute_together`` refers to it
 
-    async def execute(self, connection: asyncpg.Connection) -> None:
-        await connection.execute(self.sql, self.argument)
+
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+async def execute_together(connection: asyncpg.Connection, statements: list[Statement], final: Statement) -> None:
+    """``statements`` and then ``final`` as one statement, in one round trip: each of
+    ``statements`` a data-modifying ``WITH`` clause (PostgreSQL runs each exactly once, checks the
+    foreign keys at the end, and no two of a batch's statements touch the same row), ``final`` the
+    query. One round trip instead of one per table matters: the projector's event loop is busy with
+    the next batch meanwhile, so every round trip's answer may wait for it."""
+    clauses: list[str] = []
+    arguments: list[object] = []
+
+    def renumbered(statement: Statement) -> str:
+        offset = len(arguments)
+        arguments.extend(statement.arguments)
+        return _PARAMETER.sub(lambda number: f"${int(number.group(1)) + offset}", statement.sql)
+
+    for index, statement in enumerate(statements):
+        clauses.append(f"{statement.name or f'written_{index}'} AS ({renumbered(statement)})")
+    query = renumbered(final)
+    await connection.execute(f"WITH {', '.join(clauses)} {query}" if clauses else query, *arguments)
 
 
 def _insert(
@@ -538,7 +559,7 @@ def _insert(
     statements.append(Statement(
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT {_unpacked(types)} "
         f"FROM jsonb_array_elements($1::text::jsonb) AS r {conflict}",
-        _ROWS_JSON.encode(rows).decode(),
+        (_ROWS_JSON.encode(rows).decode(),),
     ))
 
 
@@ -558,7 +579,7 @@ def _update(
         f"UPDATE {table} SET {assignments} FROM (SELECT {_unpacked((key_type, *types))} "
         f"FROM jsonb_array_elements($1::text::jsonb) AS r) AS changed(id, {', '.join(columns)}) "
         f"WHERE {table}.id = changed.id",
-        _ROWS_JSON.encode(rows).decode(),
+        (_ROWS_JSON.encode(rows).decode(),),
     ))
 
 

@@ -14,6 +14,18 @@ CREATE TABLE IF NOT EXISTS projection_checkpoint (
     stalled_error text,
     stalled_since timestamp
 );
+-- A batch of events is written in one statement whose first clause moves the checkpoint on (a
+-- compare-and-set); this aborts the statement, and so writes nothing, when the checkpoint was not
+-- where the batch follows it (another projector, or a reset). SQLSTATE EN001: "checkpoint moved".
+CREATE OR REPLACE FUNCTION envstore_checkpoint_claimed(claimed boolean) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT claimed THEN
+        RAISE EXCEPTION 'the projection checkpoint is not where this batch follows it' USING ERRCODE = 'EN001';
+    END IF;
+    RETURN true;
+END
+$$;
 -- The last stream sequence of each aggregate's subjects (an environment's tree, a namespace's own
 -- events, a namespace's tree): what a command checked against this read model expects.
 CREATE TABLE IF NOT EXISTS aggregate_position (
