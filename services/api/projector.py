@@ -344,6 +344,7 @@ class Projector:
         self._counters.forget()  # another replica may have led meanwhile
         self._carried = None
         start = await self.checkpoint()
+        self._statistics.resume_at(start)
         async with self._advanced:
             # May move back: after ``projection rebuild`` the read model starts again from zero.
             self._tell_watchers(EVERYTHING)

@@ -592,9 +592,18 @@ class StatisticsUpkeep:
     next batches do not wait for it (it took 100-200 ms, a live projection's worst lag)."""
 
     def __init__(self, first: int = 1000) -> None:
+        self._first = first
         self._applied = 0
         self._next = first
         self._analyzing: asyncio.Task[None] | None = None
+
+    def resume_at(self, sequence: int) -> None:
+        """The read model holds the log up to ``sequence`` already (a restart, another replica's
+        lead): its statistics are PostgreSQL's own until the log has doubled from there. (Counting
+        from zero again, a restarted API re-analyzed tables of millions of rows 4-5 times in its
+        first minute of live events, each time a lag spike for every reader.)"""
+        self._applied = sequence
+        self._next = max(self._first, sequence * 2)
 
     def applied(self, pool: asyncpg.Pool, events: int) -> None:
         self._applied += events
