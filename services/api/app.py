@@ -63,9 +63,10 @@ log = logging.getLogger(__name__)
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    # The projector's connections (its leader lock, LISTEN, batches) are its own: requests never
-    # wait behind a batch for a connection, nor a batch behind requests.
-    pool = await database.create_pool(settings.database_url, max_size=4)
+    # The projector's connections (its leader lock and LISTEN, the batch being written, the batch
+    # being read, the planner statistics' upkeep, the admin's projection routes) are its own:
+    # requests never wait behind a batch for a connection, nor a batch behind requests.
+    pool = await database.create_pool(settings.database_url, max_size=6)
     read_pool = await database.create_pool(settings.database_url, for_reads=True)
     if await database.ensure_schema(pool):
         log.warning("the read model was of another schema version: dropped; replaying the stream into it")

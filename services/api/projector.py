@@ -56,6 +56,7 @@ BATCH_LIMIT = 2000  # events applied in one transaction at most
 # work in a row, so a big batch never holds a request up for longer.
 WORK_SLICE_SECONDS = 0.002
 IDLE_WAIT_SECONDS = 2.0
+IDLE_WAITS_BEFORE_RESUBSCRIBING = 2
 DECODED_AHEAD = 3  # batches decoded while earlier ones are still being committed
 STALL_RETRY_SECONDS = 5.0
 CHECKPOINT_MOVED_SQLSTATE = "EN001"  # raised by envstore_checkpoint_claimed (schema.sql)
@@ -111,7 +112,6 @@ class DecodedBatch:
 class PreparedBatch:
     """A batch applied in memory: the statements that write it, ready for its transaction."""
 
-    batch: DecodedBatch
     first: int
     last: int
     statements: list[Statement]
@@ -378,6 +378,7 @@ class Projector:
         commit per batch instead of per event is what makes a replay fast). Stops after a batch
         with a rejected event, or with the error that stopped it, handed on in the queue."""
         queued = start
+        idle_behind = 0  # idle waits in a row while the stream held events not delivered here
         try:
             while True:
                 try:
@@ -386,7 +387,14 @@ class Projector:
                     # Idle: has the read model been reset meanwhile (``projection rebuild``)?
                     if decoded.empty() and await self.checkpoint() < self.applied_sequence:
                         raise CheckpointMoved("the read model was reset") from None
+                    # Or has the subscription stopped delivering what the stream holds?
+                    idle_behind = idle_behind + 1 if await self.bus.last_sequence() > queued else 0
+                    if idle_behind >= IDLE_WAITS_BEFORE_RESUBSCRIBING:
+                        raise CheckpointMoved(
+                            f"the stream holds events after {queued} that were not delivered; subscribing again"
+                        ) from None
                     continue
+                idle_behind = 0
                 arrived = [(sequence, message) for sequence, message in arrived if sequence > queued]
                 if not arrived:
                     continue
@@ -432,7 +440,7 @@ class Projector:
         if events and batch.rejection is None and self.stall is None and not any(
             type(event) in SQL_APPLIERS for _, _, event in events
         ):
-            prepared = await self._prepared(batch, events)
+            prepared = await self._prepared(events)
             if prepared is not None and await self._written():
                 self._written_batch = batch
                 self._writing = asyncio.create_task(self._write(prepared))
@@ -465,7 +473,7 @@ class Projector:
         await self._apply_carefully(batch)
         return False
 
-    async def _prepared(self, batch: DecodedBatch, events: list[tuple[Msg, int, Event]]) -> PreparedBatch | None:
+    async def _prepared(self, events: list[tuple[Msg, int, Event]]) -> PreparedBatch | None:
         """The batch applied to rows in memory and made into statements; None if an event or a
         row was refused (the careful way then finds which)."""
         rows = self._carried or BatchRows(self._counters)
@@ -496,7 +504,7 @@ class Projector:
                 for subjects in aggregate_filters(event):
                     positions[subjects] = sequence
         self._carried = rows.carried_forward()
-        return PreparedBatch(batch, events[0][1], events[-1][1], statements, positions, change, len(events))
+        return PreparedBatch(events[0][1], events[-1][1], statements, positions, change, len(events))
 
     async def _write(self, prepared: PreparedBatch) -> None:
         """One prepared batch as one statement, in one round trip (the next batch keeps the event

@@ -46,9 +46,14 @@ async def test_a_bad_event_stalls_the_projection_visibly_until_an_admin_skips_it
         status, body = await admin.request("POST", "/api/v1/namespace/after-poison/")
         assert status == 200, body
 
-        status, stalled = await admin.wait_until(
-            "/api/v1/projection/", lambda body: body["data"]["stalled"] is not None, timeout_seconds=30
-        )
+        try:
+            status, stalled = await admin.wait_until(
+                "/api/v1/projection/", lambda body: body["data"]["stalled"] is not None, timeout_seconds=30
+            )
+        except AssertionError as error:
+            # What the projector said meanwhile (a CI run once saw it neither stall nor move on).
+            api_log = (stack.data_directory / "logs" / "api.log").read_text()[-6000:]
+            raise AssertionError(f"{error}\nthe API's log ends:\n{api_log}") from None
         assert stalled["data"]["stalled"]["sequence"] == poison.seq
         assert stalled["data"]["stalled"]["subject"] == NamespaceCreated(namespace="poison\x00name").subject
         assert "DataError" in stalled["data"]["stalled"]["error"] or "0x00" in stalled["data"]["stalled"]["error"]
