@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import aioboto3
+import aiohttp
 from botocore.config import Config
 
 from envstore.launcher.child_process import (
@@ -294,7 +295,9 @@ class SeaweedS3Server(ServerProcess):
                     raise SeaweedS3ServerError(describe_failure("weed exited during start-up", child))
                 try:
                     await client.list_buckets()
-                    return
+                    if await self._volume_server_registered():
+                        return
+                    last_error = SeaweedS3ServerError("no volume server has registered with the master yet")
                 except Exception as error:  # connection refused, 5xx, identity not loaded yet …
                     last_error = error
                 if time.monotonic() > deadline:
@@ -306,6 +309,19 @@ class SeaweedS3Server(ServerProcess):
                         )
                     )
                 await asyncio.sleep(0.05)
+
+    async def _volume_server_registered(self) -> bool:
+        """The S3 gateway answers (from the filer's metadata) before the volume server has told the
+        master about its volumes; until then reading an object stored before a restart fails
+        with a 500. The master's topology lists the volume server once it has."""
+        assert self._ports is not None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            async with session.get(f"http://{self.host}:{self._ports.master}/dir/status") as response:
+                if response.status != 200:
+                    return False
+                status = await response.json(content_type=None)
+        data_centers = (status.get("Topology") or {}).get("DataCenters") or []
+        return any(rack.get("DataNodes") for center in data_centers for rack in center.get("Racks") or [])
 
     async def stop(self) -> None:
         """Graceful shutdown (SIGTERM); SIGKILL after ``stop_grace_seconds``."""
