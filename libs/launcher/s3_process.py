@@ -289,13 +289,16 @@ class SeaweedS3Server(ServerProcess):
         deadline = time.monotonic() + self.startup_timeout
         last_error: Exception | None = None
         session = aioboto3.Session()
-        async with session.client("s3", **self.client_options()) as client:
+        async with (
+            session.client("s3", **self.client_options()) as client,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as master,
+        ):
             while True:
                 if child.has_exited():
                     raise SeaweedS3ServerError(describe_failure("weed exited during start-up", child))
                 try:
                     await client.list_buckets()
-                    if await self._volume_server_registered():
+                    if await self._volume_server_registered(master):
                         return
                     last_error = SeaweedS3ServerError("no volume server has registered with the master yet")
                 except Exception as error:  # connection refused, 5xx, identity not loaded yet …
@@ -310,16 +313,15 @@ class SeaweedS3Server(ServerProcess):
                     )
                 await asyncio.sleep(0.05)
 
-    async def _volume_server_registered(self) -> bool:
+    async def _volume_server_registered(self, master: aiohttp.ClientSession) -> bool:
         """The S3 gateway answers (from the filer's metadata) before the volume server has told the
         master about its volumes; until then reading an object stored before a restart fails
         with a 500. The master's topology lists the volume server once it has."""
         assert self._ports is not None
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            async with session.get(f"http://{self.host}:{self._ports.master}/dir/status") as response:
-                if response.status != 200:
-                    return False
-                status = await response.json(content_type=None)
+        async with master.get(f"http://{self.host}:{self._ports.master}/dir/status") as response:
+            if response.status != 200:
+                return False
+            status = await response.json(content_type=None)
         data_centers = (status.get("Topology") or {}).get("DataCenters") or []
         return any(rack.get("DataNodes") for center in data_centers for rack in center.get("Racks") or [])
 

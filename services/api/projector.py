@@ -137,6 +137,18 @@ class WorkSlices:
             self._started = time.perf_counter()
 
 
+def _positions(events: list[tuple[Msg, int, Event]]) -> dict[str, int]:
+    """Each aggregate's subject filter the events fall under → the last of them there. Release
+    0.1.0's subjects belong to no aggregate's subject tree (the codec took the event on its own
+    subject or on that old one)."""
+    positions: dict[str, int] = {}
+    for message, sequence, event in events:
+        if message.subject != type(event).legacy_subject():
+            for subjects in aggregate_filters(event):
+                positions[subjects] = sequence
+    return positions
+
+
 def _utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
@@ -339,8 +351,8 @@ class Projector:
         return True
 
     async def _project_from_checkpoint(self) -> None:
-        """Two stages overlap: while one batch's transaction waits for PostgreSQL, the next batch
-        is read from the bus and decoded (the projector's own work is the replay's bottleneck)."""
+        """Three stages overlap: batches are read from the bus and decoded ahead; a batch is
+        applied in memory; meanwhile the batch before it is written (``_apply_batch``)."""
         self._counters.forget()  # another replica may have led meanwhile
         self._carried = None
         start = await self.checkpoint()
@@ -461,14 +473,13 @@ class Projector:
         try:
             await writing
             return True
-        except RowsRefused as refusal:
-            log.warning("%s (events up to %s); applying them the careful way", refusal.error, batch and batch.last)
-        except BaseException:
+        except BaseException as error:
+            # What was applied in memory after it, and the ids it took, are void.
             self._carried = None
             self._counters.forget()
-            raise
-        self._carried = None
-        self._counters.forget()
+            if not isinstance(error, RowsRefused):
+                raise
+            log.warning("%s (events up to %s); applying them the careful way", error.error, batch and batch.last)
         assert batch is not None
         await self._apply_carefully(batch)
         return False
@@ -497,14 +508,8 @@ class Projector:
             log.warning("events %s..%s could not be applied in memory (%s: %s); applying them the careful way",
                         events[0][1], events[-1][1], type(error).__name__, error)
             return None
-        positions: dict[str, int] = {}
-        for message, sequence, event in events:
-            # Release 0.1.0's subjects belong to no aggregate's subject tree.
-            if message.subject != type(event).legacy_subject():
-                for subjects in aggregate_filters(event):
-                    positions[subjects] = sequence
         self._carried = rows.carried_forward()
-        return PreparedBatch(events[0][1], events[-1][1], statements, positions, change, len(events))
+        return PreparedBatch(events[0][1], events[-1][1], statements, _positions(events), change, len(events))
 
     async def _write(self, prepared: PreparedBatch) -> None:
         """One prepared batch as one statement, in one round trip (the next batch keeps the event
@@ -549,10 +554,6 @@ class Projector:
                ON CONFLICT (subjects) DO UPDATE SET last_sequence = EXCLUDED.last_sequence""",
             (list(positions), list(positions.values())),
         )]
-
-    async def _record_positions(self, connection: asyncpg.Connection, positions: dict[str, int]) -> None:
-        for statement in self._positions_statements(positions):
-            await connection.execute(statement.sql, *statement.arguments)
 
     async def _apply_carefully(self, batch: DecodedBatch) -> None:
         """One batch on its own: its rows read and written in one transaction, an event applied by
@@ -615,14 +616,8 @@ class Projector:
                     )
                     if claimed is not None:
                         change = await self._apply_all(connection, events)
-                        positions: dict[str, int] = {}
-                        for message, sequence, event in events:
-                            # Release 0.1.0's subjects belong to no aggregate's subject tree (the
-                            # codec took the event on its own subject or on that old one).
-                            if message.subject != type(event).legacy_subject():
-                                for subjects in aggregate_filters(event):
-                                    positions[subjects] = sequence
-                        await self._record_positions(connection, positions)
+                        for statement in self._positions_statements(_positions(events)):
+                            await connection.execute(statement.sql, *statement.arguments)
                         await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(last))
         except BaseException:
             # Ids taken in a transaction that did not commit are free again.
