@@ -59,6 +59,7 @@ IDLE_WAIT_SECONDS = 2.0
 IDLE_WAITS_BEFORE_RESUBSCRIBING = 2
 DECODED_AHEAD = 3  # batches decoded while earlier ones are still being committed
 STALL_RETRY_SECONDS = 5.0
+UNSUBSCRIBE_SECONDS = 5.0
 CHECKPOINT_MOVED_SQLSTATE = "EN001"  # raised by envstore_checkpoint_claimed (schema.sql)
 
 
@@ -379,9 +380,10 @@ class Projector:
             await asyncio.gather(decoding, *([self._writing] if self._writing else []), return_exceptions=True)
             self._writing = self._written_batch = self._carried = None
             try:
-                await subscription.unsubscribe()
+                # Bounded: a stop must never wait on the bus (the stall after it must be recorded).
+                await asyncio.wait_for(subscription.unsubscribe(), UNSUBSCRIBE_SECONDS)
             except Exception:
-                pass
+                log.warning("the projector's subscription did not end cleanly", exc_info=True)
 
     async def _decode_arrivals(
         self, arrivals: Arrivals, start: int, decoded: asyncio.Queue[DecodedBatch | BaseException]
