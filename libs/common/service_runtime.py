@@ -18,6 +18,7 @@ from envstore.common.worker_runtime import ConsumerSettings, Handler, Worker
 from envstore.common.logs import configure_logging
 from envstore.common.readiness import ReadinessCheck
 from envstore.common.settings import EnvstoreSettings
+from envstore.common.task_dump import log_every_task
 from envstore.common.telemetry import Telemetry, TelemetrySettings
 
 
@@ -65,11 +66,13 @@ def bus_connection_check(bus: EventBus) -> ReadinessCheck:
 
 
 async def run_until_stopped(main: Awaitable[None]) -> None:
-    """Run ``main`` until it ends or the process gets SIGINT/SIGTERM, then cancel it cleanly."""
+    """Run ``main`` until it ends or the process gets SIGINT/SIGTERM, then cancel it cleanly;
+    SIGUSR1 logs where every task waits (for a process that seems stuck)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_every_task)
     main_task = asyncio.ensure_future(main)
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -434,7 +434,11 @@ class Arrivals:
         first; TimeoutError if none came."""
         if not self._waiting:
             self._arrived.clear()
-            await asyncio.wait_for(self._arrived.wait(), timeout_seconds)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the
+            # awaited event is set, and a reader told to stop would read on (seen: the projector
+            # waited for ever for its reader to stop).
+            async with asyncio.timeout(timeout_seconds):
+                await self._arrived.wait()
         taken = [self._waiting.popleft() for _ in range(min(most, len(self._waiting)))]
         self._room.set()
         return taken

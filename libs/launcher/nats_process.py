@@ -258,11 +258,13 @@ class NatsServer(ServerProcess):
     async def _answers_with_info(self, port: int) -> bool:
         """Whether a client connection gets the server's INFO greeting."""
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, port), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                reader, writer = await asyncio.open_connection(self.host, port)
         except (OSError, asyncio.TimeoutError):
             return False
         try:
-            greeting = await asyncio.wait_for(reader.readline(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                greeting = await reader.readline()
             return greeting.startswith(b"INFO ")
         except (OSError, asyncio.TimeoutError):
             return False

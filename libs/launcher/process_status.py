@@ -28,9 +28,8 @@ async def readiness_of(record: ProcessRecord, http: aiohttp.ClientSession) -> st
     try:
         if record.probe.startswith("tcp://"):
             address = urlsplit(record.probe)
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(address.hostname, address.port), PROBE_TIMEOUT_SECONDS
-            )
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                _, writer = await asyncio.open_connection(address.hostname, address.port)
             writer.close()
             return "ready"
         async with http.get(record.probe) as response:

@@ -21,6 +21,7 @@ processes reading the read model (the registry) hear of every commit too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
@@ -44,6 +45,7 @@ from envstore.common.events import (
 )
 from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage
+from envstore.common.task_cancellation import cancel_and_wait
 from envstore.common.transport import Arrivals, EventBus
 
 log = logging.getLogger(__name__)
@@ -243,9 +245,7 @@ class Projector:
             await asyncio.wait({projecting, losing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.leading = False
-            for task in (projecting, losing):
-                task.cancel()
-            await asyncio.gather(projecting, losing, return_exceptions=True)
+            await cancel_and_wait(projecting, losing)
             await self._statistics.stop()
 
     async def _stand_by(self, lock_connection: asyncpg.Connection) -> None:
@@ -312,7 +312,8 @@ class Projector:
         )
         self._retry_now.clear()
         try:
-            await asyncio.wait_for(self._retry_now.wait(), STALL_RETRY_SECONDS)
+            async with asyncio.timeout(STALL_RETRY_SECONDS):
+                await self._retry_now.wait()
         except TimeoutError:
             pass
 
@@ -373,15 +374,12 @@ class Projector:
                     raise batch
                 await self._apply_batch(batch)
         finally:
-            decoding.cancel()
-            if self._writing is not None:
-                self._writing.cancel()
-            await asyncio.gather(decoding, *([self._writing] if self._writing else []), return_exceptions=True)
-            self._writing = self._written_batch = self._carried = None
             try:
-                await subscription.unsubscribe()
-            except Exception:
-                pass
+                await cancel_and_wait(decoding, self._writing)
+            finally:
+                self._writing = self._written_batch = self._carried = None
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
 
     async def _decode_arrivals(
         self, arrivals: Arrivals, start: int, decoded: asyncio.Queue[DecodedBatch | BaseException]
@@ -698,7 +696,8 @@ class Projector:
                 await self._advanced.wait_for(lambda: self.applied_sequence >= sequence)
 
         try:
-            await asyncio.wait_for(reached(), timeout_seconds)
+            async with asyncio.timeout(timeout_seconds):
+                await reached()
             return True
         except TimeoutError:
             # Another replica may have applied it: trust the database's checkpoint.

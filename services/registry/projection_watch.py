@@ -76,7 +76,5 @@ class ProjectionWatch:
             async with self._moved:
                 if self._generation == generation:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._moved.wait_for(lambda: self._generation != generation),
-                            min(remaining, FALLBACK_POLL_SECONDS),
-                        )
+                        async with asyncio.timeout(min(remaining, FALLBACK_POLL_SECONDS)):
+                            await self._moved.wait_for(lambda: self._generation != generation)

@@ -87,7 +87,8 @@ async def watch(reconciler: WatchReconciler, watched: WatchedPaths, telemetry: T
         log.info("watching %s for environment files (namespace %s)", ", ".join(map(str, watched.roots)), reconciler.namespace)
         while True:
             try:
-                batch = await asyncio.wait_for(changed.get(), RESCAN_SECONDS)
+                async with asyncio.timeout(RESCAN_SECONDS):
+                    batch = await changed.get()
             except TimeoutError:
                 await look_at_every_file(reconciler)
                 continue

@@ -5,12 +5,17 @@ projection go on, and a replay of the log makes the same decision."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from envstore.common.events import NamespaceCreated
+from envstore.common.task_dump import DUMP_END
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
 
@@ -28,6 +33,18 @@ async def _checkpoint(dsn: str) -> int:
         return await connection.fetchval("SELECT last_sequence FROM projection_checkpoint")
     finally:
         await connection.close()
+
+
+async def _log_with_task_dump(stack: EmbeddedStack) -> str:
+    log_path = stack.data_directory / "logs" / "api.log"
+    pid = stack.process("api").pid
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while DUMP_END not in log_path.read_text():
+                    await asyncio.sleep(0.1)
+    return log_path.read_text()[-30000:]
 
 
 async def test_a_bad_event_stalls_the_projection_visibly_until_an_admin_skips_it(stalling_stack: EmbeddedStack) -> None:
@@ -51,8 +68,9 @@ async def test_a_bad_event_stalls_the_projection_visibly_until_an_admin_skips_it
                 "/api/v1/projection/", lambda body: body["data"]["stalled"] is not None, timeout_seconds=30
             )
         except AssertionError as error:
-            # What the projector said meanwhile (a CI run once saw it neither stall nor move on).
-            api_log = (stack.data_directory / "logs" / "api.log").read_text()[-6000:]
+            # What the projector said meanwhile and where each of the API's tasks waits (CI runs
+            # have seen it neither stall nor move on).
+            api_log = await _log_with_task_dump(stack)
             raise AssertionError(f"{error}\nthe API's log ends:\n{api_log}") from None
         assert stalled["data"]["stalled"]["sequence"] == poison.seq
         assert stalled["data"]["stalled"]["subject"] == NamespaceCreated(namespace="poison\x00name").subject
