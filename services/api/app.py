@@ -54,6 +54,7 @@ from envstore.common.proxy_headers import trusted_proxy_headers
 from envstore.common.service_runtime import bus_connection_check, connect_bus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import open_storage
+from envstore.common.task_cancellation import cancel_and_wait
 from envstore.common.telemetry import Telemetry
 from envstore.common.tokens import TokenAuthority
 from envstore.common.usage import recording_usage
@@ -108,9 +109,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        projecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await projecting
+        await cancel_and_wait(projecting)
         await storage_lifetime.aclose()
         await bus.close()
         await read_pool.close()

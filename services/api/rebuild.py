@@ -13,6 +13,7 @@ from envstore.common.service_runtime import connect_bus
 from envstore.common.transport import EventBus
 from envstore.common.settings import EnvstoreSettings
 from envstore.common.storage import Storage, open_storage
+from envstore.common.task_cancellation import cancel_and_wait
 
 
 async def rebuild_projection(
@@ -47,6 +48,5 @@ async def _drop_and_replay(
                 )
             reached = projector.applied_sequence
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+        await cancel_and_wait(running)
     return last
