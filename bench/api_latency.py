@@ -54,6 +54,7 @@ import aiohttp
 import asyncpg
 
 from envstore.api.rebuild import rebuild_projection
+from envstore.common.collector_tuning import tune_collector_for_a_long_run
 from envstore.common.bus_permissions import PROJECTION_REBUILD, SUPERUSER
 from envstore.common.artifact_keys import artifact_key
 from envstore.common.artifact_kinds import ArtifactKind
@@ -602,6 +603,10 @@ async def main(arguments: argparse.Namespace) -> None:
             if arguments.slow_statements_ms is not None:
                 await set_auto_explain(stack.postgres.superuser_dsn, True, arguments.slow_statements_ms)
                 log_offset = stack.postgres.log_path.stat().st_size
+            if not arguments.default_collector:
+                # As ``envstore projection rebuild`` and every service do at their start; here it
+                # also takes this process's own history objects out of the collector's walks.
+                tune_collector_for_a_long_run()
             for replay in range(arguments.replays):
                 print(f"load average before the replay: {load_average()}")
                 profiling = arguments.profile_replay and replay == arguments.replays - 1
@@ -738,6 +743,8 @@ if __name__ == "__main__":
     parser.add_argument("--routes", nargs="*", help="only routes whose label has one of these words")
     parser.add_argument("--profile", nargs="*", help="py-spy the API under wrk on routes whose label has one of these words")
     parser.add_argument("--replay-only", action="store_true")
+    parser.add_argument("--default-collector", action="store_true",
+                        help="replay with Python's default garbage-collector settings (A/B)")
     parser.add_argument("--replays", type=int, default=1, help="replay the history this many times")
     parser.add_argument("--profile-replay", action="store_true", help="py-spy the last replay")
     parser.add_argument("--profile-output", default="/tmp/envstore-replay-profile.txt")

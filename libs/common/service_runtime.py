@@ -11,6 +11,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+from envstore.common.collector_tuning import tune_collector_for_a_long_run
 from envstore.common.build_policy import BuildPipelinePolicy, PhaseLimits
 from envstore.common.events import Event
 from envstore.common.transport import EventBus
@@ -102,6 +103,7 @@ def run_service(service: str, serve: Serve) -> None:
     settings = EnvstoreSettings()
     telemetry_settings = TelemetrySettings()
     telemetry = Telemetry.from_settings(service, telemetry_settings)
+    tune_collector_for_a_long_run()
     try:
         asyncio.run(run_until_stopped(serve_with_metrics(serve, settings, telemetry, telemetry_settings)))
     finally:

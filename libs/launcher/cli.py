@@ -177,10 +177,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {written}")
     elif arguments.command == "projection":
         from envstore.api.rebuild import rebuild_projection
+        from envstore.common.collector_tuning import tune_collector_for_a_long_run
         from envstore.common.settings import EnvstoreSettings
 
         if arguments.data_dir is not None:
             use_running_stack_settings(arguments.data_dir)
+        tune_collector_for_a_long_run()
         sequence = asyncio.run(rebuild_projection(EnvstoreSettings()))
         print(f"read model rebuilt from the event stream up to sequence {sequence}")
     elif arguments.command in ("export", "import"):
