@@ -175,6 +175,8 @@ class Projector:
         self._writing: asyncio.Task[None] | None = None
         self._written_batch: DecodedBatch | None = None
         self._carried: BatchRows | None = None
+        # A decoded batch taken from the queue that did not fit into the batch before it.
+        self._held_back: DecodedBatch | BaseException | None = None
         self._statistics = StatisticsUpkeep()
         self._budget = WorkSlices(WORK_SLICE_SECONDS)
 
@@ -377,7 +379,7 @@ class Projector:
             try:
                 await cancel_and_wait(decoding, self._writing)
             finally:
-                self._writing = self._written_batch = self._carried = None
+                self._writing = self._written_batch = self._carried = self._held_back = None
                 with contextlib.suppress(Exception):
                     await subscription.unsubscribe()
 
@@ -431,8 +433,26 @@ class Projector:
     async def _next_batch(
         self, decoded: asyncio.Queue[DecodedBatch | BaseException]
     ) -> DecodedBatch | BaseException:
-        """The next decoded batch; meanwhile, the outcome of the transaction still running (so a
-        failed one is retried at once, not when the next event happens to arrive)."""
+        """The next decoded batch, joined with the batches decoded after it while it waited (up to
+        the batch limit): the reader hands on whatever has arrived, a few events at a time when a
+        replay starts, and each transaction costs a round trip or two whatever its size. Meanwhile,
+        the outcome of the transaction still running (so a failed one is retried at once, not when
+        the next event happens to arrive)."""
+        batch = self._held_back or await self._decoded_or_written(decoded)
+        self._held_back = None
+        if not isinstance(batch, DecodedBatch):
+            return batch
+        while batch.rejection is None and len(batch.events) < self.batch_limit and not decoded.empty():
+            following = decoded.get_nowait()
+            if not isinstance(following, DecodedBatch) or len(batch.events) + len(following.events) > self.batch_limit:
+                self._held_back = following
+                break
+            batch = DecodedBatch(following.last, batch.events + following.events, following.rejection)
+        return batch
+
+    async def _decoded_or_written(
+        self, decoded: asyncio.Queue[DecodedBatch | BaseException]
+    ) -> DecodedBatch | BaseException:
         while self._writing is not None and decoded.empty():
             getting = asyncio.ensure_future(decoded.get())
             await asyncio.wait({getting, self._writing}, return_when=asyncio.FIRST_COMPLETED)
