@@ -59,7 +59,8 @@ from envstore.common.bus_permissions import PROJECTION_REBUILD, SUPERUSER
 from envstore.common.artifact_keys import artifact_key
 from envstore.common.artifact_kinds import ArtifactKind
 from envstore.common.build_keys import build_key
-from envstore.common.transport import EventBus
+from envstore.common.service_runtime import connect_bus
+from envstore.common.transport import Arrivals, EventBus
 from envstore.common.events import (
     ArtifactReady,
     BlobRef,
@@ -564,6 +565,27 @@ async def live_projection(
     return summary(from_schedule), summary(from_acknowledgement)
 
 
+async def read_stream_alone(settings: EnvstoreSettings, last: int) -> tuple[float, float]:
+    """The replay's floor: the same log read from JetStream and decoded, by the same libraries
+    (nats-py's ordered consumer, msgspec) in batches as the projector takes them, with nothing
+    applied or written. Returns (seconds, CPU seconds of this process)."""
+    bus = await connect_bus(settings, PROJECTION_REBUILD)
+    try:
+        arrivals = Arrivals(4000)
+        started, cpu_before = time.perf_counter(), own_cpu_seconds()
+        subscription = await bus.replay(1, arrivals=arrivals)
+        reached = 0
+        while reached < last:
+            for sequence, message in await arrivals.take(2000, REPLAY_STALL_SECONDS):
+                bus.codec.decode(message.subject, message.data, sequence)
+                reached = sequence
+        seconds, cpu = time.perf_counter() - started, own_cpu_seconds() - cpu_before
+        await subscription.unsubscribe()
+        return seconds, cpu
+    finally:
+        await bus.close()
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -623,6 +645,9 @@ async def main(arguments: argparse.Namespace) -> None:
                       f"{last / replayed:,.0f} events/s; CPU: projector {own:.1f} s, PostgreSQL {postgres:.1f} s, "
                       f"nats-server {nats:.1f} s = {last / (own + postgres):,.0f} events per CPU second of "
                       "projector and PostgreSQL", flush=True)
+                floor_seconds, floor_cpu = await read_stream_alone(settings, last)
+                print(f"  floor, the same log read and decoded alone (nats-py, msgspec): {last / floor_seconds:,.0f} "
+                      f"events/s (CPU {floor_cpu:.1f} s); replay / floor = {floor_seconds / replayed:.2f}", flush=True)
                 if recorder is not None:
                     recorder.send_signal(signal.SIGINT)
                     await asyncio.to_thread(recorder.wait, 60)
