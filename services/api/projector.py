@@ -455,11 +455,14 @@ class Projector:
     ) -> DecodedBatch | BaseException:
         while self._writing is not None and decoded.empty():
             getting = asyncio.ensure_future(decoded.get())
-            await asyncio.wait({getting, self._writing}, return_when=asyncio.FIRST_COMPLETED)
-            if getting.done():
+            try:
+                await asyncio.wait({getting, self._writing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getting.done():  # the transaction ended first, or this task is stopped
+                    getting.cancel()  # (a batch it was about to take stays in the queue)
+                    await asyncio.gather(getting, return_exceptions=True)
+            if not getting.cancelled():
                 return getting.result()
-            getting.cancel()
-            await asyncio.gather(getting, return_exceptions=True)
             await self._written()
         return await decoded.get()
 
