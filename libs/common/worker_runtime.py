@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from envstore.common.events import Event, UndecodableEvent, build_id_of
+from envstore.common.task_cancellation import cancel_and_wait
 from envstore.common.transport import EventBus
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,8 @@ class Worker:
         """Let running handlers finish (bounded), then hand back what is left."""
         if running.tasks:
             _, still_running = await asyncio.wait(set(running.tasks), timeout=self.consumer.drain_seconds)
-            for task in still_running:
-                task.cancel()
-            await asyncio.gather(*still_running, return_exceptions=True)
+            # Handed back (not acknowledged, so redelivered); cancelled again while one runs on.
+            await cancel_and_wait(*still_running)
 
     async def _report_lag(self) -> None:
         info = await self.bus.jetstream.consumer_info(self.bus.stream_name, self.consumer.durable)

@@ -19,6 +19,7 @@ from envstore.api.webhooks.delivery_worker import (
 )
 from envstore.api.webhooks.registry import WebhookRegistry
 from envstore.api.webhooks.sender import WebhookSender
+from envstore.common.task_cancellation import cancel_and_wait
 from envstore.common.transport import EventBus
 from envstore.common.events import WEBHOOK_LIFECYCLE_EVENTS, UndecodableEvent
 
@@ -59,9 +60,7 @@ class DeliverySupervisor:
                 if message.metadata.num_pending == 0:  # caught up with the lifecycle
                     await self.reconcile()
         finally:
-            for task in self._workers.values():
-                task.cancel()
-            await asyncio.gather(*self._workers.values(), return_exceptions=True)
+            await cancel_and_wait(*self._workers.values())
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
@@ -74,8 +73,7 @@ class DeliverySupervisor:
         for webhook_id in self.registry.deleted - self._removed:
             worker = self._workers.pop(webhook_id, None)
             if worker is not None:
-                worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
+                await cancel_and_wait(worker)
             with contextlib.suppress(NotFoundError):
                 await self.bus.jetstream.delete_consumer(self.bus.stream_name, consumer_name(webhook_id))
             self._removed.add(webhook_id)
