@@ -87,7 +87,6 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         await page.get_by_text(SHARED, exact=True).click()  # accordions start collapsed
         await expect(page.get_by_role("link", name="tools")).to_be_visible()
         await expect(page.get_by_text(USER, exact=True)).to_be_visible()
-        await page.wait_for_timeout(800)  # MUI's Collapse animation
         await watched.snap("namespaces-and-environments")
 
         # --- create an environment in the user's namespace ----------------------------------
@@ -168,7 +167,6 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         for namespace in (USER, SHARED):
             await page.get_by_text(namespace, exact=True).click()
         await expect(page.get_by_role("link", name=ENVIRONMENT)).to_be_visible()
-        await page.wait_for_timeout(800)  # MUI's Collapse animation
         await watched.snap("environment-with-two-builds")  # docs/ui-environment.png
         await page.get_by_role("button", name="Edit", exact=True).click()
         await expect(page.get_by_text("Change active environment version:")).to_be_visible()
@@ -176,7 +174,6 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         options = page.get_by_role("option")
         await expect(options).to_have_count(2)
         await expect(options.last).to_be_visible()
-        await page.wait_for_timeout(400)  # the menu fades in
         await watched.snap("rollback-choose-build")
         await options.filter(has_text=re.compile(r" - Available$")).click()
         async with page.expect_response(

@@ -72,7 +72,6 @@ async def test_new_and_edit_buttons_follow_the_roles_in_token_mode(
             new = page.locator(f'a[href="/ui/{namespace}/new-environment"]')
             await expect(new).to_have_attribute("aria-disabled", "false" if can_create else "true")
             await page.get_by_text(namespace, exact=True).click()  # accordions start collapsed
-        await page.wait_for_timeout(800)  # MUI's Collapse animation
         await watched.snap("sidebar-new-buttons")
 
         for namespace, (_, can_update) in EXPECTED_BUTTONS.items():

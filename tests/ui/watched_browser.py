@@ -4,10 +4,12 @@ page error and failed API call recorded, and a screenshot saved for each step.""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Request, Response, Route
 from yarl import URL
 
@@ -41,6 +43,12 @@ HARMLESS_CONSOLE_ERRORS = frozenset(
 # main.css loads the Inter font from Google's font host; the tests block it (the browser falls
 # back to a local font), and Chromium reports each blocked font as a failed resource.
 BLOCKED_BUT_HARMLESS_HOSTS = frozenset({"fonts.gstatic.com", "fonts.googleapis.com"})
+
+
+# No finite animation or CSS transition is running (a spinner runs for ever and is left out).
+SETTLED = """() => document.getAnimations().every(
+    animation => animation.playState !== "running" || animation.effect?.getComputedTiming().iterations === Infinity)"""
+SETTLE_MILLISECONDS = 5_000
 
 
 @dataclass
@@ -81,9 +89,13 @@ class WatchedPage:
         self.expected_statuses.append((re.compile(url_pattern), status))
 
     async def snap(self, name: str, page: Page | None = None) -> Path:
+        """A screenshot once the page's transitions (MUI's collapses, fades) have ended."""
         self.step += 1
         path = self.screenshot_directory / f"{self.step:02d}-{name}.png"
-        await (page or self.page).screenshot(path=str(path))
+        shown = page or self.page
+        with contextlib.suppress(PlaywrightTimeoutError):  # a picture mid-transition is still a picture
+            await shown.wait_for_function(SETTLED, timeout=SETTLE_MILLISECONDS)
+        await shown.screenshot(path=str(path))
         return path
 
     def assert_clean(self) -> None:
