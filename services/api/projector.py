@@ -416,10 +416,13 @@ class Projector:
                 batch = DecodedBatch(last)
                 for sequence, message in arrived:
                     try:
-                        batch.events.append((message, sequence, await self._decode(message, sequence)))
+                        event = self._decoded(message, sequence)
+                        if isinstance(event, BuildSubmitted) and event.specification_blob is not None:
+                            event = await with_full_specification(event, self.storage)
                     except EventRejected as refused:
                         batch.rejection = refused
                         break
+                    batch.events.append((message, sequence, event))
                     await self._budget.spent()
                 await decoded.put(batch)
                 if batch.rejection is not None:
@@ -519,8 +522,12 @@ class Projector:
                 for _, _, event in events:
                     rows_wanted(event, wanted)
                 await rows.load(connection, wanted)
+            traced = self.bus.telemetry.exporting  # spans cost a context manager per event
             for message, sequence, event in events:
-                with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
+                if traced:
+                    with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
+                        apply_to_rows(rows, event, sequence)
+                else:
                     apply_to_rows(rows, event, sequence)
                 await self._budget.spent()
             change = rows.change()
@@ -600,14 +607,12 @@ class Projector:
             )
             log.info("projection resumed after event %s", batch.last)
 
-    async def _decode(self, message: Msg, sequence: int) -> Event:
+    def _decoded(self, message: Msg, sequence: int) -> Event:
+        """The event a message holds (a large specification is fetched by the caller)."""
         try:
-            event = self.bus.codec.decode(message.subject, message.data, sequence)
+            return self.bus.codec.decode(message.subject, message.data, sequence)
         except UndecodableEvent as error:
             raise EventRejected(sequence, message.subject, error.reason) from None
-        if isinstance(event, BuildSubmitted):
-            event = await with_full_specification(event, self.storage)
-        return event
 
     async def _commit_finding_refused(self, events: list[tuple[Msg, int, Event]]) -> None:
         """Commit ``events``; when PostgreSQL refuses a batch's rows without saying whose they are,
