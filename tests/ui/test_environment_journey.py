@@ -35,6 +35,9 @@ async def seed(admin: ApiClient) -> None:
     status, body = await admin.request("PUT", f"/api/v1/namespace/{USER}/", json={"role_mappings": {f"{SHARED}/*": ["viewer"]}})
     assert status == 200, body
 
+# conda-store-ui copies the environment name field into its form state 300 ms after the last key.
+NAME_DEBOUNCE_MILLISECONDS = 300
+
 
 async def wait_until_built(page: Page, build_id: int) -> list[str]:
     """The build-status line until it says Completed (the UI polls every 5 s); what it showed."""
@@ -67,6 +70,8 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
     await seed(admin)
     watched = await WatchedPage.open(browser, "test_environment_journey")
     page = watched.page
+    # The page's timers run on a clock the test can move on (time still flows as usual).
+    await page.clock.install()
     try:
         # --- log in with the UI's own button and conda-store's password form ---------------
         await page.goto(f"{stack.api_url}/")
@@ -99,12 +104,12 @@ async def test_environment_journey(browser: Browser, stack: EmbeddedStack, admin
         # A refused request shows the server's message (the error envelope's "message").
         watched.expect_status(r"/api/v1/specification/$", 400)
         await page.get_by_label("Environment name").fill("no spaces")
-        await page.wait_for_timeout(400)  # the name field is debounced
+        await page.clock.run_for(NAME_DEBOUNCE_MILLISECONDS)  # the name reaches the form's state
         await page.get_by_role("button", name="Create", exact=True).click()
         await expect(page.get_by_role("alert")).to_contain_text("environment name 'no spaces' may only contain")
         await watched.snap("create-refused")
         await page.get_by_label("Environment name").fill(ENVIRONMENT)
-        await page.wait_for_timeout(400)
+        await page.clock.run_for(NAME_DEBOUNCE_MILLISECONDS)
         await watched.snap("create-form")
         async with page.expect_response(lambda r: r.url.endswith("/api/v1/specification/")) as created:
             await page.get_by_role("button", name="Create", exact=True).click()
