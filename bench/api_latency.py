@@ -565,6 +565,16 @@ async def live_projection(
     return summary(from_schedule), summary(from_acknowledgement)
 
 
+def rebuild_settings(stack: EmbeddedStack) -> EnvstoreSettings:
+    """Settings of ``envstore projection rebuild`` against the stack's bus and database."""
+    return EnvstoreSettings(
+        data_dir=stack.data_directory,
+        nats_url=stack.nats.url,
+        nats_credentials=stack.nats_credentials.seed(PROJECTION_REBUILD),
+        database_url=stack.postgres.dsn,
+    )
+
+
 async def read_stream_alone(settings: EnvstoreSettings, last: int) -> tuple[float, float]:
     """The replay's floor: the same log read from JetStream and decoded, by the same libraries
     (nats-py's ordered consumer, msgspec) in batches as the projector takes them, with nothing
@@ -600,12 +610,7 @@ async def main(arguments: argparse.Namespace) -> None:
         try:
             # The event log and the read model's database; no worker, so nothing builds.
             await stack.start_infrastructure()
-            settings = EnvstoreSettings(
-                data_dir=stack.data_directory,
-                nats_url=stack.nats.url,
-                nats_credentials=stack.nats_credentials.seed(PROJECTION_REBUILD),
-                database_url=stack.postgres.dsn,
-            )
+            settings = rebuild_settings(stack)
             # A synthetic history of every service's events is an import: the superuser's credentials.
             bus = await stack.connect_bus(SUPERUSER)
             try:

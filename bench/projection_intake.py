@@ -27,10 +27,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
-from api_latency import own_cpu_seconds, read_stream_alone, write_history
+from api_latency import own_cpu_seconds, read_stream_alone, rebuild_settings, write_history
 from envstore.common.bus_permissions import PROJECTION_REBUILD, SUPERUSER
 from envstore.common.events import EventCodec
 from envstore.common.service_runtime import connect_bus
@@ -62,7 +63,7 @@ async def hand_on_the_log(last: int) -> None:
         await bus.close()
 
 
-def _write(output, data: bytes) -> None:  # type: ignore[no-untyped-def]
+def _write(output: BinaryIO, data: bytes) -> None:
     output.write(data)
     output.flush()
 
@@ -98,12 +99,7 @@ async def main(arguments: argparse.Namespace) -> None:
         stack = EmbeddedStack(Path(directory) / "stack")
         await stack.start_infrastructure()
         try:
-            settings = EnvstoreSettings(
-                data_dir=stack.data_directory,
-                nats_url=stack.nats.url,
-                nats_credentials=stack.nats_credentials.seed(PROJECTION_REBUILD),
-                database_url=stack.postgres.dsn,
-            )
+            settings = rebuild_settings(stack)
             bus = await stack.connect_bus(SUPERUSER)
             try:
                 await bus.ensure_stream()
