@@ -227,6 +227,9 @@ class EnvstoreSettings(BaseSettings):
     worker_max_attempts: int = 3
     worker_phase_timeout_seconds: float = 3600.0
     projection_wait_seconds: float = 5.0
+    # Who reads the log for the projector: a child process of the API (nats-py's parsing then
+    # runs on another core than the one applying events), or the API's own process.
+    projection_reader: Literal["child-process", "in-process"] = "child-process"
     # The API keeps encoded answers of read routes until the read model changes them; 0: none.
     api_answer_cache_bytes: int = 64 * 1024 * 1024
     solve_cache_entries: int = 512

@@ -18,7 +18,6 @@ sequences, so a log that is mirrored, re-created or imported keeps them.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import ssl
@@ -31,12 +30,13 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from envstore.common.arrivals import Arrivals, subscribe_in_order
+from envstore.common.bus_connection import BusAccessRefused, connect_to_bus, inbox_prefix
 from envstore.common.events import (
     STREAM_SUBJECTS,
     BuildSubmitted,
@@ -82,15 +82,6 @@ class Expectation:
             "Nats-Expected-Last-Subject-Sequence": str(self.sequence),
             "Nats-Expected-Last-Subject-Sequence-Subject": self.subjects,
         }
-
-
-def inbox_prefix(identity: str) -> str:
-    """Where an identity's answers arrive: its own inboxes, which no other identity may read."""
-    return f"_INBOX.{identity}"
-
-
-class BusAccessRefused(Exception):
-    """The bus refused this process's credentials (or it has none)."""
 
 
 class StreamMissing(Exception):
@@ -148,45 +139,8 @@ class EventBus:
         tls: ssl.SSLContext | None = None,
         **options: Any,
     ) -> EventBus:
-        """Connect to every server of the cluster (a comma-separated string or a list) as the
-        identity ``name``, authenticated by its nkey ``seed``; the client reconnects to any of them
-        for ever. ``tls``: verify the servers' certificates with this context."""
-        urls = [url.strip() for url in servers.split(",")] if isinstance(servers, str) else list(servers)
-        if seed is not None:
-            options["nkeys_seed_str"] = seed
-        if tls is not None:
-            options["tls"] = tls
-        refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
-
-        async def on_error(error: Exception) -> None:
-            # The client would retry refused credentials for ever: stop and say so instead.
-            if "authorization violation" in str(error).lower() and not refused.done():
-                refused.set_result(error)
-            # A permission violation means this identity's grant misses what the code does.
-            log.error("NATS (as %s): %s", name, error)
-
-        connecting = asyncio.create_task(
-            nats.connect(
-                urls,
-                name=name,
-                inbox_prefix=inbox_prefix(name),
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=5,
-                error_cb=on_error,
-                **options,
-            )
-        )
-        await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
-        if not connecting.done():
-            connecting.cancel()
-            await asyncio.gather(connecting, return_exceptions=True)
-            held = "its nkey seed" if seed else "no credentials"
-            raise BusAccessRefused(
-                f"NATS at {', '.join(urls)} refused {name!r} ({held}): {refused.result()}; give the process "
-                f"the seed generated for {name!r} (ENVSTORE_NATS_CREDENTIALS_FILE=<file>)"
-            )
-        client = connecting.result()
+        """The bus as the identity ``name`` (``bus_connection.connect_to_bus``)."""
+        client = await connect_to_bus(servers, name, seed=seed, tls=tls, **options)
         return cls(client, stream_name, telemetry, principal=f"service:{name}")
 
     async def close(self) -> None:
@@ -400,57 +354,6 @@ class EventBus:
         """An ordered, unacknowledged subscription from ``start_sequence`` onwards (for readers
         that must see every event in stream order, like the projector); into ``arrivals`` when
         given (then read in batches), else read with ``next_msg``."""
-        return await self.jetstream.subscribe(
-            subjects,
-            stream=self.stream_name,
-            ordered_consumer=True,
-            cb=arrivals.receive if arrivals is not None else None,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_sequence, 1)
-            ),
+        return await subscribe_in_order(
+            self.jetstream, self.stream_name, subjects, start_sequence, arrivals.receive if arrivals else None
         )
-
-
-class Arrivals:
-    """The messages of a subscription as they arrive, taken in batches (``take``): far cheaper than
-    ``next_msg`` per message, which costs a task and a timer each. At most ``limit`` wait here; past
-    that the subscription waits too, and JetStream's flow control holds the server back."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._waiting: collections.deque[tuple[int, Msg]] = collections.deque()
-        self._arrived = asyncio.Event()
-        self._room = asyncio.Event()
-
-    async def receive(self, message: Msg) -> None:
-        while len(self._waiting) >= self.limit:
-            self._room.clear()
-            await self._room.wait()
-        self._waiting.append((stream_sequence_of(message), message))
-        self._arrived.set()
-
-    async def take(self, most: int, timeout_seconds: float) -> list[tuple[int, Msg]]:
-        """Up to ``most`` (stream sequence, message) pairs, in order; waits (bounded) for the
-        first; TimeoutError if none came."""
-        if not self._waiting:
-            self._arrived.clear()
-            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the
-            # awaited event is set, and a reader told to stop would read on (seen: the projector
-            # waited for ever for its reader to stop).
-            async with asyncio.timeout(timeout_seconds):
-                await self._arrived.wait()
-        taken = [self._waiting.popleft() for _ in range(min(most, len(self._waiting)))]
-        self._room.set()
-        return taken
-
-
-def stream_sequence_of(message: Msg) -> int:
-    """A JetStream message's stream sequence, read from its reply subject
-    (``$JS.ACK.[<domain>.<account hash>.]<stream>.<consumer>.<delivered>.<sequence>…``) alone:
-    nats-py's full metadata (a timestamp and five numbers) costs several times more per message."""
-    tokens = (message.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS":
-        return int(tokens[5])
-    if len(tokens) >= 11 and tokens[0] == "$JS":
-        return int(tokens[7])
-    return message.metadata.sequence.stream

@@ -18,6 +18,7 @@ from envstore.api.envelopes import api_errors
 from envstore.api.login_policy import login_password
 from envstore.api.login_throttle import LoginThrottle
 from envstore.api.nul_characters import refuse_nul_in_url
+from envstore.api.log_intake import configured_opener
 from envstore.api.projector import Projector
 from envstore.api.read_model import ReadModel
 from envstore.api.routes import (
@@ -78,7 +79,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     storage_lifetime = contextlib.AsyncExitStack()
     artifact_storage = await storage_lifetime.enter_async_context(open_storage(settings))
     usage = await storage_lifetime.enter_async_context(recording_usage(bus, "api", settings.usage_flush_seconds))
-    projector = Projector(pool, bus, artifact_storage)
+    projector = Projector(pool, bus, artifact_storage, intake=configured_opener(settings, bus, "api"))
     answers = AnswerCache(settings.api_answer_cache_bytes)
     projector.watchers.append(answers.read_model_changed)
     projecting = asyncio.create_task(projector.run(), name="projector")

@@ -21,7 +21,6 @@ processes reading the read model (the registry) hear of every commit too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
@@ -29,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
-from nats.aio.msg import Msg
 
+from envstore.api.log_intake import IntakeOpener, LogIntake, LoggedMessage, in_process_opener
 from envstore.api.naive_utc import utc
 from envstore.api.projection import SQL_APPLIERS, apply_to_rows, apply_with_sql, change_of, rows_wanted
 from envstore.api.read_model_change import EVERYTHING, NOTHING, ReadModelChange
@@ -46,7 +45,7 @@ from envstore.common.events import (
 from envstore.common.specification_documents import with_full_specification
 from envstore.common.storage import Storage
 from envstore.common.task_cancellation import cancel_and_wait
-from envstore.common.transport import Arrivals, EventBus
+from envstore.common.transport import EventBus
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "read_model"
@@ -106,7 +105,7 @@ class DecodedBatch:
     """Events decoded for one transaction, in stream order, up to ``last`` (or up to a rejected one)."""
 
     last: int
-    events: list[tuple[Msg, int, Event]] = field(default_factory=list)
+    events: list[tuple[LoggedMessage, int, Event]] = field(default_factory=list)
     rejection: EventRejected | None = None
 
 
@@ -139,7 +138,7 @@ class WorkSlices:
             self._started = time.perf_counter()
 
 
-def _positions(events: list[tuple[Msg, int, Event]]) -> dict[str, int]:
+def _positions(events: list[tuple[LoggedMessage, int, Event]]) -> dict[str, int]:
     """Each aggregate's subject filter the events fall under → the last of them there. Release
     0.1.0's subjects belong to no aggregate's subject tree (the codec took the event on its own
     subject or on that old one)."""
@@ -156,10 +155,19 @@ def _utc_now() -> datetime.datetime:
 
 
 class Projector:
-    def __init__(self, pool: asyncpg.Pool, bus: EventBus, storage: Storage, batch_limit: int = BATCH_LIMIT) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: EventBus,
+        storage: Storage,
+        batch_limit: int = BATCH_LIMIT,
+        intake: IntakeOpener | None = None,
+    ) -> None:
         self.pool = pool
         self.batch_limit = batch_limit
         self.bus = bus
+        # Where the events come from (``log_intake``): by default nats-py in this process.
+        self.open_intake = intake or in_process_opener(bus)
         self.storage = storage  # large specifications live there
         self.applied_sequence = 0
         self.stall: Stall | None = None
@@ -365,10 +373,9 @@ class Projector:
             self._tell_watchers(EVERYTHING)
             self.applied_sequence = start
             self._advanced.notify_all()
-        arrivals = Arrivals(self.batch_limit * 2)
         decoded: asyncio.Queue[DecodedBatch | BaseException] = asyncio.Queue(maxsize=DECODED_AHEAD)
-        subscription = await self.bus.replay(start + 1, arrivals=arrivals)
-        decoding = asyncio.create_task(self._decode_arrivals(arrivals, start, decoded))
+        intake = await self.open_intake(start + 1, self.batch_limit, self.bus.telemetry.exporting)
+        decoding = asyncio.create_task(self._decode_arrivals(intake, start, decoded))
         try:
             while True:
                 batch = await self._next_batch(decoded)
@@ -380,11 +387,10 @@ class Projector:
                 await cancel_and_wait(decoding, self._writing)
             finally:
                 self._writing = self._written_batch = self._carried = self._held_back = None
-                with contextlib.suppress(Exception):
-                    await subscription.unsubscribe()
+                await intake.close()
 
     async def _decode_arrivals(
-        self, arrivals: Arrivals, start: int, decoded: asyncio.Queue[DecodedBatch | BaseException]
+        self, intake: LogIntake, start: int, decoded: asyncio.Queue[DecodedBatch | BaseException]
     ) -> None:
         """The first stage: whatever has arrived, decoded, as one batch for one transaction (one
         commit per batch instead of per event is what makes a replay fast). Stops after a batch
@@ -394,7 +400,7 @@ class Projector:
         try:
             while True:
                 try:
-                    arrived = await arrivals.take(self.batch_limit, IDLE_WAIT_SECONDS)
+                    arrived = await intake.take(IDLE_WAIT_SECONDS)
                 except TimeoutError:
                     # Idle: has the read model been reset meanwhile (``projection rebuild``)?
                     if decoded.empty() and await self.checkpoint() < self.applied_sequence:
@@ -508,7 +514,7 @@ class Projector:
         await self._apply_carefully(batch)
         return False
 
-    async def _prepared(self, events: list[tuple[Msg, int, Event]]) -> PreparedBatch | None:
+    async def _prepared(self, events: list[tuple[LoggedMessage, int, Event]]) -> PreparedBatch | None:
         """The batch applied to rows in memory and made into statements; None if an event or a
         row was refused (the careful way then finds which)."""
         rows = self._carried or BatchRows(self._counters)
@@ -607,14 +613,14 @@ class Projector:
             )
             log.info("projection resumed after event %s", batch.last)
 
-    def _decoded(self, message: Msg, sequence: int) -> Event:
+    def _decoded(self, message: LoggedMessage, sequence: int) -> Event:
         """The event a message holds (a large specification is fetched by the caller)."""
         try:
             return self.bus.codec.decode(message.subject, message.data, sequence)
         except UndecodableEvent as error:
             raise EventRejected(sequence, message.subject, error.reason) from None
 
-    async def _commit_finding_refused(self, events: list[tuple[Msg, int, Event]]) -> None:
+    async def _commit_finding_refused(self, events: list[tuple[LoggedMessage, int, Event]]) -> None:
         """Commit ``events``; when PostgreSQL refuses a batch's rows without saying whose they are,
         commit each half on its own, down to the one event whose rows it refuses."""
         try:
@@ -626,7 +632,7 @@ class Projector:
             await self._commit_finding_refused(events[:middle])
             await self._commit_finding_refused(events[middle:])
 
-    async def _commit(self, events: list[tuple[Msg, int, Event]]) -> None:
+    async def _commit(self, events: list[tuple[LoggedMessage, int, Event]]) -> None:
         first, last = events[0][1], events[-1][1]
         change = NOTHING
         try:
@@ -659,12 +665,12 @@ class Projector:
             self._statistics.applied(self.pool, len(events))
 
     async def _apply_all(
-        self, connection: asyncpg.Connection, events: list[tuple[Msg, int, Event]]
+        self, connection: asyncpg.Connection, events: list[tuple[LoggedMessage, int, Event]]
     ) -> ReadModelChange:
         """Runs of events with batched appliers go through rows in memory (loaded once, written
         once per run); an event with its own SQL runs it between runs. Returns what changed."""
         change = NOTHING
-        run: list[tuple[Msg, int, Event]] = []
+        run: list[tuple[LoggedMessage, int, Event]] = []
         for item in events:
             if type(item[2]) in SQL_APPLIERS:
                 change |= await self._apply_run(connection, run)
@@ -675,7 +681,7 @@ class Projector:
                 run.append(item)
         return change | await self._apply_run(connection, run)
 
-    async def _apply_run(self, connection: asyncpg.Connection, run: list[tuple[Msg, int, Event]]) -> ReadModelChange:
+    async def _apply_run(self, connection: asyncpg.Connection, run: list[tuple[LoggedMessage, int, Event]]) -> ReadModelChange:
         if not run:
             return NOTHING
         if not self._counters.known:
@@ -701,7 +707,7 @@ class Projector:
             raise RowsRefused(f"{type(error).__name__}: {error}") from error
         return rows.change()
 
-    async def _apply_with_sql(self, connection: asyncpg.Connection, message: Msg, sequence: int, event: Event) -> None:
+    async def _apply_with_sql(self, connection: asyncpg.Connection, message: LoggedMessage, sequence: int, event: Event) -> None:
         with self.bus.telemetry.projection_span(event.tag(), message.subject, sequence, message.headers):
             try:
                 await apply_with_sql(connection, event, sequence)

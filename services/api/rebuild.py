@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 
 from envstore.api import database
+from envstore.api.log_intake import IntakeOpener, configured_opener
 from envstore.api.projector import BATCH_LIMIT, Projector
 from envstore.common.bus_permissions import PROJECTION_REBUILD
 from envstore.common.service_runtime import connect_bus
@@ -26,18 +27,24 @@ async def rebuild_projection(
     bus = await connect_bus(settings, PROJECTION_REBUILD)
     try:
         async with open_storage(settings) as storage:
-            return await _drop_and_replay(pool, bus, storage, stall_seconds, batch_limit)
+            intake = configured_opener(settings, bus, PROJECTION_REBUILD)
+            return await _drop_and_replay(pool, bus, storage, stall_seconds, batch_limit, intake)
     finally:
         await bus.close()
         await pool.close()
 
 
 async def _drop_and_replay(
-    pool: asyncpg.Pool, bus: EventBus, storage: Storage, stall_seconds: float, batch_limit: int
+    pool: asyncpg.Pool,
+    bus: EventBus,
+    storage: Storage,
+    stall_seconds: float,
+    batch_limit: int,
+    intake: IntakeOpener,
 ) -> int:
     await database.recreate_read_model(pool)
     last = await bus.last_sequence()
-    projector = Projector(pool, bus, storage, batch_limit)
+    projector = Projector(pool, bus, storage, batch_limit, intake)
     running = asyncio.create_task(projector.run())
     try:
         reached = projector.applied_sequence

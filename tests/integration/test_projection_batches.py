@@ -10,7 +10,11 @@ shared packages) and events applied by SQL come between them, is replayed with b
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
+import signal
+import time
 from pathlib import Path
 
 import asyncpg
@@ -40,6 +44,7 @@ from envstore.common.events import (
 from envstore.common.hashing import specification_sha256
 from envstore.common.settings import EnvstoreSettings
 from envstore.launcher.stack import EmbeddedStack
+from tests.log_readers import log_readers_of
 
 CHANNEL = "https://conda.example.org/test-channel"
 PLATFORM = "linux-64"
@@ -202,3 +207,46 @@ async def test_every_batch_size_gives_the_same_read_model(
     for batch_limit, read_model in read_models.items():
         for table in TABLES:
             assert read_model[table] == reference[table], f"{table} with batches of {batch_limit} events"
+
+
+async def applied(connection: asyncpg.Connection) -> int:
+    return await connection.fetchval("SELECT last_sequence FROM projection_checkpoint WHERE name = 'read_model'") or 0
+
+
+async def test_a_killed_log_reader_is_replaced_and_the_read_model_is_the_same(
+    log_stack: EmbeddedStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The projector's events come from a child process (``projection_reader``): SIGKILL it in the
+    middle of a replay, and the projector starts another one from its checkpoint; nothing is lost
+    or applied twice: the read model is the one nats-py in the projector's own process makes."""
+    settings = EnvstoreSettings(
+        data_dir=log_stack.data_directory,
+        nats_url=log_stack.nats.url,
+        nats_credentials=log_stack.nats_credentials.seed(PROJECTION_REBUILD),
+        database_url=log_stack.postgres.dsn,
+    )
+    assert settings.projection_reader == "child-process"  # the default
+    await rebuild_projection(settings.model_copy(update={"projection_reader": "in-process"}), stall_seconds=30)
+    assert not log_readers_of(os.getpid())
+    reference = await table_rows(log_stack.postgres.dsn)
+
+    # One event per transaction: slow enough to be killed mid-way.
+    rebuilding = asyncio.create_task(rebuild_projection(settings, stall_seconds=30, batch_limit=1))
+    connection = await asyncpg.connect(log_stack.postgres.dsn)
+    try:
+        deadline = time.monotonic() + 30
+        # The reader starts once the read model is dropped: then the checkpoint is the replay's.
+        while not log_readers_of(os.getpid()) or await applied(connection) < 100:
+            assert time.monotonic() < deadline and not rebuilding.done(), "the replay did not start"
+            await asyncio.sleep(0.02)
+        (reader,) = log_readers_of(os.getpid())
+        os.kill(reader, signal.SIGKILL)
+        killed_at = await applied(connection)
+    finally:
+        await connection.close()
+    async with asyncio.timeout(60):
+        last = await rebuilding
+    assert killed_at < last, "the replay ended before its reader was killed"
+    assert "the log's reader process ended" in caplog.text
+    assert not log_readers_of(os.getpid()), "the replay's reader outlived it"
+    assert await table_rows(log_stack.postgres.dsn) == reference

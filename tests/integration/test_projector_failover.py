@@ -18,6 +18,7 @@ from envstore.launcher.child_process import LoggedChildProcess
 from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
+from tests.log_readers import is_running, log_readers_of
 from tests.replay import rebuild_read_model
 from tests.stream_reader import stream_events
 from envstore.common.events import BuildProgress
@@ -63,12 +64,18 @@ async def test_killing_the_active_projector_hands_over_to_the_standby(two_api_st
         before = await second.wait_for_build(await second.submit(environment_yaml("before", ["tinyjson"]), "failover"))
         assert before["status"] == "COMPLETED"
 
+        # The leader's events come from a log reader process of its own; the standby has none.
+        (reader,) = log_readers_of(stack.process("api", 0).pid)
         await stack.kill_service("api", restart=False)  # down until started again below
         killed_at = time.monotonic()
         while not await leading(second_url, token):
             assert time.monotonic() - killed_at < 15, "the standby did not take over"
             await asyncio.sleep(0.1)
         print(f"took over in {time.monotonic() - killed_at:.2f} s")
+        # The killed leader's reader saw its stdin end, and went.
+        while is_running(reader):
+            assert time.monotonic() - killed_at < 10, "the killed API's log reader process lives on"
+            await asyncio.sleep(0.05)
         after = await second.wait_for_build(await second.submit(environment_yaml("after", ["configlib"]), "failover"))
         assert after["status"] == "COMPLETED", after["status_info"]
 
