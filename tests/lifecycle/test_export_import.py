@@ -59,6 +59,12 @@ async def envstore(*arguments: str) -> tuple[int, str, str]:
     return command.returncode or 0, stdout.decode(), stderr.decode()
 
 
+async def caught_up(client: ApiClient) -> bool:
+    """The read model holds every event of the stack's log."""
+    status, body = await client.get("/api/v1/projection/")
+    return status == 200 and body["data"]["checkpoint"] == body["data"]["stream_last_sequence"]
+
+
 async def download(client: ApiClient, path: str) -> tuple[int, bytes]:
     async with client.raw("GET", path) as response:
         return response.status, await response.read()
@@ -201,6 +207,8 @@ async def test_a_whole_stack_backup_restores_every_namespace_and_webhook(
     webhooks = {int(source): int(target) for source, target in re.findall(r"^webhook (\d+) -> (\d+)$", stdout, re.M)}
 
     async with ApiClient(backup_stack.api_url, token=backup_stack.admin_token) as restored:
+        # The import's events reach the read model over several transactions: wait for the last.
+        await wait_until(lambda: caught_up(restored), "every imported event applied")
         await wait_until(lambda: restored.get(f"/api/v1/webhook/{webhooks[webhook_id]}/"), "the webhook restored")
         names = lambda body: sorted(entry["name"] for entry in body["data"])  # noqa: E731
         source_namespaces = (await admin.get("/api/v1/namespace/", params={"size": "1000"}))[1]
