@@ -16,7 +16,9 @@ from its checkpoint with a new one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import os
 import sys
 from typing import Protocol
 
@@ -79,23 +81,95 @@ class InProcessIntake:
             await self._subscription.unsubscribe()  # type: ignore[attr-defined]
 
 
+class ReceivedFrames(asyncio.Protocol):
+    """The reader's stdout, cut into frames as it arrives; their messages wait here until taken
+    (everything waiting, up to the limit, at once, as ``Arrivals`` does for nats-py). Past twice
+    the limit, reading pauses: the pipe fills, the reader's writes wait, and JetStream's flow
+    control holds the server back."""
+
+    def __init__(self, batch_limit: int) -> None:
+        self.batch_limit = batch_limit
+        self._decoder = msgspec.msgpack.Decoder(list[FramedMessage])
+        self._unread = bytearray()
+        self._waiting: collections.deque[FramedMessage] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._ended = False
+        self._transport: asyncio.ReadTransport | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._unread += data
+        start = 0
+        while len(self._unread) - start >= FRAME_HEADER.size:
+            (size,) = FRAME_HEADER.unpack_from(self._unread, start)
+            end = start + FRAME_HEADER.size + size
+            if len(self._unread) < end:
+                break
+            with memoryview(self._unread) as unread:  # released before the bytes read are dropped
+                self._waiting.extend(self._decoder.decode(unread[start + FRAME_HEADER.size:end]))
+            start = end
+        if start:
+            del self._unread[:start]
+            self._arrived.set()
+        if len(self._waiting) >= 2 * self.batch_limit and not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._arrived.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._arrived.set()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def take(self, timeout_seconds: float) -> list[FramedMessage]:
+        """Up to the limit of the messages waiting; waits (bounded) for the first; TimeoutError if
+        none came, an empty list once the reader's output ended."""
+        if not self._waiting and not self._ended:
+            self._arrived.clear()
+            async with asyncio.timeout(timeout_seconds):
+                await self._arrived.wait()
+        taken = [self._waiting.popleft() for _ in range(min(self.batch_limit, len(self._waiting)))]
+        if self._paused and len(self._waiting) < self.batch_limit and self._transport is not None:
+            self._transport.resume_reading()
+            self._paused = False
+        return taken
+
+
 class ChildProcessIntake:
     """A reader process's frames."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdin is not None and process.stdout is not None
+    def __init__(self, process: asyncio.subprocess.Process, frames: ReceivedFrames) -> None:
         self._process = process
-        self._frames = process.stdout
-        self._decoder = msgspec.msgpack.Decoder(list[FramedMessage])
+        self._frames = frames
 
     @classmethod
     async def open(cls, order: ReadingOrder) -> ChildProcessIntake:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", READER_MODULE,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24,
-        )
-        intake = cls(process)
+        loop = asyncio.get_running_loop()
+        frames = ReceivedFrames(order.batch_limit)
+        readable, writable = os.pipe()
         try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", READER_MODULE, stdin=asyncio.subprocess.PIPE, stdout=writable,
+            )
+        except BaseException:
+            os.close(readable)
+            raise
+        finally:
+            os.close(writable)  # the child's now: its end closes when the child ends
+        intake = cls(process, frames)
+        try:
+            await loop.connect_read_pipe(lambda: frames, os.fdopen(readable, "rb", buffering=0))
             assert process.stdin is not None
             process.stdin.write(order.encoded())
             await process.stdin.drain()
@@ -105,17 +179,11 @@ class ChildProcessIntake:
         return intake
 
     async def take(self, timeout_seconds: float) -> list[tuple[int, LoggedMessage]]:
-        try:
-            # Waiting for a frame's header consumes nothing until all of it is there, so a
-            # timeout here never cuts a frame.
-            async with asyncio.timeout(timeout_seconds):
-                header = await self._frames.readexactly(FRAME_HEADER.size)
-            (size,) = FRAME_HEADER.unpack(header)
-            frame = await self._frames.readexactly(size)
-        except asyncio.IncompleteReadError:
+        taken = await self._frames.take(timeout_seconds)
+        if not taken:
             code = await self._process.wait()
-            raise LogReaderEnded(f"the log's reader process ended (exit code {code})") from None
-        return [(message.sequence, message) for message in self._decoder.decode(frame)]
+            raise LogReaderEnded(f"the log's reader process ended (exit code {code})")
+        return [(message.sequence, message) for message in taken]
 
     async def close(self) -> None:
         """Tell the child to go (its stdin ends), and kill it if it has not within a second."""
@@ -131,6 +199,7 @@ class ChildProcessIntake:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+            self._frames.close()
 
 
 class IntakeOpener(Protocol):
