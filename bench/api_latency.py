@@ -504,6 +504,13 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def ended_children_cpu_seconds() -> float:
+    """CPU of this process's children that ended (and were waited for): the projector's log
+    reader process, once the replay is done (the stack's servers still run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def print_open_loop(name: str, result: OpenLoopResult) -> None:
     print(f"  {name:<9} p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
           f"p99.9 {result.p999_ms:6.1f} ms  max {result.max_ms:6.1f} ms  "
@@ -640,16 +647,19 @@ async def main(arguments: argparse.Namespace) -> None:
                 recorder = start_py_spy(os.getpid(), Path(directory) / "replay-profile.txt") if profiling else None
                 started = time.perf_counter()
                 own_before, postgres_before = own_cpu_seconds(), tree_cpu_seconds(postgres_pid)
+                reader_before = ended_children_cpu_seconds()
                 nats_before = tree_cpu_seconds(stack.nats.nodes[0].pid)
                 last = await rebuild_projection(settings, stall_seconds=REPLAY_STALL_SECONDS)
                 replayed = time.perf_counter() - started
                 own = own_cpu_seconds() - own_before
+                reader = ended_children_cpu_seconds() - reader_before
                 postgres = tree_cpu_seconds(postgres_pid) - postgres_before
                 nats = tree_cpu_seconds(stack.nats.nodes[0].pid) - nats_before
                 print(f"replay (envstore projection rebuild): {last} events in {replayed:.1f} s = "
-                      f"{last / replayed:,.0f} events/s; CPU: projector {own:.1f} s, PostgreSQL {postgres:.1f} s, "
-                      f"nats-server {nats:.1f} s = {last / (own + postgres):,.0f} events per CPU second of "
-                      "projector and PostgreSQL", flush=True)
+                      f"{last / replayed:,.0f} events/s; CPU: projector {own:.1f} s (its log reader process "
+                      f"{reader:.1f} s), PostgreSQL {postgres:.1f} s, nats-server {nats:.1f} s = "
+                      f"{last / (own + reader + postgres):,.0f} events per CPU second of projector, reader and "
+                      "PostgreSQL", flush=True)
                 floor_seconds, floor_cpu = await read_stream_alone(settings, last)
                 print(f"  floor, the same log read and decoded alone (nats-py, msgspec): {last / floor_seconds:,.0f} "
                       f"events/s (CPU {floor_cpu:.1f} s); replay / floor = {floor_seconds / replayed:.2f}", flush=True)

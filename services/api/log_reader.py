@@ -17,7 +17,6 @@ import signal
 import ssl
 import stat
 import sys
-from typing import BinaryIO
 
 import msgspec
 
@@ -30,8 +29,38 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 5.0
 
 
-async def hand_on(order: ReadingOrder, output: BinaryIO) -> None:
-    """The log from ``order.start`` on, as frames on ``output``, for ever."""
+class FramesOut(asyncio.BaseProtocol):
+    """The write end of the pipe to the projector, written without blocking: while the projector
+    is behind, the pipe is full and ``sent`` waits (this process still answers the server's
+    pings; its arrivals fill up, then JetStream's flow control holds the server back)."""
+
+    def __init__(self) -> None:
+        self._room = asyncio.Event()
+        self._room.set()
+        self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def pause_writing(self) -> None:
+        self._room.clear()
+
+    def resume_writing(self) -> None:
+        self._room.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._room.set()
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+    async def sent(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+        if self._gone.done():
+            raise BrokenPipeError("the projector stopped reading")
+        transport.write(data)
+        await self._room.wait()
+
+
+async def hand_on(order: ReadingOrder) -> None:
+    """The log from ``order.start`` on, as frames on stdout, for ever."""
+    loop = asyncio.get_running_loop()
+    transport, frames_out = await loop.connect_write_pipe(FramesOut, sys.stdout.buffer)
     tls = ssl.create_default_context(cadata=order.tls_ca) if order.tls_ca else None
     client = await connect_to_bus(order.nats_url, order.identity, seed=order.seed, tls=tls)
     try:
@@ -52,19 +81,12 @@ async def hand_on(order: ReadingOrder, output: BinaryIO) -> None:
                     )
                     for sequence, message in taken
                 ])
-                # In a thread: while the projector is behind, the write waits, and this process
-                # still answers the server's pings (arrivals fill up, then flow control holds
-                # the server back).
-                await asyncio.to_thread(_write, output, FRAME_HEADER.pack(len(frame)) + frame)
+                await frames_out.sent(transport, FRAME_HEADER.pack(len(frame)) + frame)
         finally:
             await subscription.unsubscribe()
     finally:
         await client.close()
-
-
-def _write(output: BinaryIO, data: bytes) -> None:
-    output.write(data)
-    output.flush()
+        transport.close()
 
 
 async def read_until_told_to_stop() -> None:
@@ -76,7 +98,7 @@ async def read_until_told_to_stop() -> None:
         return
     order = ReadingOrder.decoded(line)
     tune_collector_for_a_long_run()
-    reading = asyncio.create_task(hand_on(order, sys.stdout.buffer))
+    reading = asyncio.create_task(hand_on(order))
     ending = asyncio.create_task(orders.read())  # stdin's end: the projector is done, or gone
     done, _ = await asyncio.wait({reading, ending}, return_when=asyncio.FIRST_COMPLETED)
     reading.cancel()
