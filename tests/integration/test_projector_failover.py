@@ -14,11 +14,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from envstore.launcher.child_process import LoggedChildProcess
+from envstore.launcher.child_process import LoggedChildProcess, process_is_alive
 from envstore.launcher.free_ports import pick_free_port
 from envstore.launcher.stack import EmbeddedStack
 from tests.api_client import ApiClient, environment_yaml
-from tests.log_readers import is_running, log_readers_of
+from tests.log_readers import log_readers_of
 from tests.replay import rebuild_read_model
 from tests.stream_reader import stream_events
 from envstore.common.events import BuildProgress
@@ -73,7 +73,7 @@ async def test_killing_the_active_projector_hands_over_to_the_standby(two_api_st
             await asyncio.sleep(0.1)
         print(f"took over in {time.monotonic() - killed_at:.2f} s")
         # The killed leader's reader saw its stdin end, and went.
-        while is_running(reader):
+        while process_is_alive(reader):
             assert time.monotonic() - killed_at < 10, "the killed API's log reader process lives on"
             await asyncio.sleep(0.05)
         after = await second.wait_for_build(await second.submit(environment_yaml("after", ["configlib"]), "failover"))
