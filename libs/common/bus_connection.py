@@ -23,6 +23,13 @@ def inbox_prefix(identity: str) -> str:
     return f"_INBOX.{identity}"
 
 
+def tls_context_of(certificate_authority: str | None) -> ssl.SSLContext | None:
+    """TLS to NATS, the servers' certificates verified by this CA certificate (PEM); None: no TLS."""
+    if not certificate_authority:
+        return None
+    return ssl.create_default_context(cadata=certificate_authority)
+
+
 class BusAccessRefused(Exception):
     """The bus refused this process's credentials (or it has none)."""
 

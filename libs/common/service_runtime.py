@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from envstore.common.collector_tuning import tune_collector_for_a_long_run
 from envstore.common.build_policy import BuildPipelinePolicy, PhaseLimits
+from envstore.common.bus_connection import tls_context_of
 from envstore.common.events import Event
 from envstore.common.transport import EventBus
 from envstore.common.worker_runtime import ConsumerSettings, Handler, Worker
@@ -25,9 +26,7 @@ from envstore.common.telemetry import Telemetry, TelemetrySettings
 
 def nats_tls_context(settings: EnvstoreSettings) -> ssl.SSLContext | None:
     """TLS to NATS when a CA is set: the servers' certificates must be signed by it."""
-    if not settings.nats_tls_ca:
-        return None
-    return ssl.create_default_context(cadata=settings.nats_tls_ca)
+    return tls_context_of(settings.nats_tls_ca)
 
 
 async def connect_bus(settings: EnvstoreSettings, identity: str, telemetry: Telemetry | None = None) -> EventBus:

@@ -20,6 +20,7 @@ import collections
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
@@ -52,7 +53,7 @@ class LogReaderEnded(ConnectionError):
 
 
 class LogIntake(Protocol):
-    async def take(self, timeout_seconds: float) -> list[tuple[int, LoggedMessage]]:
+    async def take(self, timeout_seconds: float) -> Sequence[tuple[int, LoggedMessage]]:
         """The next messages, in order (a batch of at most the intake's limit); waits (bounded)
         for the first; TimeoutError if none came."""
         ...
@@ -73,8 +74,8 @@ class InProcessIntake:
         arrivals = Arrivals(batch_limit * 2)
         return cls(arrivals, await bus.replay(start, arrivals=arrivals), batch_limit)
 
-    async def take(self, timeout_seconds: float) -> list[tuple[int, LoggedMessage]]:
-        return list(await self._arrivals.take(self._batch_limit, timeout_seconds))
+    async def take(self, timeout_seconds: float) -> Sequence[tuple[int, LoggedMessage]]:
+        return await self._arrivals.take(self._batch_limit, timeout_seconds)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -178,7 +179,7 @@ class ChildProcessIntake:
             raise
         return intake
 
-    async def take(self, timeout_seconds: float) -> list[tuple[int, LoggedMessage]]:
+    async def take(self, timeout_seconds: float) -> Sequence[tuple[int, LoggedMessage]]:
         taken = await self._frames.take(timeout_seconds)
         if not taken:
             code = await self._process.wait()

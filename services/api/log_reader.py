@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 import stat
 import sys
 
@@ -22,10 +21,9 @@ import msgspec
 
 from envstore.api.log_frames import FRAME_HEADER, FramedMessage, ReadingOrder
 from envstore.common.arrivals import Arrivals, subscribe_in_order
-from envstore.common.bus_connection import connect_to_bus
+from envstore.common.bus_connection import connect_to_bus, tls_context_of
 from envstore.common.collector_tuning import tune_collector_for_a_long_run
 
-log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 5.0
 
 
@@ -61,8 +59,7 @@ async def hand_on(order: ReadingOrder) -> None:
     """The log from ``order.start`` on, as frames on stdout, for ever."""
     loop = asyncio.get_running_loop()
     transport, frames_out = await loop.connect_write_pipe(FramesOut, sys.stdout.buffer)
-    tls = ssl.create_default_context(cadata=order.tls_ca) if order.tls_ca else None
-    client = await connect_to_bus(order.nats_url, order.identity, seed=order.seed, tls=tls)
+    client = await connect_to_bus(order.nats_url, order.identity, seed=order.seed, tls=tls_context_of(order.tls_ca))
     try:
         arrivals = Arrivals(order.batch_limit * 2)
         subscription = await subscribe_in_order(
